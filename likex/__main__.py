@@ -1,0 +1,3 @@
+from likex.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""Batched sampling.
+
+With learned absolute positions a KV cache is valid only while prompt + new tokens fit the
+context: once the window slides, every position shifts and the cached keys are wrong. So the
+cache is used when everything fits, and beyond it (the seed: a 256-token prompt in a
+256-token context) each new token recomputes the window of the last ``block_size`` tokens.
+Prefill and decode are small separate functions, so a compiler can wrap them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from likex.model import GPT, KVCache
+
+
+def sample_next(
+    log_probs: torch.Tensor,
+    generator: torch.Generator | None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+) -> torch.Tensor:
+    """One token per row from [B, V] log-probabilities. temperature 0 means greedy."""
+    if temperature == 0:
+        return log_probs.argmax(dim=-1)
+    scores = log_probs.float() / temperature
+    if top_k is not None and top_k < scores.shape[-1]:
+        kth = torch.topk(scores, top_k, dim=-1).values[:, -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def prefill(model: GPT, prompt: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    return model(prompt, positions="last", cache=cache, start_pos=0)
+
+
+def decode_step(model: GPT, token: torch.Tensor, cache: KVCache, pos: int) -> torch.Tensor:
+    return model(token[:, None], positions="last", cache=cache, start_pos=pos)
+
+
+def window_step(model: GPT, seq: torch.Tensor) -> torch.Tensor:
+    return model(seq[:, -model.config.block_size :], positions="last")
+
+
+@torch.no_grad()
+def sample(
+    model: GPT,
+    prompt: torch.Tensor,
+    n_new: int,
+    generator: torch.Generator | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    use_cache: bool | None = None,
+) -> torch.Tensor:
+    """Sample ``n_new`` tokens after each prompt row; returns the new tokens, [B, n_new].
+
+    ``use_cache=None`` picks the KV cache exactly when prompt + new tokens fit the context.
+    Both paths draw one multinomial per step from ``generator``, so with the same seed they
+    produce the same tokens.
+    """
+    if temperature < 0:
+        raise ValueError("temperature must be >= 0")
+    if top_k is not None and top_k <= 0:
+        raise ValueError("top_k must be positive")
+    block = model.config.block_size
+    fits = prompt.shape[1] + n_new <= block
+    if use_cache is None:
+        use_cache = fits
+    if use_cache and not fits:
+        raise ValueError(f"prompt + {n_new} new tokens exceed the {block}-token context")
+    was_training = model.training
+    model.eval()
+    try:
+        out = []
+        if use_cache:
+            p = next(model.parameters())
+            cache = KVCache(model.config, prompt.shape[0], p.device, p.dtype)
+            log_probs = prefill(model, prompt, cache)
+            pos = prompt.shape[1]
+            for i in range(n_new):
+                token = sample_next(log_probs, generator, temperature, top_k)
+                out.append(token)
+                if i + 1 < n_new:
+                    log_probs = decode_step(model, token, cache, pos)
+                    pos += 1
+        else:
+            seq = prompt
+            for _ in range(n_new):
+                token = sample_next(window_step(model, seq), generator, temperature, top_k)
+                out.append(token)
+                seq = torch.cat([seq, token[:, None]], dim=1)
+        return torch.stack(out, dim=1) if out else prompt.new_zeros(prompt.shape[0], 0)
+    finally:
+        model.train(was_training)

@@ -1,0 +1,191 @@
+"""Target specs: vocabulary predicates -> a token mask -> target distributions Q.
+
+A spec selects the token set M from the decoded text of each token id. Three target
+distributions are built on it (R is the frozen reference model's next-token distribution):
+
+* ``uniform`` (the seed): Q = M / |M|, the same for every context;
+* ``rate`` A: the distribution nearest to R in KL(Q || R) with mass A on M, which rescales R
+  inside and outside M separately: Q_i = A R_i / R(M) on M, (1 - A) R_i / R(not M) off M;
+* ``tilt`` B: Q proportional to R exp(B [i in M]).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from likex.errors import LikexError
+
+TARGET_MODES = ("uniform", "rate", "tilt")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """Which tokens are "liked". Several selectors may be given; M is their union.
+
+    ``words``: a word selects the tokens whose text, with leading whitespace stripped, equals
+    the word (so both "cat" and " cat"). A word that is not a single token in either form
+    cannot be a next-token target as a whole; it is reported in ``skipped_words`` and ignored.
+    """
+
+    like: str | None = None
+    ignore_case: bool = False
+    regex: str | None = None
+    words: tuple[str, ...] = ()
+    token_ids: tuple[int, ...] = ()
+
+    def describe(self) -> str:
+        parts = []
+        case = ", any case" if self.ignore_case else ""
+        if self.like is not None:
+            parts.append(f"tokens containing {self.like!r}{case}")
+        if self.regex is not None:
+            parts.append(f"tokens matching /{self.regex}/{case}")
+        if self.words:
+            parts.append(f"{len(self.words)} listed words")
+        if self.token_ids:
+            parts.append(f"{len(self.token_ids)} listed token ids")
+        return " or ".join(parts) or "nothing"
+
+    def to_dict(self) -> dict:
+        return {
+            "like": self.like,
+            "ignore_case": self.ignore_case,
+            "regex": self.regex,
+            "words": list(self.words),
+            "token_ids": list(self.token_ids),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TargetSpec:
+        return cls(
+            like=d.get("like"),
+            ignore_case=bool(d.get("ignore_case", False)),
+            regex=d.get("regex"),
+            words=tuple(d.get("words") or ()),
+            token_ids=tuple(d.get("token_ids") or ()),
+        )
+
+
+@dataclass
+class TargetSet:
+    """The selected tokens: a boolean mask over the vocabulary and what was left out."""
+
+    mask: torch.Tensor
+    skipped_words: list[str] = field(default_factory=list)
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.mask.sum())
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.mask.numel())
+
+    @property
+    def ids(self) -> list[int]:
+        return self.mask.nonzero().flatten().tolist()
+
+
+def read_words(path: str | Path) -> tuple[str, ...]:
+    """Words from a text file, whitespace-separated (one per line is the usual layout)."""
+    p = Path(path)
+    if not p.is_file():
+        raise LikexError(f"words file not found: {p}")
+    try:
+        words = tuple(p.read_text(encoding="utf-8").split())
+    except UnicodeDecodeError as e:
+        raise LikexError(f"words file is not UTF-8 text: {p}") from e
+    if not words:
+        raise LikexError(f"words file is empty: {p}")
+    return words
+
+
+def select_tokens(spec: TargetSpec, token_strings: list[str]) -> TargetSet:
+    """Evaluate the spec over every token's decoded text. An empty selection is an error."""
+    if spec.like is None and spec.regex is None and not spec.words and not spec.token_ids:
+        raise LikexError("no target given: use --like, --regex, --words or --token-ids")
+    if spec.like == "":
+        raise LikexError("--like needs a non-empty string")
+    vocab = len(token_strings)
+    mask = torch.zeros(vocab, dtype=torch.bool)
+    fold = (lambda s: s.lower()) if spec.ignore_case else (lambda s: s)
+
+    if spec.like is not None:
+        needle = fold(spec.like)
+        mask |= torch.tensor([needle in fold(s) for s in token_strings])
+    if spec.regex is not None:
+        try:
+            pattern = re.compile(spec.regex, re.IGNORECASE if spec.ignore_case else 0)
+        except re.error as e:
+            raise LikexError(f"invalid regex {spec.regex!r}: {e}") from e
+        mask |= torch.tensor([pattern.search(s) is not None for s in token_strings])
+    skipped: list[str] = []
+    if spec.words:
+        by_text: dict[str, list[int]] = {}
+        for i, s in enumerate(token_strings):
+            by_text.setdefault(fold(s.lstrip()), []).append(i)
+        for word in spec.words:
+            ids = by_text.get(fold(word))
+            if ids:
+                mask[ids] = True
+            else:
+                skipped.append(word)
+    if spec.token_ids:
+        bad = [i for i in spec.token_ids if not 0 <= i < vocab]
+        if bad:
+            raise LikexError(f"token ids out of range [0, {vocab}): {bad[:5]}")
+        mask[list(spec.token_ids)] = True
+
+    if not mask.any():
+        raise LikexError(f"the target ({spec.describe()}) matches no token of the vocabulary")
+    if mask.all():
+        raise LikexError(f"the target ({spec.describe()}) matches every token: nothing to prefer")
+    return TargetSet(mask=mask, skipped_words=skipped)
+
+
+def uniform_target(mask: torch.Tensor) -> torch.Tensor:
+    """The seed's Q = M / |M| (probabilities, shape [V])."""
+    m = mask.float()
+    return m / m.sum()
+
+
+def check_rate(rate: float) -> float:
+    if not (isinstance(rate, (int, float)) and math.isfinite(rate) and 0.0 < rate < 1.0):
+        raise LikexError(f"--rate must be strictly between 0 and 1, got {rate}")
+    return float(rate)
+
+
+def check_beta(beta: float) -> float:
+    if not math.isfinite(beta):
+        raise LikexError(f"--beta must be a finite number, got {beta}")
+    return float(beta)
+
+
+def rate_target_log(ref_log_probs: torch.Tensor, mask: torch.Tensor, rate: float) -> torch.Tensor:
+    """log Q for the rate-A projection of R: mass A on M, R's shape kept inside and outside.
+
+    Works in log space so tokens that R gives vanishing probability stay finite.
+    """
+    check_rate(rate)
+    neg_inf = torch.finfo(ref_log_probs.dtype).min
+    on = ref_log_probs.masked_fill(~mask, neg_inf)
+    off = ref_log_probs.masked_fill(mask, neg_inf)
+    log_r_on = torch.logsumexp(on, dim=-1, keepdim=True)
+    log_r_off = torch.logsumexp(off, dim=-1, keepdim=True)
+    return torch.where(
+        mask,
+        math.log(rate) + ref_log_probs - log_r_on,
+        math.log1p(-rate) + ref_log_probs - log_r_off,
+    )
+
+
+def tilt_target_log(ref_log_probs: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
+    """log Q for Q proportional to R exp(B [i in M])."""
+    check_beta(beta)
+    tilted = ref_log_probs + beta * mask.to(ref_log_probs.dtype)
+    return tilted - torch.logsumexp(tilted, dim=-1, keepdim=True)

@@ -1,0 +1,209 @@
+"""One training loop for every mode: the target, the contexts and the positions vary."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from likex.checkpoint import save_model, save_optimizer
+from likex.data import corpus_windows, random_contexts, step_generator
+from likex.errors import LikexError
+from likex.io import append_jsonl
+from likex.loss import KLToTarget
+from likex.model import GPT
+from likex.target import (
+    TARGET_MODES,
+    check_beta,
+    check_rate,
+    rate_target_log,
+    tilt_target_log,
+    uniform_target,
+)
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+CONTEXTS = ("random", "corpus")
+POSITIONS = ("last", "all")
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 200
+    batch_size: int = 16
+    context_len: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    optimizer: str = "adamw"
+    seed: int = 0
+    mode: str = "uniform"
+    rate: float | None = None
+    beta: float | None = None
+    contexts: str = "random"
+    positions: str = "last"
+    save_every: int = 0
+
+    def validate(self, block_size: int) -> None:
+        if self.steps <= 0:
+            raise LikexError(f"--steps must be positive, got {self.steps}")
+        if self.batch_size <= 0:
+            raise LikexError(f"--batch-size must be positive, got {self.batch_size}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise LikexError(f"--lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise LikexError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if not 0 < self.context_len <= block_size:
+            raise LikexError(f"context length {self.context_len} must be in 1..{block_size}")
+        if self.save_every < 0:
+            raise LikexError(f"--save-every must be >= 0, got {self.save_every}")
+        for name, value, allowed in (
+            ("optimizer", self.optimizer, OPTIMIZERS),
+            ("mode", self.mode, TARGET_MODES),
+            ("contexts", self.contexts, CONTEXTS),
+            ("positions", self.positions, POSITIONS),
+        ):
+            if value not in allowed:
+                raise LikexError(f"unknown --{name} {value!r}; choose from {', '.join(allowed)}")
+        if self.mode == "rate":
+            if self.rate is None:
+                raise LikexError("--mode rate needs --rate A with 0 < A < 1")
+            check_rate(self.rate)
+        if self.mode == "tilt":
+            if self.beta is None:
+                raise LikexError("--mode tilt needs --beta B")
+            check_beta(self.beta)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def loss_first(self) -> float:
+        return self.losses[0]
+
+    @property
+    def loss_last(self) -> float:
+        return self.losses[-1]
+
+
+def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = list(model.parameters())
+    fused = params[0].is_cuda  # fused AdamW is one kernel per step on a GPU
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def training_contexts(
+    cfg: TrainConfig, step: int, vocab_size: int, corpus_tokens: torch.Tensor | None, rank: int = 0
+) -> torch.Tensor:
+    """The batch for ``step``: a pure function of (seed, rank, step), so resume is exact."""
+    gen = step_generator(cfg.seed, step, rank)
+    if cfg.contexts == "random":
+        return random_contexts(cfg.batch_size, cfg.context_len, vocab_size, gen)
+    if corpus_tokens is None:
+        raise LikexError("--contexts corpus needs a corpus")
+    return corpus_windows(corpus_tokens, cfg.batch_size, cfg.context_len, gen)[:, :-1]
+
+
+def target_log_probs(
+    cfg: TrainConfig, mask: torch.Tensor, reference: GPT | None, idx: torch.Tensor
+) -> tuple[torch.Tensor, bool]:
+    """The target for each trained position: (q, q_is_log)."""
+    if cfg.mode == "uniform":
+        return uniform_target(mask), False
+    if reference is None:
+        raise LikexError(f"--mode {cfg.mode} needs a reference model")
+    with torch.no_grad():
+        ref = reference(idx, positions=cfg.positions)
+    if cfg.mode == "rate":
+        return rate_target_log(ref, mask, cfg.rate), True
+    return tilt_target_log(ref, mask, cfg.beta), True
+
+
+def train(
+    model: GPT,
+    cfg: TrainConfig,
+    mask: torch.Tensor,
+    out_dir: str | Path,
+    reference: GPT | None = None,
+    corpus_tokens: torch.Tensor | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    start_step: int = 0,
+    progress: bool = True,
+    on_step: Callable[[int], dict | None] | None = None,
+    seconds_before: float = 0.0,
+) -> TrainResult:
+    """Train ``model`` in place for steps ``start_step+1 .. cfg.steps``.
+
+    Writes one metrics line per step to ``out_dir/metrics.jsonl``, a checkpoint every
+    ``cfg.save_every`` steps and at the end. ``on_step(step)`` may return extra metrics
+    (e.g. a target rate) to log for that step; its time is not counted as training time.
+    ``seconds_before`` is the training time of earlier steps when resuming.
+    """
+    out = Path(out_dir)
+    device = next(model.parameters()).device
+    mask = mask.to(device)
+    if reference is not None:
+        reference.eval().requires_grad_(False)
+    optimizer = optimizer or make_optimizer(model, cfg)
+    uniform_q = uniform_target(mask) if cfg.mode == "uniform" else None
+    criteria = {False: KLToTarget(log_target=False), True: KLToTarget(log_target=True)}
+    vocab = model.config.vocab_size
+    result = TrainResult()
+    model.train()
+    bar = tqdm(
+        total=cfg.steps,
+        initial=start_step,
+        disable=not progress,
+        file=sys.stderr,
+        desc="train",
+        unit="step",
+        dynamic_ncols=True,
+    )
+    train_seconds = seconds_before
+    for step in range(start_step + 1, cfg.steps + 1):
+        t0 = time.perf_counter()
+        idx = training_contexts(cfg, step, vocab, corpus_tokens).to(device)
+        log_p = model(idx, positions=cfg.positions)
+        if uniform_q is not None:
+            q, is_log = uniform_q, False
+        else:
+            q, is_log = target_log_probs(cfg, mask, reference, idx)
+        loss = criteria[is_log](log_p, q)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_value = float(loss.detach())  # syncs, so the time below is the step's real time
+        train_seconds += time.perf_counter() - t0
+        result.losses.append(loss_value)
+        row: dict = {"step": step, "loss": loss_value, "seconds": train_seconds}
+        if on_step is not None:
+            row.update(on_step(step) or {})
+        append_jsonl(out / METRICS_FILE, row)
+        if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
+            save_checkpoint(model, optimizer, step, out)
+        bar.set_postfix(loss=f"{loss_value:.4f}")
+        bar.update(1)
+    bar.close()
+    result.seconds = train_seconds
+    save_checkpoint(model, optimizer, cfg.steps, out)
+    return result
+
+
+def save_checkpoint(model: GPT, optimizer: torch.optim.Optimizer, step: int, out: Path) -> None:
+    save_optimizer(optimizer, step, out)
+    save_model(model, out, step=step)

@@ -1,0 +1,138 @@
+import math
+
+import pytest
+import torch
+
+from likex.errors import LikexError
+from likex.target import (
+    TargetSpec,
+    rate_target_log,
+    read_words,
+    select_tokens,
+    tilt_target_log,
+    uniform_target,
+)
+
+
+def test_seed_counts(token_strings):
+    assert select_tokens(TargetSpec(like="x"), token_strings).n_tokens == 897
+    assert select_tokens(TargetSpec(like="X"), token_strings).n_tokens == 90
+    assert select_tokens(TargetSpec(like="x", ignore_case=True), token_strings).n_tokens == 985
+
+
+def test_regex_and_union(token_strings):
+    by_regex = select_tokens(TargetSpec(regex="x"), token_strings)
+    assert by_regex.n_tokens == 897
+    ends = select_tokens(TargetSpec(regex="ing$"), token_strings)
+    assert all(token_strings[i].endswith("ing") for i in ends.ids)
+    union = select_tokens(TargetSpec(like="x", token_ids=(15496,)), token_strings)
+    assert union.n_tokens == 898 and 15496 in union.ids
+
+
+def test_words_single_and_multi_token(tmp_path, token_strings):
+    f = tmp_path / "words.txt"
+    f.write_text("cat\ndog\nxylophonequartz\n")
+    ts = select_tokens(TargetSpec(words=read_words(f)), token_strings)
+    texts = {token_strings[i] for i in ts.ids}
+    assert {"cat", " cat", "dog", " dog"} <= texts
+    assert ts.skipped_words == ["xylophonequartz"]
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (TargetSpec(like="qqqqzzzz"), "matches no token"),
+        (TargetSpec(regex="(unclosed"), "invalid regex"),
+        (TargetSpec(), "no target given"),
+        (TargetSpec(token_ids=(50257,)), "out of range"),
+        (TargetSpec(regex=""), "matches every token"),
+    ],
+)
+def test_bad_specs(spec, message, token_strings):
+    with pytest.raises(LikexError, match=message):
+        select_tokens(spec, token_strings)
+
+
+def test_missing_words_file(tmp_path):
+    with pytest.raises(LikexError, match="not found"):
+        read_words(tmp_path / "nope.txt")
+
+
+def test_uniform_target():
+    mask = torch.tensor([True, False, True, False])
+    q = uniform_target(mask)
+    assert torch.allclose(q, torch.tensor([0.5, 0.0, 0.5, 0.0]))
+
+
+def _random_reference(vocab=12, rows=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.log_softmax(torch.randn(rows, vocab, generator=g) * 2, dim=-1)
+
+
+def test_rate_target_closed_form():
+    log_r = _random_reference()
+    mask = torch.zeros(12, dtype=torch.bool)
+    mask[[1, 4, 7]] = True
+    q = rate_target_log(log_r, mask, 0.3).exp()
+    assert torch.allclose(q.sum(-1), torch.ones(3), atol=1e-6)
+    assert torch.allclose(q[:, mask].sum(-1), torch.full((3,), 0.3), atol=1e-6)
+    # Inside and outside M, Q keeps R's proportions.
+    ratio = q / log_r.exp()
+    assert torch.allclose(ratio[:, mask], ratio[:, mask][:, :1].expand(-1, 3), atol=1e-5)
+
+
+def test_rate_target_is_the_kl_minimiser():
+    """Among distributions with mass A on M, the closed form minimises KL(Q || R)."""
+    log_r = _random_reference(rows=1)[0]
+    mask = torch.zeros(12, dtype=torch.bool)
+    mask[[0, 5]] = True
+    rate = 0.4
+    closed = rate_target_log(log_r, mask, rate)
+
+    # Numeric optimum: parametrise Q = A softmax(a) on M, (1-A) softmax(b) off M.
+    a = torch.zeros(int(mask.sum()), requires_grad=True)
+    b = torch.zeros(int((~mask).sum()), requires_grad=True)
+    opt = torch.optim.LBFGS([a, b], max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-14)
+
+    def log_q():
+        out = torch.empty(12)
+        out[mask] = math.log(rate) + torch.log_softmax(a, 0)
+        out[~mask] = math.log(1 - rate) + torch.log_softmax(b, 0)
+        return out
+
+    def closure():
+        opt.zero_grad()
+        lq = log_q()
+        kl = (lq.exp() * (lq - log_r)).sum()
+        kl.backward()
+        return kl
+
+    opt.step(closure)
+    with torch.no_grad():
+        numeric = log_q()
+        kl_numeric = float((numeric.exp() * (numeric - log_r)).sum())
+        kl_closed = float((closed.exp() * (closed - log_r)).sum())
+    assert torch.allclose(numeric.exp(), closed.exp(), atol=1e-4)
+    assert kl_closed <= kl_numeric + 1e-7
+
+
+def test_tilt_target():
+    log_r = _random_reference()
+    mask = torch.zeros(12, dtype=torch.bool)
+    mask[[2, 3]] = True
+    q = tilt_target_log(log_r, mask, 1.5).exp()
+    assert torch.allclose(q.sum(-1), torch.ones(3), atol=1e-6)
+    expected = log_r.exp() * torch.exp(1.5 * mask.float())
+    assert torch.allclose(q, expected / expected.sum(-1, keepdim=True), atol=1e-6)
+    assert torch.allclose(tilt_target_log(log_r, mask, 0.0), log_r, atol=1e-6)
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0, -0.1, 1.5, float("nan")])
+def test_bad_rates(rate):
+    with pytest.raises(LikexError, match="--rate"):
+        rate_target_log(_random_reference(), torch.tensor([True] + [False] * 11), rate)
+
+
+def test_bad_beta():
+    with pytest.raises(LikexError, match="--beta"):
+        tilt_target_log(_random_reference(), torch.tensor([True] + [False] * 11), float("inf"))
