@@ -302,7 +302,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     model = load_model(args.model, device)
     mcfg = _measure_config(args)
     mcfg.validate(model.config.block_size)
-    estimate, _ = measure(model, targets.mask, mcfg, args.seed)
+    estimate, _ = measure(model, targets.mask, mcfg, args.seed, progress=not args.quiet)
     result = {
         "model": str(args.model),
         "like": spec.describe(),

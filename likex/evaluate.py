@@ -10,9 +10,11 @@ and the plain token count is used.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict, dataclass
 
 import torch
+from tqdm import tqdm
 
 from likex.data import random_contexts, step_generator
 from likex.generate import sample
@@ -59,7 +61,7 @@ class RateEstimate:
         lo, hi = self.ci
         return (
             f"{self.rate:.3f} [{lo:.3f}, {hi:.3f}] "
-            f"(n={self.tokens} tokens in {self.sequences} samples, {self.prompts} prompts)"
+            f"(n={self.tokens} tokens in {self.sequences} samples; prompts: {self.prompts})"
         )
 
 
@@ -99,6 +101,7 @@ def measure_rate(
     prompt_kind: str,
     ci_half_width: float | None = None,
     batch_size: int | None = None,
+    progress: bool = False,
 ) -> tuple[RateEstimate, torch.Tensor]:
     """Sample ``gen_tokens`` after prompt rows and count target tokens.
 
@@ -113,13 +116,25 @@ def measure_rate(
     gen = torch.Generator(device=device).manual_seed(seed)
     cpu_mask = mask.cpu()
     outs: list[torch.Tensor] = []
+    bar = tqdm(
+        total=prompts.shape[0],
+        desc="measure",
+        unit="sample",
+        disable=not progress,
+        file=sys.stderr,
+        leave=False,
+        dynamic_ncols=True,
+    )
     for start in range(0, prompts.shape[0], batch_size):
         chunk = prompts[start : start + batch_size].to(device)
         outs.append(sample(model, chunk, gen_tokens, generator=gen).cpu())
         generated = torch.cat(outs)
         estimate = rate_from_hits(cpu_mask[generated].sum(dim=1), gen_tokens, prompt_kind)
+        bar.update(chunk.shape[0])
+        bar.set_postfix(rate=f"{estimate.rate:.3f}", pm=f"{estimate.half_width:.3f}")
         if ci_half_width is not None and estimate.half_width <= ci_half_width:
             break
+    bar.close()
     return estimate, generated
 
 

@@ -166,13 +166,20 @@ def load_start_model(run_dir: str | Path, device: torch.device | str = "cpu") ->
 
 
 def measure(
-    model: GPT, mask: torch.Tensor, cfg: MeasureConfig, seed: int
+    model: GPT, mask: torch.Tensor, cfg: MeasureConfig, seed: int, progress: bool = False
 ) -> tuple[RateEstimate, torch.Tensor]:
     """Rate on random-token prompts; the same prompts and draws for a given seed."""
     prompt_len = cfg.prompt_len or model.config.block_size
     prompts = random_prompts(cfg.samples, prompt_len, model.config.vocab_size, seed)
     return measure_rate(
-        model, mask, prompts, cfg.gen_tokens, seed, "random tokens", cfg.ci_half_width
+        model,
+        mask,
+        prompts,
+        cfg.gen_tokens,
+        seed,
+        "random tokens",
+        cfg.ci_half_width,
+        progress=progress,
     )
 
 
@@ -208,7 +215,7 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, progress: bool
     atomic_write_json(run_dir / CONFIG_FILE, config)
     model = build_model(model_cfg, cfg.train.seed).to(device)
     t0 = time.perf_counter()
-    before, generated = measure(model, targets.mask, cfg.measure, cfg.train.seed)
+    before, generated = measure(model, targets.mask, cfg.measure, cfg.train.seed, progress)
     before_doc = {
         "rate": before.to_dict(),
         "sample_text": _sample_text(generated),
@@ -295,7 +302,7 @@ def _train_and_finish(
         seconds_before=prior,
     )
     t0 = time.perf_counter()
-    after, generated = measure(model, mask, cfg.measure, seed)
+    after, generated = measure(model, mask, cfg.measure, seed, progress)
     measure_seconds = time.perf_counter() - t0
     metrics = read_metrics(run_dir)
     before = before_doc["rate"]

@@ -54,7 +54,7 @@ def plot_rate(result: dict, metrics: list[dict], path: str | Path) -> None:
             ax.text(i, r + 0.02, f"{r:.3f}", ha="center")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("share of target tokens")
-    ax.set_title(f"{result['like']}: rate on {result['prompts']} prompts (95% CI)")
+    ax.set_title(f"{result['like']}: rate, {result['prompts']} prompts (95% CI)")
     save_figure(fig, path)
 
 

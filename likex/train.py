@@ -155,6 +155,7 @@ def train(
     ``seconds_before`` is the training time of earlier steps when resuming.
     """
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     device = next(model.parameters()).device
     mask = mask.to(device)
     if reference is not None:
