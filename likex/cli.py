@@ -99,7 +99,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--preset", default="cpu", help=f"model preset: {', '.join(PRESETS)}")
     p.add_argument("--weight-init", default="course", choices=WEIGHT_INITS)
-    p.add_argument("--steps", type=int, default=t.steps)
+    p.add_argument("--steps", type=int, default=None, help=f"default {t.steps}")
     p.add_argument("--batch-size", type=int, default=t.batch_size)
     p.add_argument("--lr", type=float, default=None, help="default: the preset's tuned value")
     p.add_argument("--weight-decay", type=float, default=t.weight_decay)
@@ -109,7 +109,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps")
     p.add_argument("--eval-every", type=int, default=0, help="measure the rate every N steps")
     p.add_argument("--out", help="output folder (default runs/<timestamp>)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run in DIR from its last checkpoint, with DIR's config (only --steps "
+        "may change it)",
+    )
     _add_target_args(p)
     _add_output_args(p)
     p.set_defaults(handler=_cmd_run)
@@ -122,11 +127,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from likex.train import TrainConfig
 
     if args.resume:
-        result = resume_experiment(
-            args.resume,
-            steps=args.steps if args.steps != TrainConfig().steps else None,
-            progress=not args.quiet,
-        )
+        result = resume_experiment(args.resume, steps=args.steps, progress=not args.quiet)
     else:
         preset_config(args.preset)  # an unknown preset fails before anything else
         spec = _target_spec(args) if _has_target(args) else TargetSpec(like="x")
@@ -135,7 +136,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             weight_init=args.weight_init,
             target=spec,
             train=TrainConfig(
-                steps=args.steps,
+                steps=args.steps if args.steps is not None else TrainConfig().steps,
                 batch_size=args.batch_size,
                 lr=args.lr if args.lr is not None else DEFAULT_LR[args.preset],
                 weight_decay=args.weight_decay,

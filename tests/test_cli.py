@@ -91,6 +91,9 @@ def test_json_flag_and_resume_is_exact(tmp_path, capsys):
         capsys, ["run", *TINY, "--steps", "6", "--out", str(tmp_path / "a"), "--json"]
     )
     run_json(capsys, ["run", *TINY, "--steps", "3", "--out", str(tmp_path / "b"), "--json"])
+    # As if the process died after logging step 4 but before its next checkpoint.
+    with open(tmp_path / "b" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 4, "loss": 123.0, "seconds": 0.0}) + "\n")
     resumed = run_json(
         capsys, ["run", "--resume", str(tmp_path / "b"), "--steps", "6", "--quiet", "--json"]
     )
