@@ -77,6 +77,11 @@ class HFTokenizer:
     def vocab_size(self) -> int:
         return len(self._tok)
 
+    @property
+    def raw(self) -> Any:
+        """The wrapped transformers tokenizer (to save it beside a model)."""
+        return self._tok
+
     def encode(self, text: str) -> list[int]:
         return list(self._tok.encode(text, add_special_tokens=False))
 
