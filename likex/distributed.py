@@ -12,12 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from likex.errors import LikexError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -114,3 +118,28 @@ def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if dist_info().active:
         dist.barrier()
+
+
+def on_main_rank(fn: Callable[[], T]) -> T | None:
+    """``fn()`` on rank 0 only (the others get None), and every rank learns whether it failed.
+
+    Writing files is rank 0's job; if it fails (say, the output folder already exists) the
+    other ranks must stop too rather than wait for it forever in the next collective.
+    """
+    info = dist_info()
+    if not info.active:
+        return fn()
+    result: T | None = None
+    error: LikexError | None = None
+    if info.is_main:
+        try:
+            result = fn()
+        except LikexError as e:
+            error = e
+    failed = torch.tensor([1 if error is not None else 0], device=_collective_device())
+    dist.broadcast(failed, src=0)
+    if error is not None:
+        raise error
+    if failed.item():
+        raise LikexError("rank 0 stopped with an error (its message says why)")
+    return result

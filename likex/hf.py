@@ -57,7 +57,9 @@ def _transformers() -> Any:
         raise LikexError(
             "hf: models need the optional extra: pip install 'likex[hf]' (transformers)"
         ) from e
-    transformers.logging.set_verbosity_error()  # its warnings are not ours to print
+    # Its warnings and loading/saving bars are not ours to print (likex has --quiet).
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     return transformers
 
 
@@ -86,6 +88,9 @@ class HFCausalLM(nn.Module):
         # With logits_to_keep the model applies its head (and any logit scaling or capping
         # it does) to the kept positions only; without it likex applies the head itself.
         self._keeps_logits = "logits_to_keep" in params
+        # transformers 5 renamed past_key_values to cache and computes cache positions itself.
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._cache_positions = "cache_position" in params
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once
@@ -110,7 +115,9 @@ class HFCausalLM(nn.Module):
         where = torch.arange(start_pos, start_pos + T, device=idx.device)
         kwargs: dict[str, Any] = {"use_cache": cache is not None}
         if cache is not None:
-            kwargs.update(past_key_values=cache, cache_position=where)
+            kwargs[self._cache_arg] = cache
+            if self._cache_positions:
+                kwargs["cache_position"] = where
         if self._keeps_logits:
             keep = 1 if positions == "last" else 0  # 0 keeps every position
             out = self.hf(idx, position_ids=where[None], logits_to_keep=keep, **kwargs)
@@ -153,6 +160,8 @@ def load_hf(name_or_path: str, device: torch.device | str = "cpu") -> HFCausalLM
     name = name_or_path[len(HF_PREFIX) :] if is_hf_name(name_or_path) else name_or_path
     if not name:
         raise LikexError("hf: needs a model name or folder, e.g. hf:gpt2 or hf:./my-model")
+    if name.startswith(("/", ".", "~")) and not Path(name).expanduser().is_dir():
+        raise LikexError(f"model folder not found: {name}")  # not a hub name: no lookup
     try:
         raw_tok = transformers.AutoTokenizer.from_pretrained(name)
     except Exception as e:
@@ -161,8 +170,17 @@ def load_hf(name_or_path: str, device: torch.device | str = "cpu") -> HFCausalLM
         model = transformers.AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
     except Exception as e:
         raise LikexError(f"cannot load {name} as a causal language model: {_first_line(e)}") from e
-    tokenizer = HFTokenizer(raw_tok, name)
-    return HFCausalLM(model, tokenizer, name).to(device)
+    wrapped = HFCausalLM(model, HFTokenizer(raw_tok, name), name)
+    vocab, outputs = len(raw_tok), wrapped.config.vocab_size
+    # A head may have a few padding rows more than the tokenizer has tokens (Pythia: 50304 for
+    # 50277), never fewer; a tokenizer of under half the head belongs to some other model
+    # (transformers 5 even builds an empty one for a folder without tokenizer files).
+    if not outputs // 2 <= vocab <= outputs:
+        raise LikexError(
+            f"cannot load the tokenizer of {name}: it has {vocab} tokens for the model's "
+            f"{outputs} outputs (missing or mismatched tokenizer files)"
+        )
+    return wrapped.to(device)
 
 
 def _first_line(e: BaseException) -> str:
