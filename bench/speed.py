@@ -147,12 +147,12 @@ def case_train_baseline(cfg: BenchConfig) -> dict:
     losses = []
     for step in range(1, WARMUP_STEPS + 1):
         idx = training_contexts(tcfg, step, model_cfg.vocab_size, None).to(device)
-        losses.append(float(course_train_step(model, opt, idx, q)))
+        losses.append(float(course_train_step(model, opt, idx, q).detach()))
     warm = time.perf_counter() - t0
     t0 = time.perf_counter()
     for step in range(WARMUP_STEPS + 1, WARMUP_STEPS + cfg.baseline_steps + 1):
         idx = training_contexts(tcfg, step, model_cfg.vocab_size, None).to(device)
-        losses.append(float(course_train_step(model, opt, idx, q)))  # float() syncs, as likex
+        losses.append(float(course_train_step(model, opt, idx, q).detach()))  # syncs, as likex
     seconds = time.perf_counter() - t0
     return {
         "steps_per_s": cfg.baseline_steps / seconds,

@@ -128,7 +128,7 @@ def _add_compile_arg(p: argparse.ArgumentParser) -> None:
         "--compile",
         default="none",
         choices=COMPILE_MODES,
-        help="torch.compile the training step (reduce-overhead: also CUDA graphs)",
+        help="torch.compile the training and sampling steps (reduce-overhead: also CUDA graphs)",
     )
 
 
@@ -183,8 +183,8 @@ def _print_run_summary(r: dict) -> None:
     n = r["gen_tokens"]
     print(f"likex run: {r['like']} ({r['n_target_tokens']} of {r['vocab_size']} tokens)")
     print(
-        f"  model     {r.get('init_model') or r['preset']} ({r['params']:,} params, "
-        f"init {r['weight_init']}) on {r['device']}"
+        f"  model     {r['preset']} ({r['params']:,} params, init {r['weight_init']}) on "
+        f"{r['device']}"
     )
     print(
         f"  loss      {r['loss_first']:.4f} -> {r['loss_last']:.4f} in {r['steps']} steps "

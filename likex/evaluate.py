@@ -99,6 +99,7 @@ def measure_rate(
     prompt_kind: str,
     ci_half_width: float | None = None,
     batch_size: int | None = None,
+    compile: str = "none",
 ) -> tuple[RateEstimate, torch.Tensor]:
     """Sample ``gen_tokens`` after prompt rows and count target tokens.
 
@@ -106,6 +107,7 @@ def measure_rate(
     the 95% interval is that narrow (the prompts are then a cap, not a quota). Returns the
     estimate and the generated tokens [K, gen_tokens] on the CPU. The generator is seeded
     from ``seed``, so before/after measurements see the same prompts and the same draws.
+    ``compile`` is passed to ``sample`` (likex.accel modes).
     """
     device = next(model.parameters()).device
     if batch_size is None:
@@ -115,7 +117,7 @@ def measure_rate(
     outs: list[torch.Tensor] = []
     for start in range(0, prompts.shape[0], batch_size):
         chunk = prompts[start : start + batch_size].to(device)
-        outs.append(sample(model, chunk, gen_tokens, generator=gen).cpu())
+        outs.append(sample(model, chunk, gen_tokens, generator=gen, compile=compile).cpu())
         generated = torch.cat(outs)
         estimate = rate_from_hits(cpu_mask[generated].sum(dim=1), gen_tokens, prompt_kind)
         if ci_half_width is not None and estimate.half_width <= ci_half_width:

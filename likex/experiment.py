@@ -186,13 +186,20 @@ def load_start_model(run_dir: str | Path, device: torch.device | str = "cpu") ->
 
 
 def measure(
-    model: GPT, mask: torch.Tensor, cfg: MeasureConfig, seed: int
+    model: GPT, mask: torch.Tensor, cfg: MeasureConfig, seed: int, compile: str = "none"
 ) -> tuple[RateEstimate, torch.Tensor]:
     """Rate on random-token prompts; the same prompts and draws for a given seed."""
     prompt_len = cfg.prompt_len or model.config.block_size
     prompts = random_prompts(cfg.samples, prompt_len, model.config.vocab_size, seed)
     return measure_rate(
-        model, mask, prompts, cfg.gen_tokens, seed, "random tokens", cfg.ci_half_width
+        model,
+        mask,
+        prompts,
+        cfg.gen_tokens,
+        seed,
+        "random tokens",
+        cfg.ci_half_width,
+        compile=compile,
     )
 
 
@@ -249,7 +256,9 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, progress: bool
         }
         atomic_write_json(run_dir / CONFIG_FILE, config)
         t0 = time.perf_counter()
-        before, generated = measure(model, targets.mask, cfg.measure, cfg.train.seed)
+        before, generated = measure(
+            model, targets.mask, cfg.measure, cfg.train.seed, cfg.train.compile
+        )
         before_doc = {
             "rate": before.to_dict(),
             "sample_text": _sample_text(generated, tokenizer),
@@ -338,7 +347,7 @@ def _train_and_finish(
 
     def on_step(step: int) -> dict | None:
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.train.steps):
-            estimate, _ = measure(model, mask, cfg.measure, seed)
+            estimate, _ = measure(model, mask, cfg.measure, seed, cfg.train.compile)
             model.train()
             return {"rate": estimate.rate, "rate_ci": list(estimate.ci)}
         return None
@@ -358,14 +367,15 @@ def _train_and_finish(
     if not dist_info().is_main:
         return {"rank": dist_info().rank, "train_seconds": trained.seconds}
     t0 = time.perf_counter()
-    after, generated = measure(model, mask, cfg.measure, seed)
+    after, generated = measure(model, mask, cfg.measure, seed, cfg.train.compile)
     measure_seconds = time.perf_counter() - t0
     metrics = read_metrics(run_dir)
     before = before_doc["rate"]
     result = {
-        "preset": cfg.preset,
+        # a transformers start model stands where the preset would (in the report too)
+        "preset": cfg.init or cfg.preset,
         "init_model": cfg.init,
-        "weight_init": cfg.weight_init,
+        "weight_init": "transformers checkpoint" if cfg.init else cfg.weight_init,
         "like": cfg.target.describe(),
         "target": cfg.target.to_dict(),
         "n_target_tokens": int(mask.sum()),

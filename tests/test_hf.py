@@ -104,6 +104,11 @@ def test_run_eval_generate_with_an_hf_model(tiny_gpt2, tmp_path, capsys):
     config = json.loads((out / "config.json").read_text())
     assert config["init"]["kind"] == "hf" and "sha256" in config["init"]
 
+    assert main(["run", "--resume", str(out), "--steps", "24", "--quiet", "--json"]) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert resumed["steps"] == 24 and resumed["init_model"] == f"hf:{tiny_gpt2}"
+    assert json.loads((out / HF_DIR / "likex_step.json").read_text())["step"] == 24
+
     assert main(["eval", "--model", str(out), "--samples", "4", "--ci-width", "0",
                  "--gen-tokens", "16", "--json", "--quiet"]) == 0  # fmt: skip
     evaluated = json.loads(capsys.readouterr().out)
