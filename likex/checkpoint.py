@@ -18,6 +18,7 @@ from safetensors.torch import load_model as st_load_model
 from safetensors.torch import save_model as st_save_model
 
 from likex.errors import LikexError
+from likex.hf import HF_DIR, HF_STEP_FILE, HFCausalLM
 from likex.io import atomic_write, atomic_write_json
 from likex.model import GPT, GPTConfig
 
@@ -41,6 +42,9 @@ def save_model(model: GPT, directory: str | Path, step: int | None = None) -> No
     the weights and the optimizer state belong together."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, HFCausalLM):  # transformers' own format, loadable without likex
+        model.save_pretrained(d / HF_DIR, step=step)
+        return
     metadata = {"step": str(step)} if step is not None else None
     # save_model (not save_file) because the head is tied to the embedding: it stores the
     # shared tensor once and load_model re-ties it.
@@ -72,6 +76,9 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> GPT
 
 def model_step(directory: str | Path) -> int | None:
     """The training step recorded in a model file's metadata, if any."""
+    hf_step = Path(directory) / HF_DIR / HF_STEP_FILE
+    if hf_step.is_file():
+        return read_json(hf_step, "transformers model's step").get("step")
     try:
         with safe_open(str(Path(directory) / MODEL_FILE), framework="pt") as f:
             step = (f.metadata() or {}).get("step")

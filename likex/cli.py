@@ -115,12 +115,30 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         help="continue the run in DIR from its last checkpoint, with DIR's config (only --steps "
         "may change it)",
     )
+    p.add_argument(
+        "--init",
+        metavar="hf:NAME_OR_PATH",
+        help="start from a transformers causal LM (likex[hf]) instead of a --preset model",
+    )
+    _add_compile_arg(p)
     _add_target_args(p)
     _add_output_args(p)
     p.set_defaults(handler=_cmd_run)
 
 
+def _add_compile_arg(p: argparse.ArgumentParser) -> None:
+    from likex.accel import COMPILE_MODES
+
+    p.add_argument(
+        "--compile",
+        default="none",
+        choices=COMPILE_MODES,
+        help="torch.compile the training and sampling steps (reduce-overhead: also CUDA graphs)",
+    )
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    from likex.distributed import dist_info
     from likex.experiment import RunConfig, resume_experiment, run_experiment
     from likex.model import DEFAULT_LR, preset_config
     from likex.target import TargetSpec
@@ -143,12 +161,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 optimizer=args.optimizer,
                 seed=args.seed,
                 save_every=args.save_every,
+                compile=args.compile,
             ),
             measure=_measure_config(args),
             eval_every=args.eval_every,
             device=args.device,
+            init=args.init,
         )
         result = run_experiment(cfg, out=args.out, progress=not args.quiet)
+    if not dist_info().is_main:
+        return 0  # under torchrun rank 0 reports
     if args.json:
         _print_json(result)
     else:
@@ -225,7 +247,9 @@ def _cmd_targets(args: argparse.Namespace) -> int:
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="sample text from a saved model")
-    p.add_argument("--model", required=True, metavar="DIR", help="a run or model folder")
+    p.add_argument(
+        "--model", required=True, metavar="DIR", help="a run or model folder, or hf:NAME_OR_PATH"
+    )
     p.add_argument("--prompt", default="", help="prompt text (default: <|endoftext|>)")
     p.add_argument("--tokens", type=int, default=100, help="new tokens to sample")
     p.add_argument("--num", type=int, default=1, help="number of samples")
@@ -239,10 +263,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 def _cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from likex.checkpoint import load_model
     from likex.device import resolve_device
     from likex.generate import sample
-    from likex.tokenizer import gpt2
+    from likex.hf import load_model_and_tokenizer
 
     if args.tokens <= 0:
         raise LikexError(f"--tokens must be positive, got {args.tokens}")
@@ -253,9 +276,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.top_k is not None and args.top_k <= 0:
         raise LikexError(f"--top-k must be positive, got {args.top_k}")
     device = resolve_device(args.device)
-    model = load_model(args.model, device)
-    tok = gpt2()
-    ids = tok.encode(args.prompt) if args.prompt else [tok.vocab_size - 1]  # <|endoftext|>
+    model, tok = load_model_and_tokenizer(args.model, device)
+    ids = tok.encode(args.prompt) if args.prompt else [tok.start_id]
     ids = ids[-model.config.block_size :]
     prompt = torch.tensor([ids] * args.num, device=device)
     gen = torch.Generator(device=device).manual_seed(args.seed)
@@ -276,7 +298,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="target rate (95% CI) of a saved model")
-    p.add_argument("--model", required=True, metavar="DIR", help="a run or model folder")
+    p.add_argument(
+        "--model", required=True, metavar="DIR", help="a run or model folder, or hf:NAME_OR_PATH"
+    )
     _add_measure_args(p)
     p.add_argument("--seed", type=int, default=0)
     _add_target_args(p)
@@ -285,11 +309,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from likex.checkpoint import load_model, read_json
+    from likex.checkpoint import read_json
     from likex.device import resolve_device
     from likex.experiment import CONFIG_FILE, measure
+    from likex.hf import load_model_and_tokenizer, token_strings_for
     from likex.target import TargetSpec, select_tokens
-    from likex.tokenizer import gpt2
 
     config_path = Path(args.model) / CONFIG_FILE
     if _has_target(args):
@@ -298,9 +322,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         spec = TargetSpec.from_dict(read_json(config_path, "run config")["target"])
     else:
         raise LikexError("no target given: use --like, --regex, --words or --token-ids")
-    targets = select_tokens(spec, gpt2().token_strings())
     device = resolve_device(args.device)
-    model = load_model(args.model, device)
+    model, tok = load_model_and_tokenizer(args.model, device)
+    targets = select_tokens(spec, token_strings_for(model, tok))
     mcfg = _measure_config(args)
     mcfg.validate(model.config.block_size)
     estimate, _ = measure(model, targets.mask, mcfg, args.seed, progress=not args.quiet)
@@ -341,8 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from likex.distributed import init_from_env, shutdown
+
     args = build_parser().parse_args(argv)
     try:
+        init_from_env()  # joins the process group under torchrun; nothing otherwise
         return args.handler(args)
     except LikexError as e:
         sys.stderr.write(f"likex: error: {e}\n")
@@ -350,3 +377,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("likex: interrupted\n")
         return 130
+    finally:
+        shutdown()

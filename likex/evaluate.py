@@ -105,6 +105,7 @@ def measure_rate(
     ci_half_width: float | None = None,
     batch_size: int | None = None,
     progress: bool = False,
+    compile: str = "none",
 ) -> tuple[RateEstimate, torch.Tensor]:
     """Sample ``gen_tokens`` after prompt rows and count target tokens.
 
@@ -112,6 +113,7 @@ def measure_rate(
     the 95% interval is that narrow (the prompts are then a cap, not a quota). Returns the
     estimate and the generated tokens [K, gen_tokens] on the CPU. The generator is seeded
     from ``seed``, so before/after measurements see the same prompts and the same draws.
+    ``compile`` is passed to ``sample`` (likex.accel modes).
     """
     device = next(model.parameters()).device
     if batch_size is None:
@@ -130,7 +132,7 @@ def measure_rate(
     )
     for start in range(0, prompts.shape[0], batch_size):
         chunk = prompts[start : start + batch_size].to(device)
-        outs.append(sample(model, chunk, gen_tokens, generator=gen).cpu())
+        outs.append(sample(model, chunk, gen_tokens, generator=gen, compile=compile).cpu())
         generated = torch.cat(outs)
         estimate = rate_from_hits(cpu_mask[generated].sum(dim=1), gen_tokens, prompt_kind)
         bar.update(chunk.shape[0])

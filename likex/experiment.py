@@ -24,13 +24,15 @@ from likex.checkpoint import (
     read_json,
 )
 from likex.device import resolve_device
+from likex.distributed import check_same_on_all_ranks, dist_info, on_main_rank
 from likex.errors import LikexError
 from likex.evaluate import RateEstimate, measure_rate, random_prompts
+from likex.hf import is_hf_name, load_hf, load_model_and_tokenizer, token_strings_for
 from likex.io import atomic_write_json, atomic_write_text
 from likex.model import GPT, GPTConfig, build_model, preset_config
 from likex.report import write_run_report
 from likex.target import TargetSpec, select_tokens
-from likex.tokenizer import gpt2
+from likex.tokenizer import Tokenizer, gpt2
 from likex.train import METRICS_FILE, TrainConfig, make_optimizer, train
 
 CONFIG_FILE = "config.json"
@@ -69,10 +71,13 @@ class RunConfig:
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     eval_every: int = 0
     device: str = "auto"
+    # "hf:NAME_OR_PATH": start from a transformers model instead of a fresh preset model.
+    init: str | None = None
 
     def to_dict(self) -> dict:
         return {
             "preset": self.preset,
+            "init_model": self.init,
             "weight_init": self.weight_init,
             "target": self.target.to_dict(),
             "train": self.train.to_dict(),
@@ -91,6 +96,7 @@ class RunConfig:
             measure=MeasureConfig(**d["measure"]),
             eval_every=d.get("eval_every", 0),
             device=d.get("device", "auto"),
+            init=d.get("init_model"),
         )
 
 
@@ -142,6 +148,15 @@ def scratch_init(model_cfg: GPTConfig, seed: int) -> dict:
     return {"kind": "scratch", "model": model_cfg.to_dict(), "seed": seed}
 
 
+def hf_init(name: str) -> dict:
+    """A transformers start model; a local folder is pinned by its weights' checksum."""
+    path = Path(name.removeprefix("hf:"))
+    weights = path / "model.safetensors"
+    if weights.is_file():
+        return {"kind": "hf", "name": str(path.resolve()), "sha256": file_sha256(weights)}
+    return {"kind": "hf", "name": name.removeprefix("hf:")}
+
+
 def checkpoint_init(directory: str | Path) -> dict:
     d = Path(directory).resolve()
     return {"kind": "checkpoint", "path": str(d), "sha256": file_sha256(d / MODEL_FILE)}
@@ -162,11 +177,21 @@ def load_start_model(run_dir: str | Path, device: torch.device | str = "cpu") ->
         if file_sha256(path / MODEL_FILE) != init["sha256"]:
             raise LikexError(f"the starting model of {run_dir} has changed since: {path}")
         return load_model(path, device)
+    if init.get("kind") == "hf":
+        path = Path(init["name"])
+        if "sha256" in init and file_sha256(path / "model.safetensors") != init["sha256"]:
+            raise LikexError(f"the starting model of {run_dir} has changed since: {path}")
+        return load_hf(init["name"], device)
     raise LikexError(f"{run_dir}: unknown starting-model kind {init.get('kind')!r}")
 
 
 def measure(
-    model: GPT, mask: torch.Tensor, cfg: MeasureConfig, seed: int, progress: bool = False
+    model: GPT,
+    mask: torch.Tensor,
+    cfg: MeasureConfig,
+    seed: int,
+    compile: str = "none",
+    progress: bool = False,
 ) -> tuple[RateEstimate, torch.Tensor]:
     """Rate on random-token prompts; the same prompts and draws for a given seed."""
     prompt_len = cfg.prompt_len or model.config.block_size
@@ -179,18 +204,39 @@ def measure(
         seed,
         "random tokens",
         cfg.ci_half_width,
+        compile=compile,
         progress=progress,
     )
 
 
-def _sample_text(tokens: torch.Tensor, n: int = 60) -> str:
-    return gpt2().decode(tokens[0, :n].tolist())
+def _sample_text(tokens: torch.Tensor, tokenizer: Tokenizer, n: int = 60) -> str:
+    return tokenizer.decode(tokens[0, :n].tolist())
 
 
 def run_experiment(cfg: RunConfig, out: str | Path | None = None, progress: bool = True) -> dict:
-    """The seed experiment: everything is validated before anything is written."""
+    """The seed experiment: everything is validated before anything is written.
+
+    Under torchrun every rank trains (see likex.train); rank 0 alone measures and writes, and
+    the other ranks return ``{"rank": r}``.
+    """
+    ranks = dist_info()
+    if ranks.active:
+        if out is None:
+            raise LikexError("under torchrun pass --out DIR, so that every rank names one folder")
+        check_same_on_all_ranks({**cfg.to_dict(), "out": str(out)}, "run arguments")
     device = resolve_device(cfg.device)
-    model_cfg = preset_config(cfg.preset, weight_init=cfg.weight_init)
+    if cfg.init is not None:
+        if not is_hf_name(cfg.init):
+            raise LikexError(f"--init must be hf:NAME_OR_PATH, got {cfg.init!r}")
+        model: torch.nn.Module = load_hf(cfg.init, device)
+        tokenizer: Tokenizer = model.tokenizer
+        model_cfg = model.config
+        init = hf_init(cfg.init)
+    else:
+        model_cfg = preset_config(cfg.preset, weight_init=cfg.weight_init)
+        model = build_model(model_cfg, cfg.train.seed).to(device)
+        tokenizer = gpt2()
+        init = scratch_init(model_cfg, cfg.train.seed)
     if cfg.train.context_len > model_cfg.block_size:
         cfg.train.context_len = model_cfg.block_size
     cfg.train.validate(model_cfg.block_size)
@@ -199,30 +245,47 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, progress: bool
         raise LikexError(f"--eval-every must be >= 0, got {cfg.eval_every}")
     if cfg.train.mode != "uniform":
         raise LikexError("likex run is the seed experiment (uniform target)")
-    targets = select_tokens(cfg.target, gpt2().token_strings())
-    run_dir = new_run_dir(out)
+    targets = select_tokens(cfg.target, token_strings_for(model, tokenizer))
 
-    config = {
-        "command": "run",
-        **cfg.to_dict(),
-        "model": model_cfg.to_dict(),
-        "init": scratch_init(model_cfg, cfg.train.seed),
-        "seed": cfg.train.seed,
-        "device_used": device_name(device),
-        "versions": versions(),
-        "created": _dt.datetime.now().isoformat(timespec="seconds"),
-    }
-    atomic_write_json(run_dir / CONFIG_FILE, config)
-    model = build_model(model_cfg, cfg.train.seed).to(device)
-    t0 = time.perf_counter()
-    before, generated = measure(model, targets.mask, cfg.measure, cfg.train.seed, progress)
-    before_doc = {
-        "rate": before.to_dict(),
-        "sample_text": _sample_text(generated),
-        "seconds": time.perf_counter() - t0,
-    }
-    atomic_write_json(run_dir / BEFORE_FILE, before_doc)
-    return _train_and_finish(run_dir, cfg, model, targets.mask, before_doc, progress, 0, None)
+    def start() -> tuple[Path, dict]:
+        run_dir = new_run_dir(out)
+        config = {
+            "command": "run",
+            **cfg.to_dict(),
+            "model": model_cfg.to_dict(),
+            "init": init,
+            "seed": cfg.train.seed,
+            "device_used": device_name(device),
+            "world_size": ranks.world_size,
+            "versions": versions(),
+            "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        }
+        atomic_write_json(run_dir / CONFIG_FILE, config)
+        t0 = time.perf_counter()
+        before, generated = measure(
+            model, targets.mask, cfg.measure, cfg.train.seed, cfg.train.compile, progress
+        )
+        before_doc = {
+            "rate": before.to_dict(),
+            "sample_text": _sample_text(generated, tokenizer),
+            "seconds": time.perf_counter() - t0,
+        }
+        atomic_write_json(run_dir / BEFORE_FILE, before_doc)
+        return run_dir, before_doc
+
+    # Other ranks get None: under torchrun --out names the folder and only rank 0 reports.
+    run_dir, before_doc = on_main_rank(start) or (Path(str(out)), {})
+    return _train_and_finish(
+        run_dir,
+        cfg,
+        model,
+        tokenizer,
+        targets.mask,
+        before_doc,
+        progress,
+        0,
+        None,
+    )
 
 
 def resume_experiment(run_dir: str | Path, steps: int | None = None, progress: bool = True) -> dict:
@@ -236,8 +299,9 @@ def resume_experiment(run_dir: str | Path, steps: int | None = None, progress: b
     before_doc = read_json(run_dir / BEFORE_FILE, "pre-training measurement")
     if steps is not None:
         cfg.train.steps = steps
+    check_same_on_all_ranks({"resume": str(run_dir), "steps": cfg.train.steps}, "resume arguments")
     device = resolve_device(cfg.device)
-    model = load_model(run_dir, device)
+    model, tokenizer = load_model_and_tokenizer(run_dir, device)
     cfg.train.validate(model.config.block_size)
     optimizer = make_optimizer(model, cfg.train)
     start = load_optimizer(optimizer, run_dir)
@@ -245,12 +309,16 @@ def resume_experiment(run_dir: str | Path, steps: int | None = None, progress: b
         raise LikexError(f"checkpoint in {run_dir} is inconsistent: weights and optimizer differ")
     if start >= cfg.train.steps:
         raise LikexError(f"{run_dir} already has {start} steps; pass --steps N with N > {start}")
-    _truncate_metrics(run_dir / METRICS_FILE, start)
-    config["train"] = cfg.train.to_dict()
-    atomic_write_json(run_dir / CONFIG_FILE, config)
-    targets = select_tokens(cfg.target, gpt2().token_strings())
+    targets = select_tokens(cfg.target, token_strings_for(model, tokenizer))
+
+    def restart() -> None:
+        _truncate_metrics(run_dir / METRICS_FILE, start)
+        config["train"] = cfg.train.to_dict()
+        atomic_write_json(run_dir / CONFIG_FILE, config)
+
+    on_main_rank(restart)
     return _train_and_finish(
-        run_dir, cfg, model, targets.mask, before_doc, progress, start, optimizer
+        run_dir, cfg, model, tokenizer, targets.mask, before_doc, progress, start, optimizer
     )
 
 
@@ -274,6 +342,7 @@ def _train_and_finish(
     run_dir: Path,
     cfg: RunConfig,
     model: GPT,
+    tokenizer: Tokenizer,
     mask: torch.Tensor,
     before_doc: dict,
     progress: bool,
@@ -284,7 +353,7 @@ def _train_and_finish(
 
     def on_step(step: int) -> dict | None:
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.train.steps):
-            estimate, _ = measure(model, mask, cfg.measure, seed)
+            estimate, _ = measure(model, mask, cfg.measure, seed, cfg.train.compile)
             model.train()
             return {"rate": estimate.rate, "rate_ci": list(estimate.ci)}
         return None
@@ -301,14 +370,18 @@ def _train_and_finish(
         on_step=on_step,
         seconds_before=prior,
     )
+    if not dist_info().is_main:
+        return {"rank": dist_info().rank, "train_seconds": trained.seconds}
     t0 = time.perf_counter()
-    after, generated = measure(model, mask, cfg.measure, seed, progress)
+    after, generated = measure(model, mask, cfg.measure, seed, cfg.train.compile, progress)
     measure_seconds = time.perf_counter() - t0
     metrics = read_metrics(run_dir)
     before = before_doc["rate"]
     result = {
-        "preset": cfg.preset,
-        "weight_init": cfg.weight_init,
+        # a transformers start model stands where the preset would (in the report too)
+        "preset": cfg.init or cfg.preset,
+        "init_model": cfg.init,
+        "weight_init": "transformers checkpoint" if cfg.init else cfg.weight_init,
         "like": cfg.target.describe(),
         "target": cfg.target.to_dict(),
         "n_target_tokens": int(mask.sum()),
@@ -333,7 +406,7 @@ def _train_and_finish(
         "device": device_name(next(model.parameters()).device),
         "seed": seed,
         "sample_before": before_doc["sample_text"],
-        "sample_after": _sample_text(generated),
+        "sample_after": _sample_text(generated, tokenizer),
         "run_dir": str(run_dir),
     }
     atomic_write_json(run_dir / RESULT_FILE, result)

@@ -4,13 +4,17 @@ With learned absolute positions a KV cache is valid only while prompt + new toke
 context: once the window slides, every position shifts and the cached keys are wrong. So the
 cache is used when everything fits, and beyond it (the seed: a 256-token prompt in a
 256-token context) each new token recomputes the window of the last ``block_size`` tokens.
-Prefill and decode are small separate functions, so a compiler can wrap them.
+Prefill and decode are small separate functions, so a compiler can wrap them. The window
+step always sees the same shape ([B, block_size] once the window is full), so under
+``compile="reduce-overhead"`` it is captured once as a CUDA graph and replayed per token.
+On CUDA sampling runs under bf16 autocast (likex.accel); on a CPU it is exact float32.
 """
 
 from __future__ import annotations
 
 import torch
 
+from likex.accel import autocast_for, compiled
 from likex.model import GPT, KVCache
 
 
@@ -39,8 +43,9 @@ def decode_step(model: GPT, token: torch.Tensor, cache: KVCache, pos: int) -> to
     return model(token[:, None], positions="last", cache=cache, start_pos=pos)
 
 
-def window_step(model: GPT, seq: torch.Tensor) -> torch.Tensor:
-    return model(seq[:, -model.config.block_size :], positions="last")
+def window_step(model: GPT, window: torch.Tensor) -> torch.Tensor:
+    """The next token after a window of at most block_size tokens (recomputed whole)."""
+    return model(window, positions="last")
 
 
 @torch.no_grad()
@@ -52,12 +57,13 @@ def sample(
     temperature: float = 1.0,
     top_k: int | None = None,
     use_cache: bool | None = None,
+    compile: str = "none",
 ) -> torch.Tensor:
     """Sample ``n_new`` tokens after each prompt row; returns the new tokens, [B, n_new].
 
     ``use_cache=None`` picks the KV cache exactly when prompt + new tokens fit the context.
     Both paths draw one multinomial per step from ``generator``, so with the same seed they
-    produce the same tokens.
+    produce the same tokens. ``compile`` is a likex.accel mode for the window step.
     """
     if temperature < 0:
         raise ValueError("temperature must be >= 0")
@@ -72,24 +78,41 @@ def sample(
     was_training = model.training
     model.eval()
     try:
-        out = []
-        if use_cache:
-            p = next(model.parameters())
-            cache = KVCache(model.config, prompt.shape[0], p.device, p.dtype)
-            log_probs = prefill(model, prompt, cache)
-            pos = prompt.shape[1]
-            for i in range(n_new):
-                token = sample_next(log_probs, generator, temperature, top_k)
-                out.append(token)
-                if i + 1 < n_new:
-                    log_probs = decode_step(model, token, cache, pos)
-                    pos += 1
-        else:
-            seq = prompt
-            for _ in range(n_new):
-                token = sample_next(window_step(model, seq), generator, temperature, top_k)
-                out.append(token)
-                seq = torch.cat([seq, token[:, None]], dim=1)
-        return torch.stack(out, dim=1) if out else prompt.new_zeros(prompt.shape[0], 0)
+        with autocast_for(prompt.device):
+            return _sample_tokens(
+                model, prompt, n_new, generator, temperature, top_k, use_cache, compile
+            )
     finally:
         model.train(was_training)
+
+
+def _sample_tokens(
+    model: GPT,
+    prompt: torch.Tensor,
+    n_new: int,
+    generator: torch.Generator | None,
+    temperature: float,
+    top_k: int | None,
+    use_cache: bool,
+    compile: str,
+) -> torch.Tensor:
+    out = []
+    if use_cache:
+        cache = model.new_cache(prompt.shape[0])
+        log_probs = prefill(model, prompt, cache)
+        pos = prompt.shape[1]
+        for i in range(n_new):
+            token = sample_next(log_probs, generator, temperature, top_k)
+            out.append(token)
+            if i + 1 < n_new:
+                log_probs = decode_step(model, token, cache, pos)
+                pos += 1
+    else:
+        step = compiled(window_step, compile)
+        seq = prompt
+        for _ in range(n_new):
+            window = seq[:, -model.config.block_size :]  # sliced outside: the step sees one shape
+            token = sample_next(step(model, window), generator, temperature, top_k)
+            out.append(token)
+            seq = torch.cat([seq, token[:, None]], dim=1)
+    return torch.stack(out, dim=1) if out else prompt.new_zeros(prompt.shape[0], 0)

@@ -26,6 +26,11 @@ class Tokenizer(Protocol):
 
     def token_strings(self) -> list[str]: ...
 
+    @property
+    def start_id(self) -> int:
+        """The token to sample after when there is no prompt (GPT-2: <|endoftext|>)."""
+        ...
+
 
 def _gpt2_files() -> tuple[str, str]:
     try:
@@ -52,6 +57,10 @@ class GPT2Tokenizer:
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size()
 
+    @property
+    def start_id(self) -> int:
+        return self.vocab_size - 1  # <|endoftext|>
+
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text).ids
 
@@ -77,6 +86,18 @@ class HFTokenizer:
     def vocab_size(self) -> int:
         return len(self._tok)
 
+    @property
+    def start_id(self) -> int:
+        for token_id in (self._tok.bos_token_id, self._tok.eos_token_id):
+            if token_id is not None:
+                return int(token_id)
+        raise LikexError(f"the tokenizer of {self.name} has no BOS/EOS token: give --prompt")
+
+    @property
+    def raw(self) -> Any:
+        """The wrapped transformers tokenizer (to save it beside a model)."""
+        return self._tok
+
     def encode(self, text: str) -> list[int]:
         return list(self._tok.encode(text, add_special_tokens=False))
 
@@ -85,7 +106,14 @@ class HFTokenizer:
 
     def token_strings(self) -> list[str]:
         if self._strings is None:
-            self._strings = self._tok.batch_decode([[i] for i in range(self.vocab_size)])
+            ids = [[i] for i in range(self.vocab_size)]
+            backend = getattr(self._tok, "backend_tokenizer", None)
+            # A fast tokenizer's Rust backend decodes the whole vocabulary ~20x faster, and
+            # without transformers' clean-up of spaces, so each string is the token's own text.
+            if backend is not None:
+                self._strings = backend.decode_batch(ids, skip_special_tokens=False)
+            else:
+                self._strings = self._tok.batch_decode(ids)
         return self._strings
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 import time
@@ -10,10 +11,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from likex.accel import autocast_for, check_compile_mode, compiled
 from likex.checkpoint import save_model, save_optimizer
 from likex.data import corpus_windows, random_contexts, step_generator
+from likex.distributed import barrier, check_same_on_all_ranks, dist_info, mean_over_ranks
 from likex.errors import LikexError
 from likex.io import append_jsonl
 from likex.loss import KLToTarget
@@ -48,6 +53,8 @@ class TrainConfig:
     contexts: str = "random"
     positions: str = "last"
     save_every: int = 0
+    # torch.compile mode for the training step (likex.accel.COMPILE_MODES); "none" is eager.
+    compile: str = "none"
 
     def validate(self, block_size: int) -> None:
         if self.steps <= 0:
@@ -62,6 +69,7 @@ class TrainConfig:
             raise LikexError(f"context length {self.context_len} must be in 1..{block_size}")
         if self.save_every < 0:
             raise LikexError(f"--save-every must be >= 0, got {self.save_every}")
+        check_compile_mode(self.compile)
         for name, value, allowed in (
             ("optimizer", self.optimizer, OPTIMIZERS),
             ("mode", self.mode, TARGET_MODES),
@@ -99,7 +107,9 @@ class TrainResult:
 
 def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = list(model.parameters())
-    fused = params[0].is_cuda  # fused AdamW is one kernel per step on a GPU
+    # Fused Adam(W): one kernel per step on a GPU, and on a CPU the same float32 update ~7x
+    # faster than the default per-parameter loop (bench/RESULTS-issue5.md).
+    fused = params[0].device.type in ("cuda", "cpu")
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
     if cfg.optimizer == "adam":
@@ -153,11 +163,16 @@ def train(
     ``cfg.save_every`` steps and at the end. ``on_step(step)`` may return extra metrics
     (e.g. a target rate) to log for that step; its time is not counted as training time.
     ``seconds_before`` is the training time of earlier steps when resuming.
+
+    Under torchrun every rank calls this with the same arguments: each draws its own batches
+    (``cfg.batch_size`` per rank), DDP averages the gradients, the logged loss is the mean over
+    ranks, and rank 0 alone writes files, calls ``on_step`` and shows progress.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = next(model.parameters()).device
     mask = mask.to(device)
+    ranks = dist_info()
     if reference is not None:
         reference.eval().requires_grad_(False)
     optimizer = optimizer or make_optimizer(model, cfg)
@@ -166,10 +181,19 @@ def train(
     vocab = model.config.vocab_size
     result = TrainResult()
     model.train()
+    net: nn.Module = model
+    if ranks.active:
+        check_same_on_all_ranks(_launch_fingerprint(model, cfg, mask, start_step), "training setup")
+        # DDP broadcasts rank 0's parameters, so every rank starts from the same weights.
+        gpus = None
+        if device.type == "cuda":
+            gpus = [device.index if device.index is not None else torch.cuda.current_device()]
+        net = DistributedDataParallel(model, device_ids=gpus)
+    forward = compiled(net, cfg.compile)
     bar = tqdm(
         total=cfg.steps,
         initial=start_step,
-        disable=not progress,
+        disable=not (progress and ranks.is_main),
         file=sys.stderr,
         desc="train",
         unit="step",
@@ -178,31 +202,50 @@ def train(
     train_seconds = seconds_before
     for step in range(start_step + 1, cfg.steps + 1):
         t0 = time.perf_counter()
-        idx = training_contexts(cfg, step, vocab, corpus_tokens).to(device)
-        log_p = model(idx, positions=cfg.positions)
-        if uniform_q is not None:
-            q, is_log = uniform_q, False
-        else:
-            q, is_log = target_log_probs(cfg, mask, reference, idx)
+        idx = training_contexts(cfg, step, vocab, corpus_tokens, ranks.rank).to(device)
+        with autocast_for(device):
+            log_p = forward(idx, positions=cfg.positions)
+            if uniform_q is not None:
+                q, is_log = uniform_q, False
+            else:
+                q, is_log = target_log_probs(cfg, mask, reference, idx)
         loss = criteria[is_log](log_p, q)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_value = float(loss.detach())  # syncs, so the time below is the step's real time
+        # syncs, so the time below is the step's real time
+        loss_value = float(mean_over_ranks(loss.detach()))
         train_seconds += time.perf_counter() - t0
         result.losses.append(loss_value)
-        row: dict = {"step": step, "loss": loss_value, "seconds": train_seconds}
-        if on_step is not None:
-            row.update(on_step(step) or {})
-        append_jsonl(out / METRICS_FILE, row)
-        if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
-            save_checkpoint(model, optimizer, step, out)
+        if ranks.is_main:
+            row: dict = {"step": step, "loss": loss_value, "seconds": train_seconds}
+            if on_step is not None:
+                row.update(on_step(step) or {})
+            append_jsonl(out / METRICS_FILE, row)
+            if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
+                save_checkpoint(model, optimizer, step, out)
         bar.set_postfix(loss=f"{loss_value:.4f}")
         bar.update(1)
     bar.close()
     result.seconds = train_seconds
-    save_checkpoint(model, optimizer, cfg.steps, out)
+    if ranks.is_main:
+        save_checkpoint(model, optimizer, cfg.steps, out)
+    barrier()  # no rank returns before the final checkpoint exists
     return result
+
+
+def _launch_fingerprint(
+    model: nn.Module, cfg: TrainConfig, mask: torch.Tensor, start_step: int
+) -> dict:
+    """What every rank must agree on: a rank launched with other arguments is an error."""
+    return {
+        "train": cfg.to_dict(),
+        "params": sum(p.numel() for p in model.parameters()),
+        "vocab_size": model.config.vocab_size,
+        "block_size": model.config.block_size,
+        "target": hashlib.sha256(mask.cpu().numpy().tobytes()).hexdigest(),
+        "start_step": start_step,
+    }
 
 
 def save_checkpoint(model: GPT, optimizer: torch.optim.Optimizer, step: int, out: Path) -> None:

@@ -1,0 +1,425 @@
+"""likex against the course-style loop, in one run on one device: training and sampling speed.
+
+    python bench/speed.py [--device cpu|cuda] [--preset cpu|model5|tiny] [--compile MODE] [--json]
+
+The baseline is written the way the original course did it: float32, the model's
+log-softmax over every position of every sequence and then the last row taken for the loss,
+plain AdamW, and sampling that re-forwards the whole window (with the full log-softmax) for
+each new token. likex runs its own ``train()`` and ``sample()``: the head on the last position
+only, the last block's query/attention/MLP for the last position only, and on CUDA bf16
+autocast, fused AdamW and optionally torch.compile.
+
+Both sides start from the same initial weights and see the same batches (likex's batches for
+the steps being timed). Each case runs in its own process so its peak memory is its own
+(CUDA: peak allocated; CPU: peak resident set of the process). likex trains the full
+``--steps`` (so the seed's result can be checked: the rate after training is printed with its
+95% interval); a baseline timed for fewer steps is extrapolated to ``--steps`` and says so.
+Warm-up steps (and compilation) are timed separately and excluded from steps/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from likex.accel import COMPILE_MODES
+from likex.checkpoint import load_model
+from likex.device import resolve_device
+from likex.evaluate import random_prompts, rate_from_hits
+from likex.experiment import device_name, read_metrics
+from likex.generate import sample
+from likex.model import DEFAULT_LR, GPT, GPTConfig, build_model, preset_config
+from likex.target import TargetSpec, select_tokens, uniform_target
+from likex.tokenizer import gpt2
+from likex.train import TrainConfig, train, training_contexts
+
+SEED = 0
+WARMUP_STEPS = 3
+
+# Dense bf16 tensor-core peak (FLOP/s) by device name, for MFU; other cards report none.
+PEAK_BF16 = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
+
+
+@dataclass
+class BenchConfig:
+    device: str
+    preset: str
+    batch: int
+    context: int
+    steps: int  # likex trains this many steps (the seed: 200)
+    baseline_steps: int  # timed baseline steps, extrapolated to `steps` when fewer
+    gen_seqs: int
+    gen_tokens: int
+    baseline_gen_tokens: int
+    compile: str
+
+
+# --- the course-style baseline ------------------------------------------------------------
+
+
+def course_train_step(model: GPT, opt: torch.optim.Optimizer, idx: torch.Tensor, q: torch.Tensor):
+    log_probs = model(idx, positions="all")  # [B, T, V]: log-softmax at every position
+    loss = F.kl_div(log_probs[:, -1, :], q, reduction="batchmean")
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss
+
+
+@torch.no_grad()
+def course_generate(model: GPT, prompt: torch.Tensor, n_new: int, gen: torch.Generator):
+    seq = prompt
+    for _ in range(n_new):
+        log_probs = model(seq[:, -model.config.block_size :], positions="all")[:, -1, :]
+        token = torch.multinomial(log_probs.exp(), 1, generator=gen)
+        seq = torch.cat([seq, token], dim=1)
+    return seq[:, prompt.shape[1] :]
+
+
+# --- the cases, one process each --------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _setup(cfg: BenchConfig) -> tuple[torch.device, GPTConfig, torch.Tensor]:
+    device = resolve_device(cfg.device)
+    model_cfg = preset_config(cfg.preset)
+    mask = select_tokens(TargetSpec(like="x"), gpt2().token_strings()).mask
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    return device, model_cfg, mask
+
+
+def _train_cfg(cfg: BenchConfig, steps: int) -> TrainConfig:
+    return TrainConfig(
+        steps=steps,
+        batch_size=cfg.batch,
+        context_len=cfg.context,
+        lr=DEFAULT_LR[cfg.preset],
+        seed=SEED,
+        compile=cfg.compile,
+    )
+
+
+def case_train_likex(cfg: BenchConfig, out_dir: str) -> dict:
+    """One ordinary ``train()`` of ``cfg.steps`` steps; its per-step log separates the warm-up
+    steps (which include any compilation) from the steady state."""
+    device, model_cfg, mask = _setup(cfg)
+    model = build_model(model_cfg, SEED).to(device)
+    trained = train(model, _train_cfg(cfg, cfg.steps), mask, out_dir, progress=False)
+    seconds = {m["step"]: m["seconds"] for m in read_metrics(out_dir)}
+    warm = seconds[WARMUP_STEPS]
+    return {
+        "steps_per_s": (cfg.steps - WARMUP_STEPS) / (seconds[cfg.steps] - warm),
+        "warmup_seconds": warm,
+        "loss_first": trained.losses[0],
+        "loss_last": trained.losses[-1],
+        "peak_bytes": _peak_bytes(device),
+    }
+
+
+def case_train_baseline(cfg: BenchConfig) -> dict:
+    device, model_cfg, mask = _setup(cfg)
+    model = build_model(model_cfg, SEED).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=DEFAULT_LR[cfg.preset], weight_decay=0.01)
+    q = uniform_target(mask).to(device)
+    tcfg = _train_cfg(cfg, cfg.steps)
+    model.train()
+    t0 = time.perf_counter()
+    losses = []
+    for step in range(1, WARMUP_STEPS + 1):
+        idx = training_contexts(tcfg, step, model_cfg.vocab_size, None).to(device)
+        losses.append(float(course_train_step(model, opt, idx, q).detach()))
+    warm = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for step in range(WARMUP_STEPS + 1, WARMUP_STEPS + cfg.baseline_steps + 1):
+        idx = training_contexts(tcfg, step, model_cfg.vocab_size, None).to(device)
+        losses.append(float(course_train_step(model, opt, idx, q).detach()))  # syncs, as likex
+    seconds = time.perf_counter() - t0
+    return {
+        "steps_per_s": cfg.baseline_steps / seconds,
+        "warmup_seconds": warm,
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        "peak_bytes": _peak_bytes(device),
+    }
+
+
+def _gen_setup(cfg: BenchConfig, model_dir: str):
+    device, _, mask = _setup(cfg)
+    model = load_model(model_dir, device)
+    cfg_m = model.config
+    prompts = random_prompts(cfg.gen_seqs, cfg_m.block_size, cfg_m.vocab_size, SEED).to(device)
+    return device, model, mask, prompts
+
+
+def _rate(mask: torch.Tensor, tokens: torch.Tensor) -> dict:
+    est = rate_from_hits(mask[tokens.cpu()].sum(dim=1), tokens.shape[1], "random tokens")
+    return {"rate": est.rate, "ci": list(est.ci), "tokens": est.tokens, "sequences": est.sequences}
+
+
+def case_gen_likex(cfg: BenchConfig, model_dir: str) -> dict:
+    device, model, mask, prompts = _gen_setup(cfg, model_dir)
+    gen = torch.Generator(device=device).manual_seed(SEED)
+    t0 = time.perf_counter()
+    sample(model, prompts, 2, generator=gen, compile=cfg.compile)  # warm-up / compilation
+    _sync(device)
+    warm = time.perf_counter() - t0
+    gen = torch.Generator(device=device).manual_seed(SEED)
+    t0 = time.perf_counter()
+    tokens = sample(model, prompts, cfg.gen_tokens, generator=gen, compile=cfg.compile)
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    return {
+        "tokens_per_s": tokens.numel() / seconds,
+        "seconds": seconds,
+        "warmup_seconds": warm,
+        "rate_after": _rate(mask, tokens),
+        "peak_bytes": _peak_bytes(device),
+    }
+
+
+def case_gen_baseline(cfg: BenchConfig, model_dir: str) -> dict:
+    device, model, mask, prompts = _gen_setup(cfg, model_dir)
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(SEED)
+    course_generate(model, prompts, 1, gen)  # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    tokens = course_generate(model, prompts, cfg.baseline_gen_tokens, gen)
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    return {
+        "tokens_per_s": tokens.numel() / seconds,
+        "seconds": seconds,
+        "rate_after": _rate(mask, tokens),
+        "peak_bytes": _peak_bytes(device),
+    }
+
+
+def _in_process(fn, *args) -> dict:
+    """Run one case in a fresh process, so its peak memory and compile caches are its own."""
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+# --- FLOPs and the table ----------------------------------------------------------------------
+
+
+def train_step_flops(c: GPTConfig, batch: int, T: int) -> float:
+    """Matrix FLOPs of likex's training step, counted for the work it actually does.
+
+    Blocks 0..L-2 see all T positions; the last block computes keys/values for all T but its
+    query, attention output, projection and MLP for the last position only; the head is applied
+    to the last position only. Backward is counted as twice the forward.
+    """
+    d = c.n_embd
+    per_token_block = 2 * d * 3 * d + 2 * d * d + 2 * 2 * d * c.mlp_ratio * d
+    full_blocks = (c.n_layer - 1) * (per_token_block * T + 2 * T * T * d)  # causal attention
+    last_block = 2 * d * 2 * d * T + (per_token_block - 2 * d * 2 * d) + 2 * 2 * T * d
+    head = 2 * d * c.vocab_size
+    return 3.0 * batch * (full_blocks + last_block + head)
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, flops in PEAK_BF16:
+        if key in name:
+            return flops
+    return None
+
+
+def run(cfg: BenchConfig, progress: bool) -> dict:
+    device = resolve_device(cfg.device)
+
+    def say(msg: str) -> None:
+        if progress:
+            print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        say(f"likex: training {cfg.steps} steps ({cfg.preset}, {cfg.batch}x{cfg.context})")
+        tl = _in_process(case_train_likex, cfg, tmp)
+        say(f"baseline: training {cfg.baseline_steps} timed steps")
+        tb = _in_process(case_train_baseline, cfg)
+        say(f"likex: sampling {cfg.gen_seqs} x {cfg.gen_tokens} tokens")
+        gl = _in_process(case_gen_likex, cfg, tmp)
+        say(f"baseline: sampling {cfg.gen_seqs} x {cfg.baseline_gen_tokens} tokens")
+        gb = _in_process(case_gen_baseline, cfg, tmp)
+    model_cfg = preset_config(cfg.preset)
+    result = {
+        "device": device_name(device),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "torch": torch.__version__,
+        **asdict(cfg),
+        "warmup_steps": WARMUP_STEPS,
+        "train_steps_per_s_likex": tl["steps_per_s"],
+        "train_steps_per_s_baseline": tb["steps_per_s"],
+        "train_seconds_likex": cfg.steps / tl["steps_per_s"],
+        "train_seconds_baseline": cfg.steps / tb["steps_per_s"],
+        "train_seconds_baseline_extrapolated": cfg.baseline_steps < cfg.steps,
+        "train_speedup": tl["steps_per_s"] / tb["steps_per_s"],
+        "warmup_seconds_likex": tl["warmup_seconds"],
+        "warmup_seconds_baseline": tb["warmup_seconds"],
+        "loss_first": tl["loss_first"],
+        "loss_last_likex": tl["loss_last"],
+        "train_peak_bytes_likex": tl["peak_bytes"],
+        "train_peak_bytes_baseline": tb["peak_bytes"],
+        "gen_tokens_per_s_likex": gl["tokens_per_s"],
+        "gen_tokens_per_s_baseline": gb["tokens_per_s"],
+        "gen_speedup": gl["tokens_per_s"] / gb["tokens_per_s"],
+        "gen_seconds_likex": gl["seconds"],
+        "gen_warmup_seconds_likex": gl["warmup_seconds"],
+        "gen_peak_bytes_likex": gl["peak_bytes"],
+        "gen_peak_bytes_baseline": gb["peak_bytes"],
+        "rate_after_likex": gl["rate_after"],
+        "rate_after_baseline_sampler": gb["rate_after"],
+        "peak_memory_kind": "peak allocated (CUDA)"
+        if device.type == "cuda"
+        else "peak resident set of the process",
+        "train_step_flops_likex": train_step_flops(model_cfg, cfg.batch, cfg.context),
+    }
+    peak = peak_flops(device)
+    result["mfu_likex"] = (
+        result["train_step_flops_likex"] * tl["steps_per_s"] / peak if peak else None
+    )
+    return result
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def format_table(r: dict) -> str:
+    extrap = (
+        f" (extrapolated from {r['baseline_steps']} timed steps)"
+        if r["train_seconds_baseline_extrapolated"]
+        else ""
+    )
+    rows = [
+        ("train steps/s", f"{r['train_steps_per_s_likex']:.2f}",
+         f"{r['train_steps_per_s_baseline']:.3f}", f"{r['train_speedup']:.1f}x"),
+        (f"seconds for {r['steps']} steps", f"{r['train_seconds_likex']:.2f}",
+         f"{r['train_seconds_baseline']:.1f}{extrap}", f"{r['train_speedup']:.1f}x"),
+        ("warm-up/compile seconds (excluded)", f"{r['warmup_seconds_likex']:.2f}",
+         f"{r['warmup_seconds_baseline']:.2f}", ""),
+        ("generated tokens/s", f"{r['gen_tokens_per_s_likex']:.1f}",
+         f"{r['gen_tokens_per_s_baseline']:.1f}", f"{r['gen_speedup']:.1f}x"),
+        (f"seconds for {r['gen_seqs']} x {r['gen_tokens']} tokens",
+         f"{r['gen_seconds_likex']:.2f}",
+         f"{r['gen_seqs'] * r['gen_tokens'] / r['gen_tokens_per_s_baseline']:.1f}"
+         + (" (extrapolated)" if r["baseline_gen_tokens"] < r["gen_tokens"] else ""),
+         f"{r['gen_speedup']:.1f}x"),
+        ("peak memory, training", _mib(r["train_peak_bytes_likex"]),
+         _mib(r["train_peak_bytes_baseline"]),
+         f"{r['train_peak_bytes_baseline'] / r['train_peak_bytes_likex']:.1f}x less"),
+        ("peak memory, sampling", _mib(r["gen_peak_bytes_likex"]),
+         _mib(r["gen_peak_bytes_baseline"]),
+         f"{r['gen_peak_bytes_baseline'] / r['gen_peak_bytes_likex']:.1f}x less"),
+    ]  # fmt: skip
+    if r["mfu_likex"] is not None:
+        rows.append(("MFU (bf16 peak)", f"{r['mfu_likex']:.1%}", "", ""))
+    widths = [max(len(row[i]) for row in rows + [("", "likex", "baseline", "ratio")])
+              for i in range(4)]  # fmt: skip
+    line = (
+        "| "
+        + " | ".join(
+            h.ljust(w) for h, w in zip(("", "likex", "baseline", "ratio"), widths, strict=True)
+        )
+        + " |"
+    )  # noqa: E501
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    body = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+        for row in rows
+    ]
+    ra, rb = r["rate_after_likex"], r["rate_after_baseline_sampler"]
+    header = (
+        f"device {r['device']}, preset {r['preset']}, batch {r['batch']} x {r['context']}, "
+        f"compile {r['compile']}, torch {r['torch']}, {r['date']}"
+    )
+    footer = [
+        f"loss {r['loss_first']:.3f} -> {r['loss_last_likex']:.4f} after {r['steps']} likex steps",
+        f"rate of 'x' tokens after training, likex sampler: {ra['rate']:.3f} "
+        f"[{ra['ci'][0]:.3f}, {ra['ci'][1]:.3f}] (n={ra['tokens']} tokens in "
+        f"{ra['sequences']} samples, random-token prompts)",
+        f"  course-style sampler, same model: {rb['rate']:.3f} [{rb['ci'][0]:.3f}, "
+        f"{rb['ci'][1]:.3f}] (n={rb['tokens']} tokens in {rb['sequences']} samples)",
+        f"peak memory is the {r['peak_memory_kind']}",
+    ]
+    if r["mfu_likex"] is not None:
+        footer.append(
+            f"MFU counts {r['train_step_flops_likex'] / 1e9:.1f} GFLOP per likex step "
+            "(head on the last position only; backward = 2x forward)"
+        )
+    return "\n".join([header, "", line, sep, *body, "", *footer])
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Namespace]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--preset", default=None, help="default: cpu on a CPU, model5 on CUDA")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--context", type=int, default=256)
+    p.add_argument("--steps", type=int, default=200, help="likex training steps")
+    p.add_argument("--baseline-steps", type=int, default=None,
+                   help="timed baseline steps (default: all on CUDA, 5 on a CPU)")  # fmt: skip
+    p.add_argument("--gen-seqs", type=int, default=None, help="default: 64 on CUDA, 8 on a CPU")
+    p.add_argument("--gen-tokens", type=int, default=200)
+    p.add_argument("--baseline-gen-tokens", type=int, default=None,
+                   help="default: all on CUDA, 16 on a CPU (then extrapolated)")  # fmt: skip
+    p.add_argument("--compile", default="none", choices=COMPILE_MODES)
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.add_argument("--quiet", action="store_true")
+    a = p.parse_args(argv)
+    cuda = a.device.startswith("cuda")
+    preset = a.preset or ("model5" if cuda else "cpu")
+    cfg = BenchConfig(
+        device=a.device,
+        preset=preset,
+        batch=a.batch,
+        context=min(a.context, preset_config(preset).block_size),
+        steps=a.steps,
+        baseline_steps=a.baseline_steps or (a.steps if cuda else 5),
+        gen_seqs=a.gen_seqs or (64 if cuda else 8),
+        gen_tokens=a.gen_tokens,
+        baseline_gen_tokens=a.baseline_gen_tokens or (a.gen_tokens if cuda else 16),
+        compile=a.compile,
+    )
+    if cfg.steps <= WARMUP_STEPS:
+        p.error(f"--steps must exceed the {WARMUP_STEPS} warm-up steps")
+    return cfg, a
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg, args = parse_args(argv)
+    resolve_device(cfg.device)  # a missing GPU fails here, before any work
+    result = run(cfg, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

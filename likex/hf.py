@@ -1,0 +1,217 @@
+"""Any transformers causal LM behind the small interface the rest of likex uses.
+
+``HFCausalLM`` wraps an ``AutoModelForCausalLM`` so that, like the built-in GPT, it has
+``forward(idx, positions="last"|"all", cache, start_pos)`` returning float32 log-probabilities,
+``.config.block_size`` / ``.config.vocab_size``, ``num_params()`` and ``new_cache(batch)``.
+Training, sampling and measurement then need no branch on the model type.
+
+Models are named ``hf:NAME_OR_PATH`` (a hub name, which needs internet the first time, or a
+local folder written by ``save_pretrained``). A trained model is saved with ``save_pretrained``
+(weights, config and tokenizer) into ``DIR/hf/`` of a run folder, next to likex's own
+``config.json`` (the run config), so ``AutoModelForCausalLM.from_pretrained("DIR/hf")`` loads it
+in plain transformers.
+"""
+
+from __future__ import annotations
+
+import inspect
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from likex.errors import LikexError
+from likex.io import atomic_write_json
+from likex.tokenizer import HFTokenizer, Tokenizer
+
+HF_PREFIX = "hf:"
+HF_DIR = "hf"  # a run folder's transformers model (save_pretrained format)
+HF_STEP_FILE = "likex_step.json"  # the training step of the saved weights, for --resume
+
+
+@dataclass(frozen=True)
+class HFConfig:
+    """What likex needs to know about a transformers model."""
+
+    name: str
+    vocab_size: int  # rows of the output head (may exceed the tokenizer's vocabulary)
+    block_size: int  # positions the model can attend over
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def is_hf_name(spec: str) -> bool:
+    return spec.startswith(HF_PREFIX)
+
+
+def _transformers() -> Any:
+    try:
+        import transformers
+    except ImportError as e:
+        raise LikexError(
+            "hf: models need the optional extra: pip install 'likex[hf]' (transformers)"
+        ) from e
+    # Its warnings and loading/saving bars are not ours to print (likex has --quiet).
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    return transformers
+
+
+def _context_length(config: Any, name: str) -> int:
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    raise LikexError(f"cannot tell the context length of {name} from its config")
+
+
+class HFCausalLM(nn.Module):
+    def __init__(self, model: nn.Module, tokenizer: Tokenizer, name: str) -> None:
+        super().__init__()
+        self.hf = model
+        self.tokenizer = tokenizer
+        head = model.get_output_embeddings()
+        if head is None:
+            raise LikexError(f"{name} has no output head: not a causal language model")
+        self.config = HFConfig(
+            name=name,
+            vocab_size=int(head.weight.shape[0]),
+            block_size=_context_length(model.config, name),
+        )
+        params = inspect.signature(model.forward).parameters
+        # With logits_to_keep the model applies its head (and any logit scaling or capping
+        # it does) to the kept positions only; without it likex applies the head itself.
+        self._keeps_logits = "logits_to_keep" in params
+        # transformers 5 renamed past_key_values to cache and computes cache positions itself.
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._cache_positions = "cache_position" in params
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # tied weights are counted once
+
+    def new_cache(self, batch: int) -> Any:
+        return _transformers().DynamicCache(config=self.hf.config)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        positions: str = "all",
+        cache: Any = None,
+        start_pos: int = 0,
+    ) -> torch.Tensor:
+        """Log-probabilities of the next token: [B, V] for "last", [B, T, V] for "all"."""
+        T = idx.shape[1]
+        if start_pos + T > self.config.block_size:
+            raise ValueError(
+                f"sequence of {start_pos + T} tokens exceeds the context of "
+                f"{self.config.block_size}"
+            )
+        where = torch.arange(start_pos, start_pos + T, device=idx.device)
+        kwargs: dict[str, Any] = {"use_cache": cache is not None}
+        if cache is not None:
+            kwargs[self._cache_arg] = cache
+            if self._cache_positions:
+                kwargs["cache_position"] = where
+        if self._keeps_logits:
+            keep = 1 if positions == "last" else 0  # 0 keeps every position
+            out = self.hf(idx, position_ids=where[None], logits_to_keep=keep, **kwargs)
+            logits = out.logits
+        else:
+            hidden = self.hf.base_model(idx, position_ids=where[None], **kwargs)[0]
+            if positions == "last":
+                hidden = hidden[:, -1:]
+            logits = self.hf.get_output_embeddings()(hidden)
+        if positions == "last":
+            logits = logits[:, -1]
+        return F.log_softmax(logits.float(), dim=-1)
+
+    def save_pretrained(self, directory: str | Path, step: int | None = None) -> None:
+        """Model and tokenizer in transformers' format, replacing ``directory`` whole.
+
+        Written into a temporary sibling first, so a crash never leaves a half-written model.
+        """
+        d = Path(directory)
+        d.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=d.parent, prefix=f".{d.name}."))
+        try:
+            self.hf.save_pretrained(tmp)
+            self.tokenizer.raw.save_pretrained(tmp)
+            atomic_write_json(tmp / HF_STEP_FILE, {"step": step, "source": self.config.name})
+            old = d.with_name(f".{d.name}.old")
+            if d.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                d.rename(old)
+            tmp.rename(d)
+            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def load_hf(name_or_path: str, device: torch.device | str = "cpu") -> HFCausalLM:
+    """A transformers causal LM and its tokenizer, in float32 (autocast handles bf16 on GPUs)."""
+    transformers = _transformers()
+    name = name_or_path[len(HF_PREFIX) :] if is_hf_name(name_or_path) else name_or_path
+    if not name:
+        raise LikexError("hf: needs a model name or folder, e.g. hf:gpt2 or hf:./my-model")
+    if name.startswith(("/", ".", "~")) and not Path(name).expanduser().is_dir():
+        raise LikexError(f"model folder not found: {name}")  # not a hub name: no lookup
+    try:
+        raw_tok = transformers.AutoTokenizer.from_pretrained(name)
+    except Exception as e:
+        raise LikexError(f"cannot load the tokenizer of {name}: {_first_line(e)}") from e
+    try:
+        model = transformers.AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+    except Exception as e:
+        raise LikexError(f"cannot load {name} as a causal language model: {_first_line(e)}") from e
+    wrapped = HFCausalLM(model, HFTokenizer(raw_tok, name), name)
+    vocab, outputs = len(raw_tok), wrapped.config.vocab_size
+    # A head may have a few padding rows more than the tokenizer has tokens (Pythia: 50304 for
+    # 50277), never fewer; a tokenizer of under half the head belongs to some other model
+    # (transformers 5 even builds an empty one for a folder without tokenizer files).
+    if not outputs // 2 <= vocab <= outputs:
+        raise LikexError(
+            f"cannot load the tokenizer of {name}: it has {vocab} tokens for the model's "
+            f"{outputs} outputs (missing or mismatched tokenizer files)"
+        )
+    return wrapped.to(device)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def load_model_and_tokenizer(
+    spec: str | Path, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, Tokenizer]:
+    """``hf:NAME_OR_PATH``, a run folder holding ``hf/``, or a likex model/run folder."""
+    from likex.checkpoint import load_model
+    from likex.tokenizer import gpt2
+
+    spec = str(spec)
+    if is_hf_name(spec):
+        model = load_hf(spec, device)
+        return model, model.tokenizer
+    saved = Path(spec) / HF_DIR
+    if saved.is_dir():
+        model = load_hf(str(saved), device)
+        return model, model.tokenizer
+    return load_model(spec, device), gpt2()
+
+
+def token_strings_for(model: nn.Module, tokenizer: Tokenizer) -> list[str]:
+    """The strings target specs select from: one per output id of ``model``.
+
+    Head rows beyond the tokenizer (padding some models add for speed, e.g. Pythia's 50304
+    rows for 50277 tokens) never become text, so they get "" and match no substring.
+    """
+    strings = tokenizer.token_strings()
+    vocab = model.config.vocab_size
+    return strings[:vocab] + [""] * (vocab - len(strings))
