@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import resource
 import sys
 import tempfile
@@ -37,6 +38,7 @@ from likex.device import resolve_device
 from likex.evaluate import random_prompts, rate_from_hits
 from likex.experiment import device_name, read_metrics
 from likex.generate import sample
+from likex.io import atomic_write_json
 from likex.model import DEFAULT_LR, GPT, GPTConfig, build_model, preset_config
 from likex.target import TargetSpec, select_tokens, uniform_target
 from likex.tokenizer import gpt2
@@ -61,6 +63,7 @@ class BenchConfig:
     gen_tokens: int
     baseline_gen_tokens: int
     compile: str
+    threads: int | None  # torch CPU threads in every case (None: torch's default)
 
 
 # --- the course-style baseline ------------------------------------------------------------
@@ -100,6 +103,8 @@ def _peak_bytes(device: torch.device) -> int:
 
 
 def _setup(cfg: BenchConfig) -> tuple[torch.device, GPTConfig, torch.Tensor]:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     model_cfg = preset_config(cfg.preset)
     mask = select_tokens(TargetSpec(like="x"), gpt2().token_strings()).mask
@@ -224,6 +229,14 @@ def _in_process(fn, *args) -> dict:
 # --- FLOPs and the table ----------------------------------------------------------------------
 
 
+def baseline_step_flops(c: GPTConfig, batch: int, T: int) -> float:
+    """Matrix FLOPs of the course-style step: every block and the head at every position."""
+    d = c.n_embd
+    per_token_block = 2 * d * 3 * d + 2 * d * d + 2 * 2 * d * c.mlp_ratio * d
+    blocks = c.n_layer * (per_token_block * T + 2 * T * T * d)
+    return 3.0 * batch * (blocks + 2 * d * c.vocab_size * T)
+
+
 def train_step_flops(c: GPTConfig, batch: int, T: int) -> float:
     """Matrix FLOPs of likex's training step, counted for the work it actually does.
 
@@ -256,6 +269,7 @@ def run(cfg: BenchConfig, progress: bool) -> dict:
         if progress:
             print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         say(f"likex: training {cfg.steps} steps ({cfg.preset}, {cfg.batch}x{cfg.context})")
         tl = _in_process(case_train_likex, cfg, tmp)
@@ -297,6 +311,10 @@ def run(cfg: BenchConfig, progress: bool) -> dict:
         if device.type == "cuda"
         else "peak resident set of the process",
         "train_step_flops_likex": train_step_flops(model_cfg, cfg.batch, cfg.context),
+        "train_step_flops_baseline": baseline_step_flops(model_cfg, cfg.batch, cfg.context),
+        "threads": torch.get_num_threads() if cfg.threads is None else cfg.threads,
+        # other work on the machine slows both sides; the 1-minute load average says how much
+        "load_average_before_after": [load_before, os.getloadavg()[0]],
     }
     peak = peak_flops(device)
     result["mfu_likex"] = (
@@ -365,6 +383,12 @@ def format_table(r: dict) -> str:
         f"  course-style sampler, same model: {rb['rate']:.3f} [{rb['ci'][0]:.3f}, "
         f"{rb['ci'][1]:.3f}] (n={rb['tokens']} tokens in {rb['sequences']} samples)",
         f"peak memory is the {r['peak_memory_kind']}",
+        f"matrix FLOPs per training step: likex {r['train_step_flops_likex'] / 1e9:.1f} G, "
+        f"baseline {r['train_step_flops_baseline'] / 1e9:.1f} G "
+        f"({r['train_step_flops_baseline'] / r['train_step_flops_likex']:.1f}x)",
+        f"torch threads {r['threads']}; machine load average "
+        f"{r['load_average_before_after'][0]:.1f} before, "
+        f"{r['load_average_before_after'][1]:.1f} after",
     ]
     if r["mfu_likex"] is not None:
         footer.append(
@@ -388,7 +412,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
     p.add_argument("--baseline-gen-tokens", type=int, default=None,
                    help="default: all on CUDA, 16 on a CPU (then extrapolated)")  # fmt: skip
     p.add_argument("--compile", default="none", choices=COMPILE_MODES)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (both sides)")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.add_argument("--save", metavar="FILE", help="also write the JSON to FILE")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     cuda = a.device.startswith("cuda")
@@ -404,6 +430,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
         gen_tokens=a.gen_tokens,
         baseline_gen_tokens=a.baseline_gen_tokens or (a.gen_tokens if cuda else 16),
         compile=a.compile,
+        threads=a.threads,
     )
     if cfg.steps <= WARMUP_STEPS:
         p.error(f"--steps must exceed the {WARMUP_STEPS} warm-up steps")
@@ -414,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg, args = parse_args(argv)
     resolve_device(cfg.device)  # a missing GPU fails here, before any work
     result = run(cfg, progress=not args.quiet)
+    if args.save:
+        atomic_write_json(args.save, result)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

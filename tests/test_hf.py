@@ -1,6 +1,7 @@
 """The transformers adapter on a tiny random GPT-2 built and saved locally (no downloads)."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -123,7 +124,13 @@ def test_run_eval_generate_with_an_hf_model(tiny_gpt2, tmp_path, capsys):
 def test_bad_hf_models_fail_with_one_line(tiny_gpt2, tmp_path, capsys):
     no_tokenizer = tmp_path / "weights-only"
     GPT2LMHeadModel.from_pretrained(tiny_gpt2).save_pretrained(no_tokenizer)
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(tiny_gpt2, corrupt)
+    weights = corrupt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    capsys.readouterr()  # transformers' own loading output above is not likex's
     for spec, message in (
+        (f"hf:{corrupt}", "cannot load"),
         (f"hf:{tmp_path / 'missing'}", "model folder not found"),
         (f"hf:{no_tokenizer}", "cannot load the tokenizer"),
         ("hf:", "needs a model name"),
