@@ -6,6 +6,7 @@ exactly the batches an uninterrupted single run would, with no RNG state to save
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -74,3 +75,35 @@ def load_corpus_text(source: str) -> str:
     if not text.strip():
         raise LikexError(f"corpus file is empty: {path}")
     return text
+
+
+# The held-out share of a corpus: its last tenth, so no training window overlaps it.
+HELDOUT_FRACTION = 0.1
+
+
+def corpus_token_ids(source: str) -> torch.Tensor:
+    """A corpus (``builtin`` or a UTF-8 file) as GPT-2 token ids, 1-D int64."""
+    from likex.tokenizer import gpt2
+
+    return torch.tensor(gpt2().encode(load_corpus_text(source)), dtype=torch.long)
+
+
+def split_heldout(
+    tokens: torch.Tensor, min_len: int, fraction: float = HELDOUT_FRACTION
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training part, held-out part): the held-out part is the end of the text.
+
+    Both parts must hold at least one window of ``min_len`` tokens; a text too short for that
+    is an error rather than an evaluation on a handful of tokens.
+    """
+    if not 0 < fraction < 1:
+        raise LikexError(f"held-out fraction must be in (0, 1), got {fraction}")
+    cut = int(tokens.numel() * (1 - fraction))
+    train, heldout = tokens[:cut], tokens[cut:]
+    if min(train.numel(), heldout.numel()) < min_len + 2:
+        need = math.ceil((min_len + 2) / min(fraction, 1 - fraction))
+        raise LikexError(
+            f"the text has {tokens.numel()} tokens, too few for a held-out split with windows "
+            f"of {min_len + 1} (needs about {need})"
+        )
+    return train, heldout
