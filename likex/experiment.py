@@ -66,7 +66,7 @@ class PretrainDefaults:
     which make the untrained model copy its input and learn language far more slowly."""
 
     weight_init: str = "gpt2"
-    steps: int = 300
+    steps: int = 200
     batch_size: int = 8
     context_len: int = 64  # also the model's context: a short one keeps every later step cheap
     lr: float = 3e-3
