@@ -7,6 +7,7 @@ exactly the batches an uninterrupted single run would, with no RNG state to save
 from __future__ import annotations
 
 import math
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -83,9 +84,21 @@ HELDOUT_FRACTION = 0.1
 
 def corpus_token_ids(source: str) -> torch.Tensor:
     """A corpus (``builtin`` or a UTF-8 file) as GPT-2 token ids, 1-D int64."""
+    if source == BUILTIN_CORPUS:
+        return _builtin_token_ids().clone()
+    return _encode(load_corpus_text(source))
+
+
+@cache
+def _builtin_token_ids() -> torch.Tensor:
+    # The built-in text never changes within a process; encoding it takes about a second.
+    return _encode(builtin_corpus_text())
+
+
+def _encode(text: str) -> torch.Tensor:
     from likex.tokenizer import gpt2
 
-    return torch.tensor(gpt2().encode(load_corpus_text(source)), dtype=torch.long)
+    return torch.tensor(gpt2().encode(text), dtype=torch.long)
 
 
 def split_heldout(
