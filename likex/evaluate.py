@@ -386,9 +386,9 @@ def evaluate(
     if heldout is not None:
         ev.text, generated[TEXT_PROMPTS] = measure_text(model, mask, cfg, heldout, seed)
         if reference is not None:
-            ev.text_reference = text_reference or measure_text(
-                reference, mask, cfg, heldout, seed
-            )[0]
+            ev.text_reference = (
+                text_reference or measure_text(reference, mask, cfg, heldout, seed)[0]
+            )
         windows = heldout_windows(heldout, model.config.block_size, cfg.score_tokens)
         ev.scores = score_text(model, windows, mask, reference, floor_rate)
     return ev, generated

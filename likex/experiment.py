@@ -462,9 +462,7 @@ def _train_and_finish(
     t0 = time.perf_counter()
     if cfg.train.objective == "next_token":
         after = _language_sample(model, prep.heldout, seed)
-        windows = heldout_windows(
-            prep.heldout, model.config.block_size, cfg.measure.score_tokens
-        )
+        windows = heldout_windows(prep.heldout, model.config.block_size, cfg.measure.score_tokens)
         result = {
             **common,
             "train_tokens": prep.train_tokens.numel(),
