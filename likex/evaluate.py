@@ -332,8 +332,9 @@ class Evaluation:
         for est in (self.random, self.text):
             if est is None:
                 continue
+            kind = {RANDOM_PROMPTS: "random-token", TEXT_PROMPTS: "real-text"}[est.prompts]
             line = (
-                f"rate {est.rate:.3f} [{est.ci[0]:.3f}, {est.ci[1]:.3f}] on {est.prompts} "
+                f"rate {est.rate:.3f} [{est.ci[0]:.3f}, {est.ci[1]:.3f}] on {kind} "
                 f"prompts (n={est.tokens} tokens in {est.sequences} samples)"
             )
             if est is self.text and self.text_reference is not None:

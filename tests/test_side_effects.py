@@ -84,7 +84,7 @@ def test_plain_language_report():
         floor_rate=0.2,
     )
     lines = ev.describe()
-    assert lines[0].startswith("rate 0.210 [0.190, 0.230] on real text prompts")
+    assert lines[0].startswith("rate 0.210 [0.190, 0.230] on real-text prompts")
     assert "reference 0.006" in lines[0]
     assert "perplexity 48.1 -> 49.0 (+1.9%)" in lines[1]
     d = ev.to_dict()
