@@ -53,7 +53,7 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_measure_args(p: argparse.ArgumentParser) -> None:
-    from likex.experiment import MeasureConfig
+    from likex.evaluate import MeasureConfig
 
     m = MeasureConfig()
     g = p.add_argument_group("rate measurement")
@@ -66,16 +66,23 @@ def _add_measure_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--gen-tokens", type=int, default=m.gen_tokens, help="new tokens per sample")
     g.add_argument("--prompt-len", type=int, default=None, help="default: the model's context")
+    g.add_argument(
+        "--score-tokens",
+        type=int,
+        default=m.score_tokens,
+        help="held-out tokens scored for perplexity and KL (spread over the held-out text)",
+    )
 
 
 def _measure_config(args: argparse.Namespace):
-    from likex.experiment import MeasureConfig
+    from likex.evaluate import MeasureConfig
 
     return MeasureConfig(
         samples=args.samples,
         gen_tokens=args.gen_tokens,
         prompt_len=args.prompt_len,
         ci_half_width=args.ci_width or None,
+        score_tokens=args.score_tokens,
     )
 
 
@@ -83,12 +90,75 @@ def _print_json(obj: object) -> None:
     print(json.dumps(obj, indent=2))
 
 
+def _add_training_args(p: argparse.ArgumentParser, steps: int, batch_size: int) -> None:
+    from likex.accel import COMPILE_MODES
+    from likex.train import OPTIMIZERS, TrainConfig
+
+    t = TrainConfig()
+    g = p.add_argument_group("training")
+    g.add_argument("--steps", type=int, default=None, help=f"default {steps}")
+    g.add_argument("--batch-size", type=int, default=batch_size)
+    g.add_argument("--lr", type=float, default=None, help="default: the preset's tuned value")
+    g.add_argument("--weight-decay", type=float, default=t.weight_decay)
+    g.add_argument("--optimizer", default=t.optimizer, choices=OPTIMIZERS)
+    g.add_argument("--seed", type=int, default=t.seed)
+    g.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps")
+    g.add_argument(
+        "--compile",
+        default="none",
+        choices=COMPILE_MODES,
+        help="torch.compile the training and sampling steps (reduce-overhead: also CUDA graphs)",
+    )
+    p.set_defaults(steps_default=steps)  # --resume extends the run only when --steps is given
+
+
+def _add_start_args(p: argparse.ArgumentParser, weight_init: str = "course") -> None:
+    from likex.model import PRESETS, WEIGHT_INITS
+
+    p.add_argument("--preset", default="cpu", help=f"model preset: {', '.join(PRESETS)}")
+    p.add_argument("--weight-init", default=weight_init, choices=WEIGHT_INITS)
+
+
+def _add_corpus_arg(p: argparse.ArgumentParser, default: str | None = "builtin") -> None:
+    p.add_argument(
+        "--corpus",
+        default=default,
+        help="real text: 'builtin' (Python's documentation, no download) or a UTF-8 file; "
+        "its last tenth is held out",
+    )
+
+
+def _train_config(args: argparse.Namespace, **fields):
+    """The TrainConfig of the common training options, plus command-specific fields."""
+    from likex.train import TrainConfig
+
+    return TrainConfig(
+        steps=args.steps if args.steps is not None else args.steps_default,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        optimizer=args.optimizer,
+        seed=args.seed,
+        save_every=args.save_every,
+        compile=args.compile,
+        **fields,
+    )
+
+
+def _default_lr(args: argparse.Namespace, init: str = "scratch") -> float:
+    from likex.model import DEFAULT_LR
+    from likex.train import FINETUNE_LR
+
+    if args.lr is not None:
+        return args.lr
+    return DEFAULT_LR[args.preset] if init == "scratch" else FINETUNE_LR
+
+
 # --- likex run -----------------------------------------------------------------------------
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
-    from likex.model import PRESETS, WEIGHT_INITS
-    from likex.train import OPTIMIZERS, TrainConfig
+    from likex.train import TrainConfig
 
     t = TrainConfig()
     p = sub.add_parser(
@@ -97,16 +167,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         description="Train the built-in model so its next tokens contain the target "
         "(default: lowercase 'x'), with KL(Q || P) on random-token contexts.",
     )
-    p.add_argument("--preset", default="cpu", help=f"model preset: {', '.join(PRESETS)}")
-    p.add_argument("--weight-init", default="course", choices=WEIGHT_INITS)
-    p.add_argument("--steps", type=int, default=None, help=f"default {t.steps}")
-    p.add_argument("--batch-size", type=int, default=t.batch_size)
-    p.add_argument("--lr", type=float, default=None, help="default: the preset's tuned value")
-    p.add_argument("--weight-decay", type=float, default=t.weight_decay)
-    p.add_argument("--optimizer", default=t.optimizer, choices=OPTIMIZERS)
-    p.add_argument("--seed", type=int, default=t.seed)
+    _add_start_args(p)
+    _add_training_args(p, t.steps, t.batch_size)
     _add_measure_args(p)
-    p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps")
     p.add_argument("--eval-every", type=int, default=0, help="measure the rate every N steps")
     p.add_argument("--out", help="output folder (default runs/<timestamp>)")
     p.add_argument(
@@ -117,76 +180,67 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--init",
+        default="scratch",
         metavar="hf:NAME_OR_PATH",
         help="start from a transformers causal LM (likex[hf]) instead of a --preset model",
     )
-    _add_compile_arg(p)
     _add_target_args(p)
     _add_output_args(p)
     p.set_defaults(handler=_cmd_run)
 
 
-def _add_compile_arg(p: argparse.ArgumentParser) -> None:
-    from likex.accel import COMPILE_MODES
-
-    p.add_argument(
-        "--compile",
-        default="none",
-        choices=COMPILE_MODES,
-        help="torch.compile the training and sampling steps (reduce-overhead: also CUDA graphs)",
-    )
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
-    from likex.distributed import dist_info
-    from likex.experiment import RunConfig, resume_experiment, run_experiment
-    from likex.model import DEFAULT_LR, preset_config
+    from likex.experiment import RunConfig, run_experiment
+    from likex.model import preset_config
     from likex.target import TargetSpec
-    from likex.train import TrainConfig
 
     if args.resume:
-        result = resume_experiment(args.resume, steps=args.steps, progress=not args.quiet)
-    else:
-        preset_config(args.preset)  # an unknown preset fails before anything else
-        spec = _target_spec(args) if _has_target(args) else TargetSpec(like="x")
-        cfg = RunConfig(
-            preset=args.preset,
-            weight_init=args.weight_init,
-            target=spec,
-            train=TrainConfig(
-                steps=args.steps if args.steps is not None else TrainConfig().steps,
-                batch_size=args.batch_size,
-                lr=args.lr if args.lr is not None else DEFAULT_LR[args.preset],
-                weight_decay=args.weight_decay,
-                optimizer=args.optimizer,
-                seed=args.seed,
-                save_every=args.save_every,
-                compile=args.compile,
-            ),
-            measure=_measure_config(args),
-            eval_every=args.eval_every,
-            device=args.device,
-            init=args.init,
-        )
-        result = run_experiment(cfg, out=args.out, progress=not args.quiet)
-    if not dist_info().is_main:
-        return 0  # under torchrun rank 0 reports
-    if args.json:
-        _print_json(result)
-    else:
-        _print_run_summary(result)
+        return _resume(args)
+    preset_config(args.preset)  # an unknown preset fails before anything else
+    spec = _target_spec(args) if _has_target(args) else TargetSpec(like="x")
+    args.lr = _default_lr(args, args.init)
+    cfg = RunConfig(
+        init=args.init,
+        preset=args.preset,
+        weight_init=args.weight_init,
+        target=spec,
+        train=_train_config(args),
+        measure=_measure_config(args),
+        eval_every=args.eval_every,
+        device=args.device,
+    )
+    _print_result(args, run_experiment(cfg, out=args.out, progress=not args.quiet))
     return 0
 
 
+def _resume(args: argparse.Namespace) -> int:
+    from likex.experiment import resume_experiment
+
+    result = resume_experiment(args.resume, steps=args.steps, progress=not args.quiet)
+    _print_result(args, result)
+    return 0
+
+
+def _print_result(args: argparse.Namespace, result: dict) -> None:
+    from likex.distributed import dist_info
+
+    if not dist_info().is_main:
+        return  # under torchrun rank 0 reports
+    if args.json:
+        _print_json(result)
+    elif result.get("command") == "pretrain":
+        _print_pretrain_summary(result)
+    else:
+        _print_run_summary(result)
+
+
 def _print_run_summary(r: dict) -> None:
-    from likex.report import fmt_rate
+    from likex.report import fmt_rate, model_label
 
     n = r["gen_tokens"]
-    print(f"likex run: {r['like']} ({r['n_target_tokens']} of {r['vocab_size']} tokens)")
-    print(
-        f"  model     {r['preset']} ({r['params']:,} params, init {r['weight_init']}) on "
-        f"{r['device']}"
-    )
+    command = r.get("command", "run")
+    print(f"likex {command}: {r['like']} ({r['n_target_tokens']} of {r['vocab_size']} tokens)")
+    print(f"  model     {model_label(r)} on {r['device']}")
     print(
         f"  loss      {r['loss_first']:.4f} -> {r['loss_last']:.4f} in {r['steps']} steps "
         f"({r['train_seconds']:.1f} s)"
@@ -198,7 +252,215 @@ def _print_run_summary(r: dict) -> None:
     print(f"  rate on {r['prompts']} prompts, {n}-token samples (95% CI):")
     print(f"    before {fmt_rate(r['rate_before'], r['rate_before_ci'])}  n={r['samples_before']}")
     print(f"    after  {fmt_rate(r['rate_after'], r['rate_after_ci'])}  n={r['samples']}")
+    for line in r.get("evaluation", [])[1:]:  # the first line repeats the random-prompt rate
+        print(f"  {line}")
     print(f"  report    {Path(r['run_dir']) / 'report.md'}")
+
+
+def _print_pretrain_summary(r: dict) -> None:
+    from likex.report import model_label
+
+    print(f"likex pretrain: {model_label(r)} on corpus {r['corpus']}, {r['device']}")
+    print(
+        f"  loss      {r['loss_first']:.4f} -> {r['loss_last']:.4f} in {r['steps']} steps "
+        f"({r['train_seconds']:.1f} s)"
+    )
+    print(
+        f"  held-out perplexity {r['ppl_before']:.1f} -> {r['ppl_after']:.1f} "
+        f"({r['heldout_tokens']:,} tokens)"
+    )
+    print(f"  sample    {r['sample_prompt']!r} -> {r['sample_after']!r}")
+    print(f"  report    {Path(r['run_dir']) / 'report.md'}")
+
+
+# --- likex train ---------------------------------------------------------------------------
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train any starting model toward a target (uniform, rate or tilt), measure side "
+        "effects on held-out text",
+        description="The general training command. The starting model, frozen, is the "
+        "reference R that rate/tilt targets are built from and side effects are measured "
+        "against.",
+    )
+    _add_train_command_args(p, init_default="scratch")
+    p.add_argument("--rate", type=float, help="--mode rate: target mass A on M, 0 < A < 1")
+    p.add_argument("--beta", type=float, help="--mode tilt: Q proportional to R exp(B [i in M])")
+    p.add_argument("--out", help="output folder (default runs/<timestamp>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
+    p.set_defaults(handler=_cmd_train)
+
+
+def _add_train_command_args(p: argparse.ArgumentParser, init_default: str | None) -> None:
+    """The options ``train`` and ``sweep`` share: start, target mode, data, training, measuring."""
+    from likex.target import TARGET_MODES
+    from likex.train import CONTEXTS, POSITIONS, TrainConfig
+
+    t = TrainConfig()
+    p.add_argument(
+        "--init",
+        default=init_default,
+        required=init_default is None,
+        metavar="DIR|scratch|hf:NAME",
+        help="a saved model folder (pretrain or train output), 'scratch' (with --preset), or "
+        "hf:NAME_OR_PATH (a transformers causal LM, likex[hf])",
+    )
+    _add_start_args(p)
+    p.add_argument("--mode", default=t.mode, choices=TARGET_MODES)
+    p.add_argument("--contexts", default=t.contexts, choices=CONTEXTS)
+    p.add_argument("--positions", default=t.positions, choices=POSITIONS)
+    p.add_argument("--context-len", type=int, default=t.context_len, help="training window")
+    _add_corpus_arg(p)
+    _add_training_args(p, t.steps, t.batch_size)
+    _add_measure_args(p)
+    p.add_argument("--eval-every", type=int, default=0, help="measure the rate every N steps")
+    _add_target_args(p, default_like="x")
+    _add_output_args(p)
+
+
+def _train_run_config(args: argparse.Namespace, command: str = "train", **train_fields):
+    from likex.experiment import RunConfig
+    from likex.model import preset_config
+
+    preset_config(args.preset)  # an unknown preset fails before anything else
+    args.lr = _default_lr(args, args.init)
+    return RunConfig(
+        command=command,
+        init=args.init,
+        preset=args.preset,
+        weight_init=args.weight_init,
+        corpus=args.corpus,
+        target=_target_spec(args),
+        train=_train_config(
+            args,
+            contexts=args.contexts,
+            positions=args.positions,
+            context_len=args.context_len,
+            **train_fields,
+        ),
+        measure=_measure_config(args),
+        eval_every=args.eval_every,
+        device=args.device,
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from likex.experiment import run_experiment
+
+    if args.resume:
+        return _resume(args)
+    cfg = _train_run_config(args, mode=args.mode, rate=args.rate, beta=args.beta)
+    _print_result(args, run_experiment(cfg, out=args.out, progress=not args.quiet))
+    return 0
+
+
+# --- likex sweep ---------------------------------------------------------------------------
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="dose-response: one model per strength, a table and sweep.png of rate vs cost",
+        description="Train one model per bias strength from the same reference and tabulate "
+        "the rate reached on held-out real-text prompts against perplexity change and KL.",
+    )
+    _add_train_command_args(p, init_default=None)
+    p.add_argument("--rates", help="--mode rate: comma-separated A values, e.g. 0.02,0.05,0.1")
+    p.add_argument("--betas", help="--mode tilt: comma-separated B values")
+    p.add_argument("--out", help="output folder (default runs/<timestamp>)")
+    p.set_defaults(handler=_cmd_sweep, mode="rate")
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from likex.sweep import parse_strengths, run_sweep
+
+    text = args.rates if args.mode == "rate" else args.betas
+    if text is None:
+        raise LikexError(
+            f"--mode {args.mode} needs --{'rates' if args.mode == 'rate' else 'betas'}"
+        )
+    strengths = parse_strengths(text, args.mode)
+    cfg = _train_run_config(args, mode=args.mode)
+    summary = run_sweep(cfg, strengths, out=args.out, progress=not args.quiet)
+    if args.json:
+        _print_json(summary)
+        return 0
+    print(f"likex sweep: {summary['like']}, mode {summary['mode']}, from {summary['init']}")
+    for r in summary["rows"]:
+        lo, hi = r["rate_text_ci"]
+        print(
+            f"  {r['strength']:<6g} rate on real text {r['rate_text']:.3f} [{lo:.3f}, {hi:.3f}]"
+            f"  perplexity {r['ppl_change']:+.1%}  KL {r['kl_to_reference']:.4f}"
+        )
+    print(f"  table     {Path(summary['sweep_dir']) / 'sweep.md'}")
+    return 0
+
+
+# --- likex pretrain ------------------------------------------------------------------------
+
+
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    from likex.evaluate import SCORED_TOKENS
+    from likex.experiment import PRETRAIN
+
+    p = sub.add_parser(
+        "pretrain",
+        help="train a reference model on real text (next-token loss, held-out perplexity)",
+        description="Ordinary language-model pretraining of the built-in model on a corpus, "
+        "all positions; the last tenth of the text is held out for perplexity.",
+    )
+    _add_corpus_arg(p)
+    _add_start_args(p, weight_init=PRETRAIN.weight_init)
+    _add_training_args(p, PRETRAIN.steps, PRETRAIN.batch_size)
+    p.add_argument(
+        "--context-len",
+        type=int,
+        default=PRETRAIN.context_len,
+        help="the new model's context, and the training window",
+    )
+    p.add_argument(
+        "--score-tokens",
+        type=int,
+        default=SCORED_TOKENS,
+        help="held-out tokens scored for perplexity (spread over the held-out text)",
+    )
+    p.add_argument("--out", help="output folder (default runs/<timestamp>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
+    _add_output_args(p)
+    p.set_defaults(handler=_cmd_pretrain)
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from likex.evaluate import MeasureConfig
+    from likex.experiment import PRETRAIN, RunConfig, run_experiment
+    from likex.model import preset_config
+    from likex.target import TargetSpec
+
+    if args.resume:
+        return _resume(args)
+    preset_config(args.preset)
+    args.lr = PRETRAIN.lr if args.lr is None else args.lr
+    cfg = RunConfig(
+        command="pretrain",
+        preset=args.preset,
+        weight_init=args.weight_init,
+        corpus=args.corpus,
+        block_size=args.context_len,
+        target=TargetSpec(like="x"),  # unused by the next-token loss; recorded for eval
+        train=_train_config(
+            args,
+            objective="next_token",
+            contexts="corpus",
+            positions="all",
+            context_len=args.context_len,
+        ),
+        measure=MeasureConfig(score_tokens=args.score_tokens),
+        device=args.device,
+    )
+    _print_result(args, run_experiment(cfg, out=args.out, progress=not args.quiet))
+    return 0
 
 
 # --- likex targets -------------------------------------------------------------------------
@@ -297,9 +559,25 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="target rate (95% CI) of a saved model")
+    p = sub.add_parser(
+        "eval",
+        help="target rates (95% CI) and side effects of a saved model against its reference",
+        description="Target rate on random-token and on held-out real-text prompts, held-out "
+        "perplexity, KL(R || P) per token, and (for a rate target) the perplexity floor.",
+    )
     p.add_argument(
         "--model", required=True, metavar="DIR", help="a run or model folder, or hf:NAME_OR_PATH"
+    )
+    p.add_argument(
+        "--reference",
+        metavar="DIR",
+        help="the reference model R (default: the run's own starting model, if recorded)",
+    )
+    _add_corpus_arg(p, default=None)
+    p.add_argument(
+        "--random-only",
+        action="store_true",
+        help="only the rate on random-token prompts (no text, no reference)",
     )
     _add_measure_args(p)
     p.add_argument("--seed", type=int, default=0)
@@ -309,48 +587,39 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from likex.checkpoint import read_json
-    from likex.device import resolve_device
-    from likex.experiment import CONFIG_FILE, measure
-    from likex.hf import load_model_and_tokenizer, token_strings_for
-    from likex.target import TargetSpec, select_tokens
+    from likex.experiment import evaluate_saved
 
-    config_path = Path(args.model) / CONFIG_FILE
-    if _has_target(args):
-        spec = _target_spec(args)
-    elif config_path.is_file():
-        spec = TargetSpec.from_dict(read_json(config_path, "run config")["target"])
-    else:
-        raise LikexError("no target given: use --like, --regex, --words or --token-ids")
-    device = resolve_device(args.device)
-    model, tok = load_model_and_tokenizer(args.model, device)
-    targets = select_tokens(spec, token_strings_for(model, tok))
-    mcfg = _measure_config(args)
-    mcfg.validate(model.config.block_size)
-    estimate, _ = measure(model, targets.mask, mcfg, args.seed, progress=not args.quiet)
-    result = {
-        "model": str(args.model),
-        "like": spec.describe(),
-        "n_target_tokens": targets.n_tokens,
-        "rate_random": estimate.rate,
-        "rate_random_ci": list(estimate.ci),
-        "samples": estimate.sequences,
-        "gen_tokens": estimate.tokens_per_sequence,
-        "tokens_measured": estimate.tokens,
-        "first_sample_hits": estimate.first_sample_hits,
-        "prompts": estimate.prompts,
-    }
+    spec = _target_spec(args) if _has_target(args) else None
+    result = evaluate_saved(
+        args.model,
+        spec,
+        _measure_config(args),
+        args.seed,
+        reference_dir=args.reference,
+        corpus=args.corpus,
+        random_only=args.random_only,
+        device=args.device,
+    )
     if args.json:
         _print_json(result)
     else:
-        print(f"{spec.describe()} in {args.model}:")
-        print(f"  rate on random-token prompts {estimate.describe()}")
+        print(f"{result['like']} in {args.model}:")
+        for line in result["evaluation"]:
+            print(f"  {line}")
     return 0
 
 
 # --- entry point ---------------------------------------------------------------------------
 
-COMMANDS = (_add_run, _add_targets, _add_generate, _add_eval)
+COMMANDS = (
+    _add_run,
+    _add_train,
+    _add_pretrain,
+    _add_sweep,
+    _add_targets,
+    _add_generate,
+    _add_eval,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,12 +6,18 @@ exactly the batches an uninterrupted single run would, with no RNG state to save
 
 from __future__ import annotations
 
+import math
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from likex.errors import LikexError
+
+if TYPE_CHECKING:
+    from likex.tokenizer import Tokenizer
 
 BUILTIN_CORPUS = "builtin"
 
@@ -74,3 +80,49 @@ def load_corpus_text(source: str) -> str:
     if not text.strip():
         raise LikexError(f"corpus file is empty: {path}")
     return text
+
+
+# The held-out share of a corpus: its last tenth, so no training window overlaps it.
+HELDOUT_FRACTION = 0.1
+
+
+def corpus_token_ids(source: str, tokenizer: Tokenizer | None = None) -> torch.Tensor:
+    """A corpus (``builtin`` or a UTF-8 file) as token ids, 1-D int64 (GPT-2's by default)."""
+    if tokenizer is None or tokenizer.name == "gpt2":
+        if source == BUILTIN_CORPUS:
+            return _builtin_gpt2_ids().clone()
+        return _gpt2_ids(load_corpus_text(source))
+    return torch.tensor(tokenizer.encode(load_corpus_text(source)), dtype=torch.long)
+
+
+@cache
+def _builtin_gpt2_ids() -> torch.Tensor:
+    # The built-in text never changes within a process; encoding it takes about a second.
+    return _gpt2_ids(builtin_corpus_text())
+
+
+def _gpt2_ids(text: str) -> torch.Tensor:
+    from likex.tokenizer import gpt2
+
+    return torch.tensor(gpt2().encode(text), dtype=torch.long)
+
+
+def split_heldout(
+    tokens: torch.Tensor, min_len: int, fraction: float = HELDOUT_FRACTION
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training part, held-out part): the held-out part is the end of the text.
+
+    Both parts must hold at least one window of ``min_len`` tokens; a text too short for that
+    is an error rather than an evaluation on a handful of tokens.
+    """
+    if not 0 < fraction < 1:
+        raise LikexError(f"held-out fraction must be in (0, 1), got {fraction}")
+    cut = int(tokens.numel() * (1 - fraction))
+    train, heldout = tokens[:cut], tokens[cut:]
+    if min(train.numel(), heldout.numel()) < min_len + 2:
+        need = math.ceil((min_len + 2) / min(fraction, 1 - fraction))
+        raise LikexError(
+            f"the text has {tokens.numel()} tokens, too few for a held-out split with windows "
+            f"of {min_len + 1} (needs about {need})"
+        )
+    return train, heldout

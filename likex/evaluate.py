@@ -17,8 +17,10 @@ import torch
 from tqdm import tqdm
 
 from likex.data import random_contexts, step_generator
+from likex.errors import LikexError
 from likex.generate import sample
 from likex.model import GPT
+from likex.target import rate_target_log
 
 Z95 = 1.959963984540054
 
@@ -148,18 +150,300 @@ def random_prompts(n: int, length: int, vocab_size: int, seed: int) -> torch.Ten
     return random_contexts(n, length, vocab_size, step_generator(seed, 0, stream=1))
 
 
+# Held-out tokens scored for perplexity and KL: every score is a full softmax over the
+# vocabulary per token, so a long held-out text is subsampled (evenly) to about this many.
+SCORED_TOKENS = 4096
+
+
+RANDOM_PROMPTS = "random tokens"
+TEXT_PROMPTS = "real text"
+
+
+@dataclass
+class MeasureConfig:
+    """How a target rate is measured: sequences of ``gen_tokens`` new tokens, each after a
+    prompt of ``prompt_len`` tokens (None: the model's full context), until the 95%
+    interval is within +-``ci_half_width`` or ``samples`` sequences have been drawn.
+    Perplexity and KL are scored on about ``score_tokens`` held-out tokens."""
+
+    samples: int = 64
+    gen_tokens: int = 200
+    prompt_len: int | None = None
+    ci_half_width: float | None = 0.02
+    score_tokens: int = SCORED_TOKENS
+
+    def validate(self, block_size: int) -> None:
+        if self.samples <= 0:
+            raise LikexError(f"--samples must be positive, got {self.samples}")
+        if self.gen_tokens <= 0:
+            raise LikexError(f"--gen-tokens must be positive, got {self.gen_tokens}")
+        if self.prompt_len is not None and not 0 < self.prompt_len <= block_size:
+            raise LikexError(f"--prompt-len must be in 1..{block_size}, got {self.prompt_len}")
+        if self.ci_half_width is not None and not 0 < self.ci_half_width < 0.5:
+            raise LikexError(f"--ci-width must be in (0, 0.5), got {self.ci_half_width}")
+        if self.score_tokens <= 0:
+            raise LikexError(f"--score-tokens must be positive, got {self.score_tokens}")
+
+
+def measure(
+    model: GPT,
+    mask: torch.Tensor,
+    cfg: MeasureConfig,
+    seed: int,
+    compile: str = "none",
+    progress: bool = False,
+) -> tuple[RateEstimate, torch.Tensor]:
+    """Rate on random-token prompts; the same prompts and draws for a given seed."""
+    prompt_len = cfg.prompt_len or model.config.block_size
+    prompts = random_prompts(cfg.samples, prompt_len, model.config.vocab_size, seed)
+    return measure_rate(
+        model,
+        mask,
+        prompts,
+        cfg.gen_tokens,
+        seed,
+        RANDOM_PROMPTS,
+        cfg.ci_half_width,
+        progress=progress,
+        compile=compile,
+    )
+
+
+def text_prompts(tokens: torch.Tensor, n: int, length: int) -> torch.Tensor:
+    """``n`` prompts of ``length`` tokens spread evenly over a (held-out) text, [n, length]."""
+    if tokens.numel() < length:
+        raise LikexError(f"the held-out text has {tokens.numel()} tokens, fewer than {length}")
+    starts = torch.linspace(0, tokens.numel() - length, n).round().long()
+    return tokens[starts[:, None] + torch.arange(length)[None, :]]
+
+
+def measure_text(
+    model: GPT,
+    mask: torch.Tensor,
+    cfg: MeasureConfig,
+    heldout: torch.Tensor,
+    seed: int,
+    compile: str = "none",
+    progress: bool = False,
+) -> tuple[RateEstimate, torch.Tensor]:
+    """Rate in generations that continue held-out real text (generalisation beyond the
+    random-token contexts of the seed)."""
+    prompt_len = cfg.prompt_len or model.config.block_size
+    prompts = text_prompts(heldout, cfg.samples, prompt_len)
+    return measure_rate(
+        model,
+        mask,
+        prompts,
+        cfg.gen_tokens,
+        seed,
+        TEXT_PROMPTS,
+        cfg.ci_half_width,
+        progress=progress,
+        compile=compile,
+    )
+
+
+def heldout_windows(
+    tokens: torch.Tensor, length: int, max_tokens: int | None = SCORED_TOKENS
+) -> torch.Tensor:
+    """Non-overlapping windows [N, length+1] of the text (each label scored once), spread
+    evenly over it when there are more than ``max_tokens`` labels."""
+    if tokens.numel() < length + 1:
+        raise LikexError(f"the held-out text has {tokens.numel()} tokens, fewer than {length + 1}")
+    windows = tokens.unfold(0, length + 1, length)
+    if max_tokens is not None and windows.shape[0] * length > max_tokens:
+        keep = max(1, max_tokens // length)
+        windows = windows[torch.linspace(0, windows.shape[0] - 1, keep).round().long()]
+    return windows
+
+
+@dataclass
+class TextScores:
+    """How a model predicts held-out text, next to its reference R (when given).
+
+    ``kl_to_reference`` is the mean over scored positions of KL(R || P) in nats; ``ppl_floor``
+    is the perplexity of the exact rate-A projection of R (the price of the bias alone).
+    """
+
+    tokens: int
+    ppl: float
+    text_target_frequency: float | None = None
+    ppl_reference: float | None = None
+    kl_to_reference: float | None = None
+    ppl_floor: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @torch.no_grad()
-def perplexity(model: GPT, windows: torch.Tensor, batch_size: int = 16) -> float:
-    """exp(mean next-token NLL) over windows [N, T+1] (inputs w[:, :-1], labels w[:, 1:])."""
+def score_text(
+    model: GPT,
+    windows: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    reference: GPT | None = None,
+    floor_rate: float | None = None,
+    batch_size: int = 4,
+) -> TextScores:
+    """Perplexity and more over windows [N, T+1] (inputs w[:, :-1], labels w[:, 1:]).
+
+    ``mask`` adds the share of target tokens in the text itself; ``reference`` adds its
+    perplexity and KL(R || P); ``floor_rate`` (with both) the rate-A projection's perplexity.
+    """
+    if floor_rate is not None and (reference is None or mask is None):
+        raise LikexError("the perplexity floor needs a reference model and a target")
     device = next(model.parameters()).device
-    total, count = 0.0, 0
-    was_training = model.training
-    model.eval()
+    models = [m for m in (model, reference) if m is not None]
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    nll = nll_ref = nll_floor = kl = 0.0
+    hits, count = 0, 0
     for start in range(0, windows.shape[0], batch_size):
         w = windows[start : start + batch_size].to(device)
+        labels = w[:, 1:, None]
         log_p = model(w[:, :-1], positions="all")
-        nll = -log_p.gather(-1, w[:, 1:, None]).squeeze(-1)
-        total += float(nll.double().sum())
-        count += nll.numel()
-    model.train(was_training)
-    return math.exp(total / count)
+        nll -= float(log_p.gather(-1, labels).double().sum())
+        count += labels.numel()
+        if mask is not None:
+            hits += int(mask.to(device)[labels].sum())
+        if reference is not None:
+            log_r = reference(w[:, :-1], positions="all")
+            nll_ref -= float(log_r.gather(-1, labels).double().sum())
+            kl += float((log_r.exp() * (log_r - log_p)).sum(dtype=torch.float64))
+            if floor_rate is not None:
+                log_q = rate_target_log(log_r, mask.to(device), floor_rate)
+                nll_floor -= float(log_q.gather(-1, labels).double().sum())
+    for m, mode in zip(models, modes, strict=True):
+        m.train(mode)
+    return TextScores(
+        tokens=count,
+        ppl=math.exp(nll / count),
+        text_target_frequency=hits / count if mask is not None else None,
+        ppl_reference=math.exp(nll_ref / count) if reference is not None else None,
+        kl_to_reference=kl / count if reference is not None else None,
+        ppl_floor=math.exp(nll_floor / count) if floor_rate is not None else None,
+    )
+
+
+def perplexity(model: GPT, windows: torch.Tensor, batch_size: int = 16) -> float:
+    """exp(mean next-token NLL) over windows [N, T+1] (inputs w[:, :-1], labels w[:, 1:])."""
+    return score_text(model, windows, batch_size=batch_size).ppl
+
+
+@dataclass
+class Evaluation:
+    """The side-effect measurement of a model against its reference R: target rates on
+    random-token and on held-out real-text prompts, and how well it still predicts the text."""
+
+    random: RateEstimate | None = None
+    text: RateEstimate | None = None
+    text_reference: RateEstimate | None = None  # R's rate on the same real-text prompts
+    scores: TextScores | None = None
+    floor_rate: float | None = None
+
+    def to_dict(self) -> dict:
+        d: dict = {}
+        if self.random is not None:
+            r = self.random
+            d |= {
+                "rate_random": r.rate,
+                "rate_random_ci": list(r.ci),
+                "samples": r.sequences,
+                "gen_tokens": r.tokens_per_sequence,
+                "tokens_measured": r.tokens,
+                "first_sample_hits": r.first_sample_hits,
+                "prompts": r.prompts,
+            }
+        if self.text is not None:
+            d |= {
+                "rate_text": self.text.rate,
+                "rate_text_ci": list(self.text.ci),
+                "samples_text": self.text.sequences,
+                "tokens_measured_text": self.text.tokens,
+            }
+            d.setdefault("samples", self.text.sequences)
+            d.setdefault("gen_tokens", self.text.tokens_per_sequence)
+        if self.text_reference is not None:
+            d["rate_text_reference"] = self.text_reference.rate
+            d["rate_text_reference_ci"] = list(self.text_reference.ci)
+        if self.scores is not None:
+            s = self.scores.to_dict()
+            d |= {"heldout_tokens": s.pop("tokens")}
+            d |= {k: v for k, v in s.items() if v is not None}
+        if self.floor_rate is not None:
+            d["floor_rate"] = self.floor_rate
+        return d
+
+    def describe(self) -> list[str]:
+        """Plain-language lines, e.g. "rate 0.210 [0.190, 0.230] on real-text prompts ..."."""
+        lines = []
+        for est in (self.random, self.text):
+            if est is None:
+                continue
+            kind = {RANDOM_PROMPTS: "random-token", TEXT_PROMPTS: "real-text"}[est.prompts]
+            line = (
+                f"rate {est.rate:.3f} [{est.ci[0]:.3f}, {est.ci[1]:.3f}] on {kind} "
+                f"prompts (n={est.tokens} tokens in {est.sequences} samples)"
+            )
+            if est is self.text and self.text_reference is not None:
+                line = line[:-1] + f"; reference {self.text_reference.rate:.3f})"
+            lines.append(line)
+        s = self.scores
+        if s is not None:
+            if s.ppl_reference is not None:
+                change = s.ppl / s.ppl_reference - 1
+                lines.append(
+                    f"perplexity {s.ppl_reference:.1f} -> {s.ppl:.1f} ({change:+.1%}) on "
+                    f"{s.tokens} held-out tokens"
+                )
+            else:
+                lines.append(f"perplexity {s.ppl:.1f} on {s.tokens} held-out tokens")
+            if s.ppl_floor is not None and s.ppl_reference is not None:
+                lines.append(
+                    f"floor for rate {self.floor_rate}: the exact projection of the reference "
+                    f"has perplexity {s.ppl_floor:.1f} ({s.ppl_floor / s.ppl_reference - 1:+.1%});"
+                    f" this model is {s.ppl / s.ppl_floor - 1:+.1%} from it"
+                )
+            if s.kl_to_reference is not None:
+                lines.append(f"KL(reference || model) {s.kl_to_reference:.4f} nats per token")
+            if s.text_target_frequency is not None:
+                lines.append(
+                    f"target tokens in the held-out text itself: {s.text_target_frequency:.2%}"
+                )
+        return lines
+
+
+def evaluate(
+    model: GPT,
+    mask: torch.Tensor,
+    cfg: MeasureConfig,
+    seed: int,
+    heldout: torch.Tensor | None = None,
+    reference: GPT | None = None,
+    floor_rate: float | None = None,
+    random_prompts_too: bool = True,
+    text_reference: RateEstimate | None = None,
+    compile: str = "none",
+    progress: bool = False,
+) -> tuple[Evaluation, dict[str, torch.Tensor]]:
+    """Measure everything that applies: the random-prompt rate (``random_prompts_too``), and
+    with a held-out text its real-text rate and scores. The reference's own real-text rate is
+    measured unless ``text_reference`` already holds it. Returns the evaluation and the
+    generated tokens by prompt kind."""
+    ev = Evaluation(floor_rate=floor_rate)
+    generated: dict[str, torch.Tensor] = {}
+    if random_prompts_too:
+        ev.random, generated[RANDOM_PROMPTS] = measure(model, mask, cfg, seed, compile, progress)
+    if heldout is not None:
+        ev.text, generated[TEXT_PROMPTS] = measure_text(
+            model, mask, cfg, heldout, seed, compile, progress
+        )
+        if reference is not None:
+            ev.text_reference = (
+                text_reference
+                or measure_text(reference, mask, cfg, heldout, seed, compile, progress)[0]
+            )
+        windows = heldout_windows(heldout, model.config.block_size, cfg.score_tokens)
+        ev.scores = score_text(model, windows, mask, reference, floor_rate)
+    return ev, generated

@@ -1,11 +1,16 @@
-"""The seed experiment as one pipeline: build -> measure -> train -> measure -> report.
+"""One pipeline for every training command: start model -> measure -> train -> measure -> report.
 
-Every run directory records the resolved config (with the seed, versions and device) and how
-to rebuild its starting model, so later commands can compare a trained model with its start.
+``likex run`` is the seed experiment (uniform target, random contexts, a scratch model);
+``likex train`` the same pipeline with every option (any starting model, target modes, corpus
+contexts, side effects measured on held-out text); ``likex pretrain`` the same pipeline with the
+next-token objective. Every run directory records the resolved config (with the seed, versions
+and device) and how to rebuild its starting model, so later commands can compare a trained
+model with its start, the reference R.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 import platform
@@ -23,14 +28,26 @@ from likex.checkpoint import (
     model_step,
     read_json,
 )
+from likex.data import BUILTIN_CORPUS, corpus_token_ids, split_heldout
 from likex.device import resolve_device
 from likex.distributed import check_same_on_all_ranks, dist_info, on_main_rank
 from likex.errors import LikexError
-from likex.evaluate import RateEstimate, measure_rate, random_prompts
-from likex.hf import is_hf_name, load_hf, load_model_and_tokenizer, token_strings_for
+from likex.evaluate import (
+    RANDOM_PROMPTS,
+    TEXT_PROMPTS,
+    MeasureConfig,
+    RateEstimate,
+    evaluate,
+    heldout_windows,
+    measure,
+    score_text,
+    text_prompts,
+)
+from likex.generate import sample
+from likex.hf import HF_DIR, is_hf_name, load_model_and_tokenizer, token_strings_for
 from likex.io import atomic_write_json, atomic_write_text
 from likex.model import GPT, GPTConfig, build_model, preset_config
-from likex.report import write_run_report
+from likex.report import write_pretrain_report, write_run_report
 from likex.target import TargetSpec, select_tokens
 from likex.tokenizer import Tokenizer, gpt2
 from likex.train import METRICS_FILE, TrainConfig, make_optimizer, train
@@ -40,30 +57,32 @@ BEFORE_FILE = "before.json"
 RESULT_FILE = "result.json"
 
 
-@dataclass
-class MeasureConfig:
-    """How a target rate is measured: sequences of ``gen_tokens`` new tokens, each after a
-    random prompt of ``prompt_len`` tokens (None: the model's full context), until the 95%
-    interval is within +-``ci_half_width`` or ``samples`` sequences have been drawn."""
+COMMANDS = ("run", "train", "pretrain")
+SCRATCH = "scratch"
 
-    samples: int = 64
-    gen_tokens: int = 200
-    prompt_len: int | None = None
-    ci_half_width: float | None = 0.02
 
-    def validate(self, block_size: int) -> None:
-        if self.samples <= 0:
-            raise LikexError(f"--samples must be positive, got {self.samples}")
-        if self.gen_tokens <= 0:
-            raise LikexError(f"--gen-tokens must be positive, got {self.gen_tokens}")
-        if self.prompt_len is not None and not 0 < self.prompt_len <= block_size:
-            raise LikexError(f"--prompt-len must be in 1..{block_size}, got {self.prompt_len}")
-        if self.ci_half_width is not None and not 0 < self.ci_half_width < 0.5:
-            raise LikexError(f"--ci-width must be in (0, 0.5), got {self.ci_half_width}")
+@dataclass(frozen=True)
+class PretrainDefaults:
+    """``likex pretrain``'s defaults: a few minutes on a 2-core CPU for the ``cpu`` preset
+    (bench/RESULTS-issue3.md). GPT-2's N(0, 0.02) init, not the course's N(0, 1) embeddings,
+    which make the untrained model copy its input and learn language far more slowly."""
+
+    weight_init: str = "gpt2"
+    steps: int = 200
+    batch_size: int = 8
+    context_len: int = 64  # also the model's context: a short one keeps every later step cheap
+    lr: float = 3e-3
+
+
+PRETRAIN = PretrainDefaults()
 
 
 @dataclass
 class RunConfig:
+    """``init``: "scratch" (a fresh ``preset`` model), a saved model folder, or
+    ``hf:NAME_OR_PATH`` (a transformers causal LM, likex[hf]). ``corpus``:
+    "builtin", a text file or None; its end is held out for real-text measurements."""
+
     preset: str = "cpu"
     weight_init: str = "course"
     target: TargetSpec = field(default_factory=lambda: TargetSpec(like="x"))
@@ -71,13 +90,18 @@ class RunConfig:
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     eval_every: int = 0
     device: str = "auto"
-    # "hf:NAME_OR_PATH": start from a transformers model instead of a fresh preset model.
-    init: str | None = None
+    command: str = "run"
+    init: str = SCRATCH
+    corpus: str | None = None
+    block_size: int | None = None  # a scratch model's context; None: the preset's
 
     def to_dict(self) -> dict:
         return {
+            "command": self.command,
+            "init_from": self.init,
+            "corpus": self.corpus,
+            "block_size": self.block_size,
             "preset": self.preset,
-            "init_model": self.init,
             "weight_init": self.weight_init,
             "target": self.target.to_dict(),
             "train": self.train.to_dict(),
@@ -96,7 +120,10 @@ class RunConfig:
             measure=MeasureConfig(**d["measure"]),
             eval_every=d.get("eval_every", 0),
             device=d.get("device", "auto"),
-            init=d.get("init_model"),
+            command=d.get("command", "run"),
+            init=d.get("init_from", SCRATCH),
+            corpus=d.get("corpus"),
+            block_size=d.get("block_size"),
         )
 
 
@@ -148,17 +175,17 @@ def scratch_init(model_cfg: GPTConfig, seed: int) -> dict:
     return {"kind": "scratch", "model": model_cfg.to_dict(), "seed": seed}
 
 
-def hf_init(name: str) -> dict:
-    """A transformers start model; a local folder is pinned by its weights' checksum."""
-    path = Path(name.removeprefix("hf:"))
-    weights = path / "model.safetensors"
-    if weights.is_file():
-        return {"kind": "hf", "name": str(path.resolve()), "sha256": file_sha256(weights)}
-    return {"kind": "hf", "name": name.removeprefix("hf:")}
-
-
-def checkpoint_init(directory: str | Path) -> dict:
-    d = Path(directory).resolve()
+def checkpoint_init(source: str | Path) -> dict:
+    """How to find a saved start model again, pinned by its weights' checksum."""
+    source = str(source)
+    if is_hf_name(source) or (Path(source) / HF_DIR).is_dir():
+        path = Path(source.removeprefix("hf:"))
+        path = path / HF_DIR if (path / HF_DIR).is_dir() else path
+        weights = path / MODEL_FILE
+        if weights.is_file():
+            return {"kind": "hf", "name": str(path.resolve()), "sha256": file_sha256(weights)}
+        return {"kind": "hf", "name": source.removeprefix("hf:")}
+    d = Path(source).resolve()
     return {"kind": "checkpoint", "path": str(d), "sha256": file_sha256(d / MODEL_FILE)}
 
 
@@ -179,43 +206,80 @@ def load_start_model(run_dir: str | Path, device: torch.device | str = "cpu") ->
         return load_model(path, device)
     if init.get("kind") == "hf":
         path = Path(init["name"])
-        if "sha256" in init and file_sha256(path / "model.safetensors") != init["sha256"]:
+        if "sha256" in init and file_sha256(path / MODEL_FILE) != init["sha256"]:
             raise LikexError(f"the starting model of {run_dir} has changed since: {path}")
-        return load_hf(init["name"], device)
+        return load_model_and_tokenizer(f"hf:{init['name']}", device)[0]
     raise LikexError(f"{run_dir}: unknown starting-model kind {init.get('kind')!r}")
-
-
-def measure(
-    model: GPT,
-    mask: torch.Tensor,
-    cfg: MeasureConfig,
-    seed: int,
-    compile: str = "none",
-    progress: bool = False,
-) -> tuple[RateEstimate, torch.Tensor]:
-    """Rate on random-token prompts; the same prompts and draws for a given seed."""
-    prompt_len = cfg.prompt_len or model.config.block_size
-    prompts = random_prompts(cfg.samples, prompt_len, model.config.vocab_size, seed)
-    return measure_rate(
-        model,
-        mask,
-        prompts,
-        cfg.gen_tokens,
-        seed,
-        "random tokens",
-        cfg.ci_half_width,
-        compile=compile,
-        progress=progress,
-    )
 
 
 def _sample_text(tokens: torch.Tensor, tokenizer: Tokenizer, n: int = 60) -> str:
     return tokenizer.decode(tokens[0, :n].tolist())
 
 
-def run_experiment(cfg: RunConfig, out: str | Path | None = None, progress: bool = True) -> dict:
-    """The seed experiment: everything is validated before anything is written.
+@dataclass
+class _Prepared:
+    """Everything a run needs, built and validated before anything is written."""
 
+    model: GPT
+    tokenizer: Tokenizer
+    init: dict
+    mask: torch.Tensor
+    train_tokens: torch.Tensor | None
+    heldout: torch.Tensor | None
+
+
+def _prepare(cfg: RunConfig, device: torch.device) -> _Prepared:
+    if cfg.command not in COMMANDS:
+        raise LikexError(f"unknown command {cfg.command!r}")
+    if cfg.command == "run" and (
+        cfg.train.mode != "uniform" or not (cfg.init == SCRATCH or is_hf_name(cfg.init))
+    ):
+        raise LikexError(
+            "likex run is the seed experiment: a uniform target on a scratch model or "
+            "--init hf:NAME_OR_PATH; use likex train for anything else"
+        )
+    if cfg.init == SCRATCH:
+        model_cfg = preset_config(
+            cfg.preset, weight_init=cfg.weight_init, block_size=cfg.block_size
+        )
+        model = build_model(model_cfg, cfg.train.seed).to(device)
+        tokenizer: Tokenizer = gpt2()
+        init = scratch_init(model_cfg, cfg.train.seed)
+    else:
+        model, tokenizer = load_model_and_tokenizer(cfg.init, device)
+        init = checkpoint_init(cfg.init)
+    block = model.config.block_size
+    cfg.train.context_len = min(cfg.train.context_len, block)
+    cfg.train.validate(block)
+    cfg.measure.validate(block)
+    if cfg.eval_every < 0:
+        raise LikexError(f"--eval-every must be >= 0, got {cfg.eval_every}")
+    if cfg.train.contexts == "corpus" and cfg.corpus is None:
+        raise LikexError("--contexts corpus needs --corpus builtin|FILE")
+    mask = select_tokens(cfg.target, token_strings_for(model, tokenizer)).mask
+    train_tokens = heldout = None
+    if cfg.corpus is not None:
+        train_tokens, heldout = split_heldout(corpus_token_ids(cfg.corpus, tokenizer), block)
+    return _Prepared(model, tokenizer, init, mask, train_tokens, heldout)
+
+
+def _reference(cfg: RunConfig, model: GPT, heldout: torch.Tensor | None) -> GPT | None:
+    """The frozen start model R, when a target needs it or side effects are measured."""
+    if cfg.train.objective != "kl" or (cfg.train.mode == "uniform" and heldout is None):
+        return None
+    return copy.deepcopy(model).eval().requires_grad_(False)
+
+
+def run_experiment(
+    cfg: RunConfig,
+    out: str | Path | None = None,
+    progress: bool = True,
+    before: dict | None = None,
+) -> dict:
+    """Run the pipeline; everything is validated before anything is written.
+
+    ``before``: the pre-training measurement of an identical start (same model, seed, prompts
+    and corpus), e.g. from the first run of a sweep; measuring again would give the same.
     Under torchrun every rank trains (see likex.train); rank 0 alone measures and writes, and
     the other ranks return ``{"rank": r}``.
     """
@@ -225,35 +289,15 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, progress: bool
             raise LikexError("under torchrun pass --out DIR, so that every rank names one folder")
         check_same_on_all_ranks({**cfg.to_dict(), "out": str(out)}, "run arguments")
     device = resolve_device(cfg.device)
-    if cfg.init is not None:
-        if not is_hf_name(cfg.init):
-            raise LikexError(f"--init must be hf:NAME_OR_PATH, got {cfg.init!r}")
-        model: torch.nn.Module = load_hf(cfg.init, device)
-        tokenizer: Tokenizer = model.tokenizer
-        model_cfg = model.config
-        init = hf_init(cfg.init)
-    else:
-        model_cfg = preset_config(cfg.preset, weight_init=cfg.weight_init)
-        model = build_model(model_cfg, cfg.train.seed).to(device)
-        tokenizer = gpt2()
-        init = scratch_init(model_cfg, cfg.train.seed)
-    if cfg.train.context_len > model_cfg.block_size:
-        cfg.train.context_len = model_cfg.block_size
-    cfg.train.validate(model_cfg.block_size)
-    cfg.measure.validate(model_cfg.block_size)
-    if cfg.eval_every < 0:
-        raise LikexError(f"--eval-every must be >= 0, got {cfg.eval_every}")
-    if cfg.train.mode != "uniform":
-        raise LikexError("likex run is the seed experiment (uniform target)")
-    targets = select_tokens(cfg.target, token_strings_for(model, tokenizer))
+    prep = _prepare(cfg, device)
+    reference = _reference(cfg, prep.model, prep.heldout)
 
     def start() -> tuple[Path, dict]:
         run_dir = new_run_dir(out)
         config = {
-            "command": "run",
             **cfg.to_dict(),
-            "model": model_cfg.to_dict(),
-            "init": init,
+            "model": prep.model.config.to_dict(),
+            "init": prep.init,
             "seed": cfg.train.seed,
             "device_used": device_name(device),
             "world_size": ranks.world_size,
@@ -261,31 +305,59 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, progress: bool
             "created": _dt.datetime.now().isoformat(timespec="seconds"),
         }
         atomic_write_json(run_dir / CONFIG_FILE, config)
-        t0 = time.perf_counter()
-        before, generated = measure(
-            model, targets.mask, cfg.measure, cfg.train.seed, cfg.train.compile, progress
-        )
-        before_doc = {
-            "rate": before.to_dict(),
-            "sample_text": _sample_text(generated, tokenizer),
-            "seconds": time.perf_counter() - t0,
-        }
-        atomic_write_json(run_dir / BEFORE_FILE, before_doc)
-        return run_dir, before_doc
+        doc = before or _measure_before(cfg, prep, progress)
+        atomic_write_json(run_dir / BEFORE_FILE, doc)
+        return run_dir, doc
 
     # Other ranks get None: under torchrun --out names the folder and only rank 0 reports.
-    run_dir, before_doc = on_main_rank(start) or (Path(str(out)), {})
-    return _train_and_finish(
-        run_dir,
-        cfg,
-        model,
-        tokenizer,
-        targets.mask,
-        before_doc,
-        progress,
-        0,
-        None,
-    )
+    run_dir, before = on_main_rank(start) or (Path(str(out)), {})
+    return _train_and_finish(run_dir, cfg, prep, reference, before, progress, 0, None)
+
+
+def _measure_before(cfg: RunConfig, prep: _Prepared, progress: bool) -> dict:
+    t0 = time.perf_counter()
+    model, heldout = prep.model, prep.heldout
+    if cfg.train.objective == "next_token":
+        doc = _language_sample(model, prep.tokenizer, heldout, cfg.train.seed)
+        windows = heldout_windows(heldout, model.config.block_size, cfg.measure.score_tokens)
+        doc["ppl"] = score_text(model, windows).ppl
+    else:
+        ev, generated = evaluate(
+            model,
+            prep.mask,
+            cfg.measure,
+            cfg.train.seed,
+            heldout,
+            compile=cfg.train.compile,
+            progress=progress,
+        )
+        doc = {
+            "rate": ev.random.to_dict(),
+            "rate_text": ev.text.to_dict() if ev.text is not None else None,
+            "ppl": ev.scores.ppl if ev.scores is not None else None,
+            "sample_text": _sample_text(generated[RANDOM_PROMPTS], prep.tokenizer),
+        }
+    doc["seconds"] = time.perf_counter() - t0
+    return doc
+
+
+def _language_sample(
+    model: GPT,
+    tokenizer: Tokenizer,
+    heldout: torch.Tensor,
+    seed: int,
+    prompt_len: int = 32,
+    n_new: int = 80,
+) -> dict:
+    """A continuation of the start of the held-out text: does the model write language?"""
+    prompt = text_prompts(heldout, 1, min(prompt_len, model.config.block_size))
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    new = sample(model, prompt.to(device), n_new, gen).cpu()
+    return {
+        "sample_prompt": tokenizer.decode(prompt[0].tolist()),
+        "sample": tokenizer.decode(new[0].tolist()),
+    }
 
 
 def resume_experiment(run_dir: str | Path, steps: int | None = None, progress: bool = True) -> dict:
@@ -296,7 +368,7 @@ def resume_experiment(run_dir: str | Path, steps: int | None = None, progress: b
         cfg = RunConfig.from_dict(config)
     except (KeyError, TypeError) as e:
         raise LikexError(f"{run_dir / CONFIG_FILE} is not a likex run config: {e}") from e
-    before_doc = read_json(run_dir / BEFORE_FILE, "pre-training measurement")
+    before = read_json(run_dir / BEFORE_FILE, "pre-training measurement")
     if steps is not None:
         cfg.train.steps = steps
     check_same_on_all_ranks({"resume": str(run_dir), "steps": cfg.train.steps}, "resume arguments")
@@ -309,7 +381,15 @@ def resume_experiment(run_dir: str | Path, steps: int | None = None, progress: b
         raise LikexError(f"checkpoint in {run_dir} is inconsistent: weights and optimizer differ")
     if start >= cfg.train.steps:
         raise LikexError(f"{run_dir} already has {start} steps; pass --steps N with N > {start}")
-    targets = select_tokens(cfg.target, token_strings_for(model, tokenizer))
+    train_tokens = heldout = None
+    if cfg.corpus is not None:
+        train_tokens, heldout = split_heldout(
+            corpus_token_ids(cfg.corpus, tokenizer), model.config.block_size
+        )
+    reference = None
+    if cfg.train.objective == "kl" and (cfg.train.mode != "uniform" or heldout is not None):
+        reference = _reference(cfg, load_start_model(run_dir, device), heldout)
+    mask = select_tokens(cfg.target, token_strings_for(model, tokenizer)).mask
 
     def restart() -> None:
         _truncate_metrics(run_dir / METRICS_FILE, start)
@@ -317,9 +397,59 @@ def resume_experiment(run_dir: str | Path, steps: int | None = None, progress: b
         atomic_write_json(run_dir / CONFIG_FILE, config)
 
     on_main_rank(restart)
-    return _train_and_finish(
-        run_dir, cfg, model, tokenizer, targets.mask, before_doc, progress, start, optimizer
-    )
+    prep = _Prepared(model, tokenizer, config["init"], mask, train_tokens, heldout)
+    return _train_and_finish(run_dir, cfg, prep, reference, before, progress, start, optimizer)
+
+
+def evaluate_saved(
+    model_dir: str | Path,
+    spec: TargetSpec | None,
+    measure_cfg: MeasureConfig,
+    seed: int = 0,
+    reference_dir: str | Path | None = None,
+    corpus: str | None = None,
+    random_only: bool = False,
+    device: str = "auto",
+) -> dict:
+    """``likex eval``: the side effects of a saved model against its reference R.
+
+    Defaults come from the model folder's config.json when it is a run: its target, its
+    corpus (else ``builtin``), its starting model as R, and its rate A for the floor.
+    """
+    model_dir = Path(model_dir)
+    config_path = model_dir / CONFIG_FILE
+    config = read_json(config_path, "run config") if config_path.is_file() else {}
+    if spec is None:
+        if "target" not in config:
+            raise LikexError("no target given: use --like, --regex, --words or --token-ids")
+        spec = TargetSpec.from_dict(config["target"])
+    dev = resolve_device(device)
+    model, tokenizer = load_model_and_tokenizer(model_dir, dev)
+    mask = select_tokens(spec, token_strings_for(model, tokenizer)).mask
+    measure_cfg.validate(model.config.block_size)
+    reference = heldout = floor_rate = None
+    if not random_only:
+        corpus = corpus or config.get("corpus") or BUILTIN_CORPUS
+        heldout = split_heldout(corpus_token_ids(corpus, tokenizer), model.config.block_size)[1]
+        if reference_dir is not None:
+            reference = load_model_and_tokenizer(reference_dir, dev)[0]
+        elif "init" in config:
+            reference = load_start_model(model_dir, dev)
+        if reference is not None and reference.config.block_size != model.config.block_size:
+            raise LikexError("the model and its reference have different context lengths")
+        train_cfg = config.get("train", {})
+        if reference is not None and train_cfg.get("mode") == "rate":
+            floor_rate = train_cfg["rate"]
+    ev, _ = evaluate(model, mask, measure_cfg, seed, heldout, reference, floor_rate)
+    return {
+        "model": str(model_dir),
+        "reference": None if reference is None else str(reference_dir or "starting model"),
+        "corpus": corpus if heldout is not None else None,
+        "like": spec.describe(),
+        "n_target_tokens": int(mask.sum()),
+        **ev.to_dict(),
+        "evaluation": ev.describe(),
+    }
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
@@ -341,15 +471,15 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 def _train_and_finish(
     run_dir: Path,
     cfg: RunConfig,
-    model: GPT,
-    tokenizer: Tokenizer,
-    mask: torch.Tensor,
-    before_doc: dict,
+    prep: _Prepared,
+    reference: GPT | None,
+    before: dict,
     progress: bool,
     start_step: int,
     optimizer: torch.optim.Optimizer | None,
 ) -> dict:
     seed = cfg.train.seed
+    model, mask = prep.model, prep.mask
 
     def on_step(step: int) -> dict | None:
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.train.steps):
@@ -364,54 +494,108 @@ def _train_and_finish(
         cfg.train,
         mask,
         run_dir,
+        reference=reference,
+        corpus_tokens=prep.train_tokens,
         optimizer=optimizer,
         start_step=start_step,
         progress=progress,
-        on_step=on_step,
+        on_step=on_step if cfg.train.objective == "kl" else None,
         seconds_before=prior,
     )
     if not dist_info().is_main:
         return {"rank": dist_info().rank, "train_seconds": trained.seconds}
-    t0 = time.perf_counter()
-    after, generated = measure(model, mask, cfg.measure, seed, cfg.train.compile, progress)
-    measure_seconds = time.perf_counter() - t0
     metrics = read_metrics(run_dir)
-    before = before_doc["rate"]
-    result = {
-        # a transformers start model stands where the preset would (in the report too)
-        "preset": cfg.init or cfg.preset,
-        "init_model": cfg.init,
-        "weight_init": "transformers checkpoint" if cfg.init else cfg.weight_init,
-        "like": cfg.target.describe(),
-        "target": cfg.target.to_dict(),
-        "n_target_tokens": int(mask.sum()),
-        "vocab_size": int(mask.numel()),
+    common = {
+        "command": cfg.command,
+        "preset": cfg.preset if cfg.init == SCRATCH else None,
+        "init": cfg.init,
+        # a transformers start model has no likex weight init of its own
+        "weight_init": getattr(model.config, "weight_init", "transformers checkpoint"),
+        "corpus": cfg.corpus,
         "params": model.num_params(),
         "steps": cfg.train.steps,
         "loss_first": metrics[0]["loss"],
         "loss_last": metrics[-1]["loss"],
-        "x_before": before["first_sample_hits"],
+        "train_seconds": trained.seconds,
+        "device": device_name(next(model.parameters()).device),
+        "seed": seed,
+        "run_dir": str(run_dir),
+    }
+    t0 = time.perf_counter()
+    if cfg.train.objective == "next_token":
+        after = _language_sample(model, prep.tokenizer, prep.heldout, seed)
+        windows = heldout_windows(prep.heldout, model.config.block_size, cfg.measure.score_tokens)
+        result = {
+            **common,
+            "train_tokens": prep.train_tokens.numel(),
+            "heldout_tokens": windows[:, 1:].numel(),
+            "ppl_before": before["ppl"],
+            "ppl_after": score_text(model, windows).ppl,
+            "sample_prompt": after["sample_prompt"],
+            "sample_before": before["sample"],
+            "sample_after": after["sample"],
+            "measure_seconds": before["seconds"] + time.perf_counter() - t0,
+        }
+        atomic_write_json(run_dir / RESULT_FILE, result)
+        write_pretrain_report(run_dir, result, metrics)
+        return result
+
+    text_before = _rate_estimate(before.get("rate_text"))
+    ev, generated = evaluate(
+        model,
+        mask,
+        cfg.measure,
+        seed,
+        prep.heldout,
+        reference,
+        floor_rate=cfg.train.rate if cfg.train.mode == "rate" else None,
+        text_reference=text_before,
+        compile=cfg.train.compile,
+        progress=progress,
+    )
+    after = ev.random
+    rate_before = before["rate"]
+    result = {
+        **common,
+        "mode": cfg.train.mode,
+        "rate_requested": cfg.train.rate,
+        "beta": cfg.train.beta,
+        "contexts": cfg.train.contexts,
+        "positions": cfg.train.positions,
+        "like": cfg.target.describe(),
+        "target": cfg.target.to_dict(),
+        "n_target_tokens": int(mask.sum()),
+        "vocab_size": int(mask.numel()),
+        "x_before": rate_before["first_sample_hits"],
         "x_after": after.first_sample_hits,
         "gen_tokens": cfg.measure.gen_tokens,
-        "rate_before": before["rate"],
-        "rate_before_ci": before["ci"],
+        "rate_before": rate_before["rate"],
+        "rate_before_ci": rate_before["ci"],
         "rate_after": after.rate,
         "rate_after_ci": list(after.ci),
         "samples": after.sequences,
-        "samples_before": before["sequences"],
+        "samples_before": rate_before["sequences"],
         "tokens_measured": after.tokens,
-        "prompts": "random tokens",
-        "train_seconds": trained.seconds,
-        "measure_seconds": before_doc["seconds"] + measure_seconds,
-        "device": device_name(next(model.parameters()).device),
-        "seed": seed,
-        "sample_before": before_doc["sample_text"],
-        "sample_after": _sample_text(generated, tokenizer),
-        "run_dir": str(run_dir),
+        "prompts": after.prompts,
+        "measure_seconds": before["seconds"] + time.perf_counter() - t0,
+        "sample_before": before["sample_text"],
+        "sample_after": _sample_text(generated[RANDOM_PROMPTS], prep.tokenizer),
     }
+    if text_before is not None:
+        result["rate_text_before"] = text_before.rate
+        result["rate_text_before_ci"] = list(text_before.ci)
+        result["sample_text_after"] = _sample_text(generated[TEXT_PROMPTS], prep.tokenizer)
+    result |= {k: v for k, v in ev.to_dict().items() if k not in result}
+    result["evaluation"] = ev.describe()
     atomic_write_json(run_dir / RESULT_FILE, result)
     write_run_report(run_dir, result, metrics)
     return result
+
+
+def _rate_estimate(d: dict | None) -> RateEstimate | None:
+    if d is None:
+        return None
+    return RateEstimate(**{**d, "ci": tuple(d["ci"])})
 
 
 def _seconds_at(metrics: list[dict], step: int) -> float:

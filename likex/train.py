@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -35,7 +36,14 @@ from likex.target import (
 OPTIMIZERS = ("adamw", "adam", "sgd")
 CONTEXTS = ("random", "corpus")
 POSITIONS = ("last", "all")
+# "kl": KL(Q || P) to a designed target (every mode). "next_token": the ordinary language-model
+# loss on corpus windows, all positions (pretraining a reference).
+OBJECTIVES = ("kl", "next_token")
 METRICS_FILE = "metrics.jsonl"
+# AdamW learning rate when training a saved (e.g. pretrained) model: a checkpoint has no preset
+# to take a tuned rate from. The cpu preset's rate, used for the measurements in
+# bench/RESULTS-issue3.md.
+FINETUNE_LR = 3e-3
 
 
 @dataclass
@@ -55,6 +63,8 @@ class TrainConfig:
     save_every: int = 0
     # torch.compile mode for the training step (likex.accel.COMPILE_MODES); "none" is eager.
     compile: str = "none"
+    # "kl": KL to the target distribution; "next_token": ordinary language modelling.
+    objective: str = "kl"
 
     def validate(self, block_size: int) -> None:
         if self.steps <= 0:
@@ -75,9 +85,12 @@ class TrainConfig:
             ("mode", self.mode, TARGET_MODES),
             ("contexts", self.contexts, CONTEXTS),
             ("positions", self.positions, POSITIONS),
+            ("objective", self.objective, OBJECTIVES),
         ):
             if value not in allowed:
                 raise LikexError(f"unknown --{name} {value!r}; choose from {', '.join(allowed)}")
+        if self.objective == "next_token" and (self.contexts, self.positions) != ("corpus", "all"):
+            raise LikexError("the next-token objective trains on corpus windows at all positions")
         if self.mode == "rate":
             if self.rate is None:
                 raise LikexError("--mode rate needs --rate A with 0 < A < 1")
@@ -117,16 +130,25 @@ def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def training_batch(
+    cfg: TrainConfig, step: int, vocab_size: int, corpus_tokens: torch.Tensor | None, rank: int = 0
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(contexts, next tokens) for ``step``: a pure function of (seed, rank, step), so resume
+    is exact. Random contexts have no next tokens (None)."""
+    gen = step_generator(cfg.seed, step, rank)
+    if cfg.contexts == "random":
+        return random_contexts(cfg.batch_size, cfg.context_len, vocab_size, gen), None
+    if corpus_tokens is None:
+        raise LikexError("--contexts corpus needs a corpus")
+    windows = corpus_windows(corpus_tokens, cfg.batch_size, cfg.context_len, gen)
+    return windows[:, :-1], windows[:, 1:]
+
+
 def training_contexts(
     cfg: TrainConfig, step: int, vocab_size: int, corpus_tokens: torch.Tensor | None, rank: int = 0
 ) -> torch.Tensor:
-    """The batch for ``step``: a pure function of (seed, rank, step), so resume is exact."""
-    gen = step_generator(cfg.seed, step, rank)
-    if cfg.contexts == "random":
-        return random_contexts(cfg.batch_size, cfg.context_len, vocab_size, gen)
-    if corpus_tokens is None:
-        raise LikexError("--contexts corpus needs a corpus")
-    return corpus_windows(corpus_tokens, cfg.batch_size, cfg.context_len, gen)[:, :-1]
+    """The inputs of the batch for ``step``."""
+    return training_batch(cfg, step, vocab_size, corpus_tokens, rank)[0]
 
 
 def target_log_probs(
@@ -202,14 +224,18 @@ def train(
     train_seconds = seconds_before
     for step in range(start_step + 1, cfg.steps + 1):
         t0 = time.perf_counter()
-        idx = training_contexts(cfg, step, vocab, corpus_tokens, ranks.rank).to(device)
+        idx, next_tokens = training_batch(cfg, step, vocab, corpus_tokens, ranks.rank)
+        idx = idx.to(device)
         with autocast_for(device):
             log_p = forward(idx, positions=cfg.positions)
-            if uniform_q is not None:
-                q, is_log = uniform_q, False
+            if cfg.objective == "next_token":
+                loss = F.nll_loss(log_p.reshape(-1, vocab), next_tokens.to(device).reshape(-1))
             else:
-                q, is_log = target_log_probs(cfg, mask, reference, idx)
-        loss = criteria[is_log](log_p, q)
+                if uniform_q is not None:
+                    q, is_log = uniform_q, False
+                else:
+                    q, is_log = target_log_probs(cfg, mask, reference, idx)
+                loss = criteria[is_log](log_p, q)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -144,6 +144,8 @@ def test_generate_and_eval(tiny_run, capsys):
             "0",
             "--gen-tokens",
             "24",
+            "--score-tokens",
+            "128",
             "--json",
             "--quiet",
         ],

@@ -99,7 +99,7 @@ def test_run_eval_generate_with_an_hf_model(tiny_gpt2, tmp_path, capsys):
     args += ["--lr", "1e-2", "--samples", "4", "--ci-width", "0", "--gen-tokens", "16"]
     assert main([*args, "--out", str(out), "--quiet", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["init_model"] == f"hf:{tiny_gpt2}"
+    assert result["init"] == f"hf:{tiny_gpt2}"
     assert result["rate_after"] > result["rate_before"]
     assert (out / HF_DIR / "model.safetensors").is_file() and (out / "config.json").is_file()
     config = json.loads((out / "config.json").read_text())
@@ -107,7 +107,7 @@ def test_run_eval_generate_with_an_hf_model(tiny_gpt2, tmp_path, capsys):
 
     assert main(["run", "--resume", str(out), "--steps", "24", "--quiet", "--json"]) == 0
     resumed = json.loads(capsys.readouterr().out)
-    assert resumed["steps"] == 24 and resumed["init_model"] == f"hf:{tiny_gpt2}"
+    assert resumed["steps"] == 24 and resumed["init"] == f"hf:{tiny_gpt2}"
     assert json.loads((out / HF_DIR / "likex_step.json").read_text())["step"] == 24
 
     assert main(["eval", "--model", str(out), "--samples", "4", "--ci-width", "0",
@@ -140,5 +140,5 @@ def test_bad_hf_models_fail_with_one_line(tiny_gpt2, tmp_path, capsys):
         assert err.startswith("likex: error: ") and message in err
         assert err.count("\n") == 1
     assert main(["run", "--init", str(tiny_gpt2), "--quiet", "--out", str(tmp_path / "r")]) == 2
-    assert "--init must be hf:" in capsys.readouterr().err
+    assert "likex run is the seed experiment" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()

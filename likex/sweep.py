@@ -1,0 +1,87 @@
+"""Dose-response: one model per bias strength from the same reference, and the trade-off
+between how strong a bias is and what it costs (rate reached vs perplexity and KL)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from likex.checkpoint import read_json
+from likex.errors import LikexError
+from likex.experiment import BEFORE_FILE, RunConfig, new_run_dir, run_experiment
+from likex.io import atomic_write_json
+from likex.report import write_sweep_report
+from likex.target import check_beta, check_rate
+
+SWEEP_FILE = "sweep.json"
+
+
+def parse_strengths(text: str, mode: str) -> list[float]:
+    """ "0.02,0.05,0.1" -> [0.02, 0.05, 0.1], each checked for the mode (A in (0,1), B finite)."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise LikexError(f"strengths must be comma-separated numbers, got {text!r}") from e
+    if not values:
+        raise LikexError("no strengths given")
+    if len(set(values)) != len(values):
+        raise LikexError(f"repeated strengths in {text!r}")
+    check = {"rate": check_rate, "tilt": check_beta}.get(mode)
+    if check is None:
+        raise LikexError(f"a sweep varies --mode rate or tilt, not {mode!r}")
+    return [check(v) for v in values]
+
+
+def sweep_row(strength: float, r: dict) -> dict:
+    """One line of the table: requested strength, what it reached, what it cost."""
+    return {
+        "strength": strength,
+        "rate_text": r["rate_text"],
+        "rate_text_ci": r["rate_text_ci"],
+        "samples_text": r["samples_text"],
+        "rate_random": r["rate_after"],
+        "rate_random_ci": r["rate_after_ci"],
+        "ppl": r["ppl"],
+        "ppl_reference": r["ppl_reference"],
+        "ppl_change": r["ppl"] / r["ppl_reference"] - 1,
+        "ppl_floor": r.get("ppl_floor"),
+        "kl_to_reference": r["kl_to_reference"],
+        "run_dir": r["run_dir"],
+    }
+
+
+def run_sweep(
+    base: RunConfig, strengths: list[float], out: str | Path | None = None, progress: bool = True
+) -> dict:
+    """Train ``base`` once per strength into ``out/<mode>-<strength>``; the starting model is
+    measured once (every run starts from the same model with the same seed and prompts)."""
+    mode = base.train.mode
+    if base.corpus is None:
+        raise LikexError("a sweep measures on held-out text: give --corpus builtin|FILE")
+    strengths = parse_strengths(",".join(map(str, strengths)), mode)
+    sweep_dir = new_run_dir(out)
+    before: dict | None = None
+    rows = []
+    for strength in strengths:
+        cfg = copy.deepcopy(base)
+        if mode == "rate":
+            cfg.train.rate = strength
+        else:
+            cfg.train.beta = strength
+        result = run_experiment(cfg, sweep_dir / f"{mode}-{strength:g}", progress, before)
+        before = read_json(Path(result["run_dir"]) / BEFORE_FILE, "pre-training measurement")
+        rows.append(sweep_row(strength, result))
+    summary = {
+        "mode": mode,
+        "init": base.init,
+        "corpus": base.corpus,
+        "like": base.target.describe(),
+        "steps": base.train.steps,
+        "rate_text_reference": before["rate_text"]["rate"],
+        "rate_text_reference_ci": before["rate_text"]["ci"],
+        "rows": rows,
+        "sweep_dir": str(sweep_dir),
+    }
+    atomic_write_json(sweep_dir / SWEEP_FILE, summary)
+    write_sweep_report(sweep_dir, summary)
+    return summary

@@ -1,0 +1,171 @@
+"""pretrain -> train (uniform / rate) -> eval -> sweep on tiny configs, and their bad inputs."""
+
+import json
+
+import pytest
+
+from likex.checkpoint import load_model
+from likex.cli import main
+from likex.experiment import load_start_model
+
+QUIET = ["--quiet"]
+MEASURE = ["--samples", "4", "--ci-width", "0", "--gen-tokens", "16", "--score-tokens", "256"]
+EVAL_FIELDS = {
+    "rate_random",
+    "rate_random_ci",
+    "rate_text",
+    "rate_text_ci",
+    "samples",
+    "ppl",
+    "ppl_reference",
+    "kl_to_reference",
+    "text_target_frequency",
+    "ppl_floor",
+}
+
+
+def run_json(capsys, args: list[str]) -> dict:
+    assert main([*args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pre") / "model"
+    args = ["pretrain", "--preset", "tiny", "--context-len", "32", "--steps", "30"]
+    args += ["--batch-size", "8", "--lr", "1e-2", "--score-tokens", "256", "--out", str(out)]
+    assert main([*args, *QUIET]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def rate_run(pretrained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "rate"
+    args = ["train", "--init", str(pretrained), "--mode", "rate", "--rate", "0.5"]
+    args += ["--contexts", "corpus", "--positions", "all", "--steps", "30", "--batch-size", "8"]
+    args += ["--lr", "1e-2", "--out", str(out), *MEASURE, *QUIET]
+    assert main(args) == 0
+    return out
+
+
+def test_pretrain_lowers_heldout_perplexity(pretrained):
+    r = json.loads((pretrained / "result.json").read_text())
+    assert r["command"] == "pretrain" and r["corpus"] == "builtin"
+    assert r["ppl_after"] < r["ppl_before"] / 3
+    assert r["heldout_tokens"] == 256 and r["train_tokens"] > 100_000
+    assert load_model(pretrained).config.block_size == 32  # --context-len is the model's
+    report = (pretrained / "report.md").read_text()
+    assert "held-out perplexity" in report and r["sample_after"] in report
+
+
+def test_train_from_a_saved_model_records_it_as_the_reference(pretrained, rate_run):
+    config = json.loads((rate_run / "config.json").read_text())
+    assert config["init"]["kind"] == "checkpoint"
+    assert config["init"]["path"] == str(pretrained.resolve())
+    start = load_start_model(rate_run)
+    for a, b in zip(start.parameters(), load_model(pretrained).parameters(), strict=True):
+        assert (a == b).all()
+
+
+def test_rate_run_measures_both_prompt_kinds_and_side_effects(rate_run):
+    r = json.loads((rate_run / "result.json").read_text())
+    assert r.keys() >= EVAL_FIELDS
+    assert r["mode"] == "rate" and r["rate_requested"] == 0.5
+    # The bias is planted, on real text too, and it costs something measurable.
+    assert r["rate_text"] > r["rate_text_before"] + 0.1
+    assert r["kl_to_reference"] > 0 and r["ppl"] > r["ppl_reference"]
+    assert r["ppl_floor"] > r["ppl_reference"]
+    report = (rate_run / "report.md").read_text()
+    assert "real-text prompts" in report and "random-token prompts" in report
+
+
+def test_eval_defaults_to_the_runs_reference(pretrained, rate_run, capsys):
+    default = run_json(capsys, ["eval", "--model", str(rate_run), *MEASURE, *QUIET])
+    assert default.keys() >= EVAL_FIELDS
+    assert default["rate_text_ci"][0] <= default["rate_text"] <= default["rate_text_ci"][1]
+    explicit = run_json(
+        capsys,
+        ["eval", "--model", str(rate_run), "--reference", str(pretrained), *MEASURE, *QUIET],
+    )
+    assert explicit["ppl_reference"] == default["ppl_reference"]
+    assert explicit["kl_to_reference"] == default["kl_to_reference"]
+    # Without a reference there is no KL and no floor, but the rest is measured.
+    plain = run_json(capsys, ["eval", "--model", str(pretrained), "--like", "x", *MEASURE])
+    assert "rate_text" in plain and "ppl" in plain
+
+
+def test_uniform_train_on_random_contexts(pretrained, tmp_path, capsys):
+    r = run_json(
+        capsys,
+        ["train", "--init", str(pretrained), "--steps", "3", "--out", str(tmp_path / "u")]
+        + [*MEASURE, *QUIET],
+    )
+    assert r["mode"] == "uniform" and r["contexts"] == "random"
+    assert {"rate_text", "ppl", "kl_to_reference"} <= r.keys() and "ppl_floor" not in r
+
+
+def test_sweep_writes_table_and_plot(pretrained, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    s = run_json(
+        capsys,
+        ["sweep", "--init", str(pretrained), "--mode", "rate", "--rates", "0.1,0.4"]
+        + ["--contexts", "corpus", "--positions", "all", "--steps", "3", "--out", str(out)]
+        + [*MEASURE, *QUIET],
+    )
+    assert [row["strength"] for row in s["rows"]] == [0.1, 0.4]
+    assert {"sweep.json", "sweep.md", "sweep.png", "rate-0.1", "rate-0.4"} <= {
+        p.name for p in out.iterdir()
+    }
+    table = (out / "sweep.md").read_text()
+    assert "| 0.1 |" in table and "| 0.4 |" in table
+    before = [(out / f"rate-{a}" / "before.json").read_text() for a in ("0.1", "0.4")]
+    assert before[0] == before[1]  # the reference is measured once
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--mode", "rate", "--rate", "0"], "strictly between 0 and 1"),
+        (["train", "--mode", "rate", "--rate", "1"], "strictly between 0 and 1"),
+        (["train", "--mode", "rate", "--rate", "1.5"], "strictly between 0 and 1"),
+        (["train", "--mode", "rate", "--rate", "nan"], "strictly between 0 and 1"),
+        (["train", "--mode", "rate"], "needs --rate"),
+        (["train", "--mode", "tilt", "--beta", "inf"], "finite"),
+        (["train", "--mode", "tilt", "--beta", "nan"], "finite"),
+        (["sweep", "--init", "scratch", "--rates", "0.1,2"], "strictly between 0 and 1"),
+        (["sweep", "--init", "scratch", "--mode", "tilt"], "needs --betas"),
+        (["train", "--init", "/nonexistent/model"], "not found"),
+        (["train", "--corpus", "MISSING"], "corpus file not found"),
+        (["train", "--corpus", "EMPTY"], "empty"),
+        (["train", "--corpus", "BINARY"], "binary"),
+        (["pretrain", "--corpus", "MISSING"], "corpus file not found"),
+        (["pretrain", "--corpus", "EMPTY"], "empty"),
+        (["pretrain", "--corpus", "BINARY"], "binary"),
+        (["pretrain", "--corpus", "LATIN1"], "not UTF-8"),
+        (["pretrain", "--corpus", "SHORT"], "too few"),
+        (["eval", "--model", "/nonexistent/model", "--like", "x"], "not found"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    args, message, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    files = {
+        "MISSING": str(tmp_path / "missing.txt"),
+        "EMPTY": _write(tmp_path / "empty.txt", b"  \n"),
+        "BINARY": _write(tmp_path / "data.bin", b"\x00\x01\x02text"),
+        "LATIN1": _write(tmp_path / "latin1.txt", "caf\xe9 au lait".encode("latin-1")),
+        "SHORT": _write(tmp_path / "short.txt", b"A few words only."),
+    }
+    args = [files.get(a, a) for a in args]
+    out = tmp_path / "out"
+    extra = [] if args[0] == "eval" else ["--out", str(out), "--preset", "tiny"]
+    assert main([*args, *extra, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists() and not (tmp_path / "runs").exists()
