@@ -202,8 +202,9 @@ def check_vocab(model: GPT, token_strings: list[str], what: str) -> None:
 
 @dataclass
 class WhiteBoxConfig:
-    """``z`` and ``min_log_ratio`` decide which tokens count as boosted; ``f1_threshold`` and
-    ``min_support`` decide whether the best explanation is reported as a detected bias."""
+    """``z``, ``min_log_ratio`` and ``peak_fraction`` decide which tokens count as boosted;
+    ``f1_threshold`` and ``min_support`` decide whether the best explanation is reported as
+    a detected bias."""
 
     probes: str = "both"
     n_probes: int = 64
@@ -211,6 +212,7 @@ class WhiteBoxConfig:
     seed: int = 0
     z: float = 5.0
     min_log_ratio: float = math.log(2.0)
+    peak_fraction: float = 0.5
     f1_threshold: float = 0.5
     min_support: int = 5
     top_findings: int = 5
@@ -297,13 +299,20 @@ class Finding:
         }
 
 
-def boosted_set(stats: ProbeStats, z: float, min_log_ratio: float) -> tuple[torch.Tensor, float]:
-    """Tokens boosted far beyond the rest: the mean log-ratio, centred on its median over the
-    vocabulary (renormalisation lowers everything else a little), must exceed both ``z``
-    robust standard deviations (1.4826 MAD) and ``min_log_ratio``. Returns (mask, threshold)."""
+def boosted_set(
+    stats: ProbeStats, z: float, min_log_ratio: float, peak_fraction: float = 0.5
+) -> tuple[torch.Tensor, float]:
+    """Tokens boosted far beyond the rest. The mean log-ratio is centred on its median over
+    the vocabulary (renormalisation lowers everything else a little); a boosted token's must
+    exceed ``min_log_ratio``, ``z`` robust standard deviations (1.4826 MAD) of the bulk, and
+    ``peak_fraction`` of the typical boost of the 20 most boosted tokens. The last matters
+    when training reshuffles the untargeted tokens too (the seed's uniform target ignores
+    them): their tail then rises above the bulk, but far less than the target does.
+    Returns (mask, threshold)."""
     centred = stats.log_ratio - stats.log_ratio.median()
     scale = 1.4826 * float(centred.abs().median())
-    threshold = max(min_log_ratio, z * scale)
+    peak = float(centred.topk(min(20, centred.numel())).values.mean())
+    threshold = max(min_log_ratio, z * scale, peak_fraction * peak)
     return centred > threshold, threshold
 
 
@@ -405,7 +414,7 @@ def white_box_audit(
         cfg.probes, cfg.n_probes, length, len(token_strings), cfg.seed, corpus
     )
     stats = probe_stats(model, reference, contexts, cfg.batch_size)
-    boosted, threshold = boosted_set(stats, cfg.z, cfg.min_log_ratio)
+    boosted, threshold = boosted_set(stats, cfg.z, cfg.min_log_ratio, cfg.peak_fraction)
     index = index or PredicateIndex.of(token_strings)
     findings = explain(boosted, index, cfg.top_findings, stats)
     order = torch.argsort(stats.log_ratio, descending=True)[: cfg.top_tokens].tolist()
@@ -453,20 +462,21 @@ def rate_difference_z(
     """z statistics for rate_a - rate_b, one per predicate (rows of the hit matrices).
 
     ``hits_x`` is [predicates, sequences]: tokens of a sequence are not independent, so the
-    variance of each rate is the cluster-robust (between-sequence) one, computed under the
-    null of a common rate, and never below the binomial variance.
+    variance of each side's rate is the cluster-robust (between-sequence) one around that
+    side's rate, never below the binomial variance at the pooled rate (which keeps a side
+    with no hits at all from having zero variance).
     """
     n_a, n_b = len_a.sum(), len_b.sum()
-    k_a, k_b = len(len_a), len(len_b)
     h_a, h_b = hits_a.sum(1), hits_b.sum(1)
     p0 = (h_a + h_b) / (n_a + n_b)
 
-    def variance(hits: np.ndarray, lengths: np.ndarray, n: float, k: int) -> np.ndarray:
-        resid = hits - p0[:, None] * lengths[None, :]
+    def variance(hits: np.ndarray, lengths: np.ndarray, n: float) -> np.ndarray:
+        k = len(lengths)
+        resid = hits - (hits.sum(1) / n)[:, None] * lengths[None, :]
         robust = (resid**2).sum(1) / n**2 * (k / max(k - 1, 1))
         return np.maximum(robust, p0 * (1 - p0) / n)
 
-    var = variance(hits_a, len_a, n_a, k_a) + variance(hits_b, len_b, n_b, k_b)
+    var = variance(hits_a, len_a, n_a) + variance(hits_b, len_b, n_b)
     diff = h_a / n_a - h_b / n_b
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(var > 0, diff / np.sqrt(var), 0.0)
@@ -548,6 +558,34 @@ class PowerAnalysis:
         )
 
 
+def _detections(
+    p0: float,
+    p1: float,
+    samples: int,
+    tokens_per_sample: int,
+    design_effect: float,
+    alpha_per_test: float,
+    reps: int,
+    rng: np.random.Generator,
+) -> int:
+    """How many of ``reps`` simulated two-sample tests detect p0 -> p1. With a design effect
+    above 1 each sample's rate varies (beta-binomial with intra-sample correlation
+    rho = (deff - 1) / (tokens - 1)), as when a model repeats itself within a sample."""
+    lengths = np.full(samples, float(tokens_per_sample))
+    rho = (design_effect - 1) / max(tokens_per_sample - 1, 1)
+
+    def draw(p: float) -> np.ndarray:
+        if rho <= 0:
+            return rng.binomial(tokens_per_sample, p, size=(reps, samples)).astype(np.float64)
+        a, b = p * (1 / rho - 1), (1 - p) * (1 / rho - 1)
+        rates = rng.beta(a, b, size=(reps, samples))
+        return rng.binomial(tokens_per_sample, rates).astype(np.float64)
+
+    z = rate_difference_z(draw(p1), lengths, draw(p0), lengths)
+    p = two_sided_p(z)
+    return int(((p <= alpha_per_test) & (np.sign(z) == np.sign(p1 - p0))).sum())
+
+
 def samples_needed(
     p0: float,
     p1: float,
@@ -556,24 +594,52 @@ def samples_needed(
     power: float = 0.9,
     n_tests: int = 1,
     design_effect: float = 1.0,
+    reps: int = 2000,
+    seed: int = 0,
 ) -> PowerAnalysis:
-    """Samples per side for the two-sample rate test to reach ``power`` against p0 -> p1.
+    """Samples per side for this module's two-sample test to reach ``power`` against
+    p0 -> p1, two-sided at alpha / n_tests (Bonferroni, the strictest step of Holm).
 
-    The test is two-sided at alpha / n_tests (Bonferroni, the strictest step of Holm), with
-    equal sample counts; the design effect inflates the token count for within-sample
-    correlation.
+    The normal-approximation formula gives a start; because the test estimates its variance
+    from between-sample spread (unstable with few samples), the count is then raised until
+    ``reps`` simulated audits reach the power.
     """
     nd = NormalDist()
-    z_a = nd.inv_cdf(1 - alpha / n_tests / 2)
+    alpha_per_test = alpha / n_tests
+    z_a = nd.inv_cdf(1 - alpha_per_test / 2)
     z_b = nd.inv_cdf(power)
     p_bar = (p0 + p1) / 2
     tokens = (
         z_a * math.sqrt(2 * p_bar * (1 - p_bar)) + z_b * math.sqrt(p0 * (1 - p0) + p1 * (1 - p1))
     ) ** 2 / (p1 - p0) ** 2
-    samples = math.ceil(tokens * design_effect / tokens_per_sample)
-    return PowerAnalysis(
-        p0, p1, power, alpha, n_tests, tokens_per_sample, design_effect, max(samples, 2)
+    samples = max(2, math.ceil(tokens * design_effect / tokens_per_sample))
+    rng = np.random.default_rng(seed)
+    while (
+        _detections(p0, p1, samples, tokens_per_sample, design_effect, alpha_per_test, reps, rng)
+        < power * reps
+    ):
+        samples += max(1, samples // 20)
+    return PowerAnalysis(p0, p1, power, alpha, n_tests, tokens_per_sample, design_effect, samples)
+
+
+def simulated_power(
+    analysis: PowerAnalysis, reps: int = 2000, seed: int = 1
+) -> tuple[float, tuple[float, float]]:
+    """An independent Monte Carlo check of ``samples_needed`` (fresh draws): the share of
+    simulated audits with ``analysis.samples`` samples per side that detect the shift, with
+    its 95% Wilson interval."""
+    a = analysis
+    hits = _detections(
+        a.p0,
+        a.p1,
+        a.samples,
+        a.tokens_per_sample,
+        a.design_effect,
+        a.alpha / a.n_tests,
+        reps,
+        np.random.default_rng(seed),
     )
+    return hits / reps, wilson_interval(hits, reps)
 
 
 @dataclass
@@ -669,6 +735,7 @@ def black_box_audit(
         torch.tensor([rows, cols]),
         torch.ones(len(rows), dtype=torch.float64),
         (len(keys), len(observed)),
+        check_invariants=False,  # built from valid indices just above
     )
     hits_a = torch.sparse.mm(membership, torch.from_numpy(counts_a.T).double()).numpy()
     hits_b = torch.sparse.mm(membership, torch.from_numpy(counts_b.T).double()).numpy()
@@ -724,23 +791,6 @@ def text_samples(text: str, tokens_per_sample: int) -> list[list[int]]:
     ids = gpt2().encode(text)
     n = len(ids) // tokens_per_sample
     return [ids[i * tokens_per_sample : (i + 1) * tokens_per_sample] for i in range(n)]
-
-
-def simulated_power(
-    analysis: PowerAnalysis, reps: int = 2000, seed: int = 0
-) -> tuple[float, tuple[float, float]]:
-    """Monte Carlo check of ``samples_needed``: the share of simulated audits (independent
-    tokens at p0 and p1, ``analysis.samples`` samples per side) in which the shifted
-    predicate passes the Bonferroni threshold, with its 95% Wilson interval."""
-    rng = np.random.default_rng(seed)
-    k, n = analysis.samples, analysis.tokens_per_sample
-    lengths = np.full(k, float(n))
-    hits_a = rng.binomial(n, analysis.p1, size=(reps, k)).astype(np.float64)
-    hits_b = rng.binomial(n, analysis.p0, size=(reps, k)).astype(np.float64)
-    z = rate_difference_z(hits_a, lengths, hits_b, lengths)
-    p = two_sided_p(z)
-    detected = int(((p <= analysis.alpha / analysis.n_tests) & (z > 0)).sum())
-    return detected / reps, wilson_interval(detected, reps)
 
 
 @torch.no_grad()
