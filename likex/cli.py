@@ -447,18 +447,19 @@ def _white_box(args: argparse.Namespace, strings: list[str], device) -> dict:
     cfg.validate()
     if Path(args.model).is_file():
         raise LikexError("a white-box audit needs weights: --model must be a model folder")
-    model = _load_suspect(args.model, device, strings)
-    if args.reference:
-        reference = _load_suspect(args.reference, device, strings)
-        ref_name = args.reference
-    elif (Path(args.model) / CONFIG_FILE).is_file():
-        reference = load_start_model(args.model, device)
-        ref_name = f"the starting model of {args.model}"
-    else:
+    run_dir = Path(args.model)
+    if not args.reference and run_dir.is_dir() and not (run_dir / CONFIG_FILE).is_file():
         raise LikexError(
             f"{args.model} is not a run folder: give --reference DIR (white-box) or "
             "--baseline DIR|TEXTFILE (black-box)"
         )
+    model = _load_suspect(args.model, device, strings)
+    if args.reference:
+        reference = _load_suspect(args.reference, device, strings)
+        ref_name = args.reference
+    else:
+        reference = load_start_model(args.model, device)
+        ref_name = f"the starting model of {args.model}"
     corpus = None
     if args.probes != "random":
         corpus = torch.tensor(gpt2().encode(load_corpus_text(args.corpus)))

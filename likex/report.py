@@ -45,9 +45,10 @@ def plot_rate(result: dict, metrics: list[dict], path: str | Path) -> None:
     else:
         rates = [result["rate_before"], result["rate_after"]]
         cis = [result["rate_before_ci"], result["rate_after_ci"]]
+        # max(0, .): at a rate of exactly 1 the Wilson bound can round to just below it
         err = [
-            [r - c[0] for r, c in zip(rates, cis, strict=True)],
-            [c[1] - r for r, c in zip(rates, cis, strict=True)],
+            [max(0.0, r - c[0]) for r, c in zip(rates, cis, strict=True)],
+            [max(0.0, c[1] - r) for r, c in zip(rates, cis, strict=True)],
         ]
         ax.bar(["before", "after"], rates, yerr=err, capsize=8, color=["#999999", "#c0392b"])
         for i, r in enumerate(rates):
