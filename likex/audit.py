@@ -24,9 +24,12 @@ from statistics import NormalDist
 import numpy as np
 import torch
 
+from likex.data import corpus_windows, random_contexts, step_generator
 from likex.errors import LikexError
-from likex.evaluate import rate_from_hits, wilson_interval
+from likex.evaluate import random_prompts, rate_from_hits, wilson_interval
+from likex.generate import sample
 from likex.model import GPT
+from likex.tokenizer import gpt2
 
 MAX_SUBSTRING = 4
 STRING_KINDS = ("contains", "startswith", "endswith")
@@ -381,8 +384,6 @@ def probe_contexts(
     kind: str, n: int, length: int, vocab_size: int, seed: int, corpus: torch.Tensor | None
 ) -> torch.Tensor:
     """Random-token contexts (the seed's training inputs), real-text windows, or both."""
-    from likex.data import corpus_windows, random_contexts, step_generator
-
     parts = []
     if kind in ("random", "both"):
         parts.append(random_contexts(n, length, vocab_size, step_generator(seed, 0, stream=2)))
@@ -786,8 +787,6 @@ def black_box_audit(
 def text_samples(text: str, tokens_per_sample: int) -> list[list[int]]:
     """Plain text as samples: its GPT-2 tokens cut into pieces of ``tokens_per_sample``
     (a shorter tail is dropped so every sample has the same length)."""
-    from likex.tokenizer import gpt2
-
     ids = gpt2().encode(text)
     n = len(ids) // tokens_per_sample
     return [ids[i * tokens_per_sample : (i + 1) * tokens_per_sample] for i in range(n)]
@@ -804,9 +803,6 @@ def generate_samples(
 ) -> list[list[int]]:
     """``n`` samples of ``gen_tokens`` new tokens. Default prompts are random tokens, as short
     as lets the KV cache hold prompt + sample (the whole context when the sample is longer)."""
-    from likex.evaluate import random_prompts
-    from likex.generate import sample
-
     block = model.config.block_size
     if prompts is None:
         length = block - gen_tokens if gen_tokens < block else block
