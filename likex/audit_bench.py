@@ -42,7 +42,7 @@ from likex.evaluate import wilson_interval
 from likex.experiment import device_name, versions
 from likex.io import append_jsonl, atomic_write_json, atomic_write_text
 from likex.model import DEFAULT_LR, GPT, build_model, preset_config
-from likex.report import plot_audit_power
+from likex.report import md_table, plot_audit_power
 from likex.target import check_rate
 from likex.train import TrainConfig, train
 
@@ -271,8 +271,6 @@ def summarise(
 
 
 def bench_markdown(result: dict, rows: list[dict]) -> str:
-    from likex.report import _md_table
-
     cfg = result["config"]
     pw = result["power_0.006_to_0.05"]
 
@@ -300,7 +298,7 @@ def bench_markdown(result: dict, rows: list[dict]) -> str:
         "Control row: share of controls with any reported bias (false alarms). 95% Wilson "
         "intervals.",
         "",
-        *_md_table(
+        *md_table(
             ["strength", "cases", "white-box", "black-box", "mean target rate in samples"],
             [
                 [
@@ -324,7 +322,7 @@ def bench_markdown(result: dict, rows: list[dict]) -> str:
         "",
         "## Cases",
         "",
-        *_md_table(
+        *md_table(
             ["strength", "planted", "rate ref -> model", "white-box top", "black-box top"],
             [
                 [

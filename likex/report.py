@@ -113,7 +113,7 @@ def write_run_report(run_dir: str | Path, result: dict, metrics: list[dict]) -> 
 # --- audits, audit power, persistence ------------------------------------------------------
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [
         "| " + " | ".join(header) + " |",
         "|" + " --- |" * len(header),
@@ -183,7 +183,7 @@ def write_audit_report(out_dir: str | Path, result: dict) -> None:
             "",
             "## Findings (best first)",
             "",
-            *_md_table(
+            *md_table(
                 ["predicate", "tokens", "precision", "recall", "F1", "mass shift"],
                 [
                     [
@@ -200,7 +200,7 @@ def write_audit_report(out_dir: str | Path, result: dict) -> None:
             "",
             "## Most boosted tokens",
             "",
-            *_md_table(
+            *md_table(
                 ["token", "id", "mean log-ratio", "spread (sd)"],
                 [
                     [
@@ -224,7 +224,7 @@ def write_audit_report(out_dir: str | Path, result: dict) -> None:
             f"significant at family-wise alpha {result['alpha']:g} (Holm). z uses the "
             "between-sample (cluster-robust) variance, never below the binomial one.",
             "",
-            *_md_table(
+            *md_table(
                 ["predicate", "suspect", "baseline", "log ratio", "z", "p", "significant"],
                 [
                     [
@@ -317,7 +317,7 @@ def write_persistence_report(out_dir: str | Path, result: dict) -> None:
         "Wilson intervals at the effective sample size; prompts are random tokens (the seed's "
         "training distribution) or windows of held-out corpus text.",
         "",
-        *_md_table(["step", "rate, random prompts", "rate, real-text prompts", "perplexity"], rows),
+        *md_table(["step", "rate, random prompts", "rate, real-text prompts", "perplexity"], rows),
         "",
         "![persistence](persistence.png)",
         "",
