@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from statistics import NormalDist
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from likex.data import corpus_windows, random_contexts, step_generator
 from likex.errors import LikexError
@@ -800,6 +802,7 @@ def generate_samples(
     seed: int,
     prompts: torch.Tensor | None = None,
     batch_size: int = 16,
+    progress: bool = False,
 ) -> list[list[int]]:
     """``n`` samples of ``gen_tokens`` new tokens. Default prompts are random tokens, as short
     as lets the KV cache hold prompt + sample (the whole context when the sample is longer)."""
@@ -810,7 +813,8 @@ def generate_samples(
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     out: list[list[int]] = []
-    for start in range(0, prompts.shape[0], batch_size):
+    starts = range(0, prompts.shape[0], batch_size)
+    for start in tqdm(starts, disable=not progress, file=sys.stderr, desc="sample", unit="batch"):
         chunk = prompts[start : start + batch_size].to(device)
         out += sample(model, chunk, gen_tokens, generator=gen).cpu().tolist()
     return out

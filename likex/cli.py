@@ -475,7 +475,7 @@ def _samples_of(path: str, args: argparse.Namespace, strings, device, seed: int)
     if Path(path).is_file():
         return text_samples(load_corpus_text(path), args.gen_tokens)
     model = _load_suspect(path, device, strings)
-    return generate_samples(model, args.samples, args.gen_tokens, seed)
+    return generate_samples(model, args.samples, args.gen_tokens, seed, progress=not args.quiet)
 
 
 def _black_box(args: argparse.Namespace, strings: list[str], device) -> dict:
