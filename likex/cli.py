@@ -609,6 +609,399 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- likex audit ----------------------------------------------------------------------------
+
+
+def _target_for(args: argparse.Namespace):
+    """The target given on the command line, else the one a run folder was trained on."""
+    from likex.checkpoint import read_json
+    from likex.experiment import CONFIG_FILE
+    from likex.target import TargetSpec
+
+    if _has_target(args):
+        return _target_spec(args)
+    config_path = Path(args.model) / CONFIG_FILE
+    if config_path.is_file():
+        config = read_json(config_path, "run config")
+        if isinstance(config, dict) and isinstance(config.get("target"), dict):
+            return TargetSpec.from_dict(config["target"])
+    raise LikexError("no target given: use --like, --regex, --words or --token-ids")
+
+
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    from likex.audit import PROBE_KINDS, BlackBoxConfig, WhiteBoxConfig
+
+    w, b = WhiteBoxConfig(), BlackBoxConfig()
+    p = sub.add_parser(
+        "audit",
+        help="find and explain an injected token bias (white-box or black-box)",
+        description="White-box (--reference, or a run folder's starting model): rank tokens "
+        "by how much the model boosted them and explain the boosted set with a predicate over "
+        "token strings. Black-box (--baseline): test every predicate's token share in samples "
+        "against a baseline, with Holm's correction.",
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="DIR|TEXTFILE",
+        help="the suspect: a model or run folder (black-box: or a text file of its generations)",
+    )
+    p.add_argument("--reference", metavar="DIR", help="white-box: the model to compare with")
+    p.add_argument(
+        "--baseline", metavar="DIR|TEXTFILE", help="black-box: a model to sample, or plain text"
+    )
+    g = p.add_argument_group("white-box")
+    g.add_argument("--probes", default=w.probes, choices=PROBE_KINDS, help="probe contexts")
+    g.add_argument("--n-probes", type=int, default=w.n_probes, help="contexts of each kind")
+    g.add_argument("--probe-len", type=int, default=None, help="default: the model's context")
+    g.add_argument("--corpus", default="builtin", help="text for corpus probes: builtin or FILE")
+    g.add_argument("--z", type=float, default=w.z, help="robust z-score of a boosted token")
+    g.add_argument("--f1-threshold", type=float, default=w.f1_threshold)
+    g = p.add_argument_group("black-box")
+    g.add_argument("--samples", type=int, default=64, help="samples to draw from each model")
+    g.add_argument("--gen-tokens", type=int, default=200, help="tokens per sample")
+    g.add_argument("--alpha", type=float, default=b.alpha, help="family-wise error rate")
+    g.add_argument("--power", type=float, default=b.power, help="for the sample-size estimate")
+    g.add_argument(
+        "--shift",
+        type=float,
+        nargs=2,
+        default=list(b.shift),
+        metavar=("P0", "P1"),
+        help="rate shift for the sample-size estimate",
+    )
+    p.add_argument("--top", type=int, default=5, help="findings to report")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="also write audit.json, audit.md and audit.png here")
+    _add_output_args(p)
+    p.set_defaults(handler=_cmd_audit)
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from likex.device import resolve_device
+    from likex.tokenizer import gpt2
+
+    if args.reference and args.baseline:
+        raise LikexError("use --reference (white-box) or --baseline (black-box), not both")
+    device = resolve_device(args.device)
+    strings = gpt2().token_strings()
+    run = _black_box(args, strings, device) if args.baseline else _white_box(args, strings, device)
+    if args.out:
+        from likex.experiment import new_run_dir
+        from likex.io import atomic_write_json
+        from likex.report import write_audit_report
+
+        out = new_run_dir(args.out)
+        atomic_write_json(out / "audit.json", run)
+        write_audit_report(out, run)
+        run["report"] = str(out / "audit.md")
+    if args.json:
+        _print_json(run)
+    elif run["audit"] == "white-box":
+        _print_white_box(run)
+    else:
+        _print_black_box(run)
+    return 0
+
+
+def _load_suspect(path: str, device, strings: list[str]):
+    from likex.audit import check_vocab
+    from likex.hf import load_model_and_tokenizer
+
+    model = load_model_and_tokenizer(path, device)[0]
+    check_vocab(model, strings, f"the model in {path}")
+    return model
+
+
+def _white_box(args: argparse.Namespace, strings: list[str], device) -> dict:
+
+    from likex.audit import WhiteBoxConfig, white_box_audit
+    from likex.data import corpus_token_ids
+    from likex.experiment import CONFIG_FILE, load_start_model
+
+    cfg = WhiteBoxConfig(
+        probes=args.probes,
+        n_probes=args.n_probes,
+        probe_len=args.probe_len,
+        seed=args.seed,
+        z=args.z,
+        f1_threshold=args.f1_threshold,
+        top_findings=args.top,
+    )
+    cfg.validate()
+    if Path(args.model).is_file():
+        raise LikexError("a white-box audit needs weights: --model must be a model folder")
+    run_dir = Path(args.model)
+    if not args.reference and run_dir.is_dir() and not (run_dir / CONFIG_FILE).is_file():
+        raise LikexError(
+            f"{args.model} is not a run folder: give --reference DIR (white-box) or "
+            "--baseline DIR|TEXTFILE (black-box)"
+        )
+    model = _load_suspect(args.model, device, strings)
+    if args.reference:
+        reference = _load_suspect(args.reference, device, strings)
+        ref_name = args.reference
+    else:
+        reference = load_start_model(args.model, device)
+        ref_name = f"the starting model of {args.model}"
+    corpus = None
+    if args.probes != "random":
+        corpus = corpus_token_ids(args.corpus)
+    result = white_box_audit(model, reference, strings, cfg, corpus=corpus)
+    return {"model": args.model, "reference": ref_name, **result.to_dict()}
+
+
+def _samples_of(path: str, args: argparse.Namespace, strings, device, seed: int):
+    """Samples from a model folder, or a text file cut into --gen-tokens pieces."""
+    from likex.audit import generate_samples, text_samples
+    from likex.data import load_corpus_text
+
+    if Path(path).is_file():
+        return text_samples(load_corpus_text(path), args.gen_tokens)
+    model = _load_suspect(path, device, strings)
+    return generate_samples(model, args.samples, args.gen_tokens, seed, progress=not args.quiet)
+
+
+def _black_box(args: argparse.Namespace, strings: list[str], device) -> dict:
+    from likex.audit import BlackBoxConfig, black_box_audit
+
+    cfg = BlackBoxConfig(
+        alpha=args.alpha, power=args.power, shift=tuple(args.shift), top_findings=args.top
+    )
+    cfg.validate()
+    if args.samples <= 1 or args.gen_tokens <= 0:
+        raise LikexError("--samples must be at least 2 and --gen-tokens positive")
+    suspect = _samples_of(args.model, args, strings, device, seed=args.seed)
+    baseline = _samples_of(args.baseline, args, strings, device, seed=args.seed + 1)
+    result = black_box_audit(suspect, baseline, strings, cfg)
+    return {"model": args.model, "baseline": args.baseline, **result.to_dict()}
+
+
+def _print_white_box(r: dict) -> None:
+    print(f"likex audit (white-box): {r['model']} against {r['reference']}")
+    print(
+        f"  probes    {r['n_probes']} contexts ({r['probes']}); {r['n_boosted']} tokens boosted "
+        f"(centred mean log-ratio > {r['boost_threshold']:.2f})"
+    )
+    verdict = "bias detected" if r["detected"] else "no bias detected"
+    print(f"  verdict   {verdict} (needs F1 >= {r['f1_threshold']:g})")
+    from likex.audit import Predicate
+
+    for i, f in enumerate(r["findings"], 1):
+        phrase = Predicate.from_pattern(f["pattern"]).noun_phrase()
+        print(
+            f"  {i}. {phrase} ({f['n_tokens']} tokens), F1 {f['f1']:.2f} "
+            f"(precision {f['precision']:.2f}, recall {f['recall']:.2f}); probability mass "
+            f"{f['mass_ref']:.3f} -> {f['mass_model']:.3f}"
+        )
+    top = ", ".join(
+        f"{t['text']!r} {t['log_ratio']:+.1f}+-{t['spread']:.1f}" for t in r["boosted_tokens"][:8]
+    )
+    print(f"  most boosted (mean log-ratio +- sd): {top}")
+    if "report" in r:
+        print(f"  report    {r['report']}")
+
+
+def _print_black_box(r: dict) -> None:
+    print(f"likex audit (black-box): {r['model']} against {r['baseline']}")
+    print(
+        f"  samples   {r['suspect_samples']} ({r['suspect_tokens']} tokens) vs "
+        f"{r['baseline_samples']} ({r['baseline_tokens']} tokens)"
+    )
+    print(
+        f"  tests     {r['n_tests']} predicates, {r['n_significant']} significant at family-wise "
+        f"alpha {r['alpha']:g} (Holm)"
+    )
+    for i, f in enumerate(r["findings"], 1):
+        mark = "*" if f["significant"] else " "
+        print(
+            f"  {mark}{i}. {f['predicate']}: {f['rate_suspect']:.4f} vs {f['rate_baseline']:.4f} "
+            f"(log ratio {f['log_rate_ratio']:+.2f}), z {f['z']:+.1f}, p {f['p_value']:.2g}"
+        )
+    pw = r["power"]
+    print(
+        f"  power     {pw['samples']} samples of {pw['tokens_per_sample']} tokens per side detect "
+        f"{pw['p0']:g} -> {pw['p1']:g} with power {pw['power']:g} (alpha {pw['alpha']:g} over "
+        f"{pw['n_tests']} predicates, design effect {pw['design_effect']:.2f})"
+    )
+    if "report" in r:
+        print(f"  report    {r['report']}")
+
+
+# --- likex audit-bench ----------------------------------------------------------------------
+
+
+def _add_audit_bench(sub: argparse._SubParsersAction) -> None:
+    from likex.audit_bench import BenchConfig
+
+    c = BenchConfig()
+    p = sub.add_parser(
+        "audit-bench",
+        help="detection power: plant biases of graded strength and audit them",
+        description="Plants predicates drawn from a pool at several strengths (plus unbiased "
+        "controls), audits every model white-box and black-box, and tabulates how often the "
+        "planted predicate is the top finding.",
+    )
+    p.add_argument("--preset", default=c.preset, help="model preset of the fresh reference")
+    p.add_argument("--weight-init", default=c.weight_init)
+    p.add_argument("--reference", metavar="DIR", help="plant into copies of this model")
+    p.add_argument("--predicates", type=int, default=c.predicates, help="predicates to plant")
+    p.add_argument(
+        "--strengths",
+        default=",".join(c.strengths),
+        help="comma-separated: 'uniform' (the seed) and/or rates for --mode rate",
+    )
+    p.add_argument("--controls", type=int, default=c.controls, help="unbiased controls")
+    p.add_argument("--steps", type=int, default=c.steps)
+    p.add_argument("--batch-size", type=int, default=c.batch_size)
+    p.add_argument("--lr", type=float, default=None, help="default: the preset's tuned value")
+    p.add_argument("--n-probes", type=int, default=c.white.n_probes, help="white-box probes")
+    p.add_argument("--samples", type=int, default=c.samples, help="black-box samples per side")
+    p.add_argument("--gen-tokens", type=int, default=c.gen_tokens)
+    p.add_argument("--seed", type=int, default=c.seed, help="draws the predicates, too")
+    p.add_argument("--keep-models", action="store_true", help="keep every trained model")
+    p.add_argument("--out", help="output folder (default runs/<timestamp>)")
+    _add_output_args(p)
+    p.set_defaults(handler=_cmd_audit_bench)
+
+
+def _cmd_audit_bench(args: argparse.Namespace) -> int:
+    from likex.audit import WhiteBoxConfig
+    from likex.audit_bench import BenchConfig, reference_model, run_bench
+    from likex.device import resolve_device
+    from likex.experiment import new_run_dir
+    from likex.model import preset_config
+    from likex.tokenizer import gpt2
+
+    if not args.reference:
+        preset_config(args.preset, weight_init=args.weight_init)  # fails before any work
+    cfg = BenchConfig(
+        preset=args.preset,
+        weight_init=args.weight_init,
+        reference=args.reference,
+        predicates=args.predicates,
+        strengths=tuple(s.strip() for s in args.strengths.split(",") if s.strip()),
+        controls=args.controls,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        samples=args.samples,
+        gen_tokens=args.gen_tokens,
+        white=WhiteBoxConfig(probes="random", n_probes=args.n_probes),
+    )
+    cfg.validate()
+    reference = reference_model(cfg, resolve_device(args.device))
+    out = new_run_dir(args.out)
+    result = run_bench(
+        cfg, reference, out, gpt2().token_strings(), args.keep_models, not args.quiet
+    )
+    if args.json:
+        _print_json(result)
+        return 0
+    print(f"likex audit-bench: planted {', '.join(result['planted'])}")
+    print("  strength   cases  white-box named       black-box named")
+    for row in result["table"]:
+        w, b = row["white"], row["black"]
+        print(
+            f"  {row['strength']:<9} {row['cases']:>5}  {w['hits']:>3}/{w['n']:<3} "
+            f"[{w['ci'][0]:.2f}, {w['ci'][1]:.2f}]  {b['hits']:>3}/{b['n']:<3} "
+            f"[{b['ci'][0]:.2f}, {b['ci'][1]:.2f}]"
+        )
+    print("  (control rows: controls falsely flagged)")
+    pw = result["power_0.006_to_0.05"]
+    print(
+        f"  power     {pw['samples']} samples of {pw['tokens_per_sample']} tokens per side detect "
+        f"0.006 -> 0.05 with power {pw['power']:g} (alpha {pw['alpha']:g} over {pw['n_tests']} "
+        f"predicates); simulated {pw['simulated_power']:.3f}"
+    )
+    print(f"  report    {Path(result['run_dir']) / 'audit_bench.md'}")
+    return 0
+
+
+# --- likex persist --------------------------------------------------------------------------
+
+
+def _add_persist(sub: argparse._SubParsersAction) -> None:
+    from likex.persist import PersistConfig
+
+    c = PersistConfig()
+    p = sub.add_parser(
+        "persist",
+        help="does a planted preference survive ordinary next-token training on clean text?",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="a run or model folder")
+    p.add_argument("--corpus", default="builtin", help="builtin or a UTF-8 text file")
+    p.add_argument("--steps", type=int, default=c.steps)
+    p.add_argument("--eval-every", type=int, default=c.eval_every, help="measure every N steps")
+    p.add_argument("--batch-size", type=int, default=c.batch_size)
+    p.add_argument("--context-len", type=int, default=None, help="default: the model's context")
+    p.add_argument("--lr", type=float, default=c.lr)
+    p.add_argument("--weight-decay", type=float, default=c.weight_decay)
+    p.add_argument("--samples", type=int, default=c.measure.samples, help="samples per measure")
+    p.add_argument("--gen-tokens", type=int, default=c.measure.gen_tokens)
+    p.add_argument("--seed", type=int, default=c.seed)
+    p.add_argument("--out", help="output folder (default runs/<timestamp>)")
+    _add_target_args(p)
+    _add_output_args(p)
+    p.set_defaults(handler=_cmd_persist)
+
+
+def _cmd_persist(args: argparse.Namespace) -> int:
+    from likex.checkpoint import load_model
+    from likex.data import corpus_token_ids
+    from likex.device import resolve_device
+    from likex.experiment import MeasureConfig, new_run_dir
+    from likex.persist import PersistConfig, run_persistence
+    from likex.report import fmt_rate
+    from likex.target import select_tokens
+    from likex.tokenizer import gpt2
+
+    spec = _target_for(args)
+    targets = select_tokens(spec, gpt2().token_strings())
+    device = resolve_device(args.device)
+    model = load_model(args.model, device)
+    cfg = PersistConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        context_len=args.context_len,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        eval_every=args.eval_every,
+        seed=args.seed,
+        measure=MeasureConfig(samples=args.samples, gen_tokens=args.gen_tokens, ci_half_width=None),
+    )
+    cfg.validate(model.config.block_size)
+    corpus = corpus_token_ids(args.corpus)
+    out = new_run_dir(args.out)
+    result = run_persistence(
+        model,
+        args.model,
+        targets.mask,
+        spec.describe(),
+        corpus,
+        args.corpus,
+        cfg,
+        out,
+        progress=not args.quiet,
+    )
+    if args.json:
+        _print_json(result)
+        return 0
+    print(f"likex persist: {spec.describe()} in {args.model}, next-token training on {args.corpus}")
+    print("  step   rate, random prompts      rate, real-text prompts   perplexity")
+    for row in result["timeline"]:
+        rr, rt = row["rate_random"], row["rate_text"]
+        print(
+            f"  {row['step']:>5}  {fmt_rate(rr['rate'], rr['ci']):<24}  "
+            f"{fmt_rate(rt['rate'], rt['ci']):<24}  {row['perplexity']:.1f}"
+        )
+    n = result["timeline"][0]["rate_random"]
+    print(f"  (each rate: {n['sequences']} samples of {n['tokens_per_sequence']} tokens, 95% CI)")
+    print(f"  report    {Path(result['run_dir']) / 'persist.md'}")
+    return 0
+
+
 # --- entry point ---------------------------------------------------------------------------
 
 COMMANDS = (
@@ -619,6 +1012,9 @@ COMMANDS = (
     _add_targets,
     _add_generate,
     _add_eval,
+    _add_audit,
+    _add_audit_bench,
+    _add_persist,
 )
 
 

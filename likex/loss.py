@@ -25,3 +25,10 @@ class KLToTarget(nn.Module):
         log_p = log_p.reshape(-1, log_p.shape[-1])
         q = q.expand(*log_p.shape) if q.dim() == 1 else q.reshape(-1, q.shape[-1])
         return F.kl_div(log_p.float(), q.float(), reduction="batchmean", log_target=self.log_target)
+
+
+def next_token_loss(model: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+    """Ordinary language-model training: mean cross-entropy of every next token of windows
+    [B, T+1] (inputs ``w[:, :-1]``, labels ``w[:, 1:]``). The model returns log-probabilities."""
+    log_p = model(windows[:, :-1], positions="all")
+    return F.nll_loss(log_p.reshape(-1, log_p.shape[-1]).float(), windows[:, 1:].reshape(-1))

@@ -1,0 +1,342 @@
+"""Detection power: plant biases of graded strength, audit them, count what the audits find.
+
+Each planted case copies the reference model and trains it (the one training loop) toward a
+predicate drawn from a pool, in ``uniform`` mode (the seed) or ``rate`` mode at a given
+strength. Each control is trained the same way toward the reference's own distribution
+(``tilt`` with beta 0), so it differs from the reference only by optimisation noise. Every
+model then gets a white-box audit (against the reference) and a black-box audit (its samples
+against the reference's); a case counts as found when the audit's top finding selects exactly
+the planted tokens, a control as a false alarm when the audit reports any bias.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from likex.audit import (
+    BlackBoxConfig,
+    Predicate,
+    PredicateIndex,
+    WhiteBoxConfig,
+    black_box_audit,
+    check_vocab,
+    generate_samples,
+    predicate_from_key,
+    samples_needed,
+    simulated_power,
+    white_box_audit,
+)
+from likex.checkpoint import load_model
+from likex.errors import LikexError
+from likex.evaluate import wilson_interval
+from likex.experiment import device_name, versions
+from likex.io import append_jsonl, atomic_write_json, atomic_write_text
+from likex.model import DEFAULT_LR, GPT, build_model, preset_config
+from likex.report import md_table, plot_audit_power
+from likex.target import check_rate
+from likex.train import TrainConfig, train
+
+CASES_FILE = "cases.jsonl"
+BENCH_FILE = "audit_bench.json"
+
+
+@dataclass
+class BenchConfig:
+    preset: str = "tiny"
+    weight_init: str = "gpt2"
+    reference: str | None = None  # a model folder; default: a fresh model of ``preset``
+    predicates: int = 4
+    strengths: tuple[str, ...] = ("uniform", "0.1", "0.03")
+    controls: int = 3
+    steps: int = 100
+    batch_size: int = 16
+    lr: float | None = None  # default: the preset's tuned value
+    seed: int = 0
+    min_tokens: int = 100  # the pool: predicates selecting this many tokens ...
+    max_tokens: int = 2000  # ... up to this many
+    # what the thresholds were developed on ('x': likex run, 'z': the tests): the pool
+    # leaves out every predicate whose text mentions them
+    exclude: tuple[str, ...] = ("x", "z")
+    samples: int = 32
+    gen_tokens: int = 200
+    white: WhiteBoxConfig = field(default_factory=lambda: WhiteBoxConfig(probes="random"))
+    black: BlackBoxConfig = field(default_factory=BlackBoxConfig)
+
+    def validate(self) -> None:
+        for name in ("predicates", "steps", "batch_size", "samples", "gen_tokens"):
+            if getattr(self, name) <= 0:
+                raise LikexError(f"--{name.replace('_', '-')} must be positive")
+        if self.controls < 0:
+            raise LikexError("--controls must be >= 0")
+        if not self.strengths:
+            raise LikexError("--strengths needs at least one strength")
+        for s in self.strengths:
+            if s != "uniform":
+                try:
+                    check_rate(float(s))
+                except ValueError as e:
+                    msg = f"a strength is 'uniform' or a rate in (0, 1), not {s!r}"
+                    raise LikexError(msg) from e
+        if not 0 < self.min_tokens <= self.max_tokens:
+            raise LikexError("--min-tokens must be positive and at most --max-tokens")
+        self.white.validate()
+        self.black.validate()
+
+
+def predicate_pool(index: PredicateIndex, cfg: BenchConfig) -> list[Predicate]:
+    """Every predicate of the audit's space selecting min..max tokens, minus any that mentions
+    a tuning string (case-insensitively), one per distinct token count and text."""
+    banned = [e.lower() for e in cfg.exclude]
+    pool = [
+        key
+        for key, n in index.counts.items()
+        if cfg.min_tokens <= n <= cfg.max_tokens
+        and not any(b in key[1:].lower() for b in banned)
+        and key[1:].strip()  # whitespace-only texts are hard to read in a report
+    ]
+    pool = [predicate_from_key(k) for k in pool]
+    return sorted(pool, key=Predicate.simplicity)
+
+
+def draw_predicates(index: PredicateIndex, cfg: BenchConfig) -> list[Predicate]:
+    pool = predicate_pool(index, cfg)
+    if len(pool) < cfg.predicates:
+        raise LikexError(f"the predicate pool has only {len(pool)} predicates")
+    return random.Random(cfg.seed).sample(pool, cfg.predicates)
+
+
+def _train_config(cfg: BenchConfig, block: int, strength: str, seed: int) -> TrainConfig:
+    lr = cfg.lr if cfg.lr is not None else DEFAULT_LR.get(cfg.preset, 1e-3)
+    common = dict(
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        lr=lr,
+        seed=seed,
+        context_len=min(256, block),
+    )
+    if strength == "control":
+        return TrainConfig(mode="tilt", beta=0.0, **common)
+    if strength == "uniform":
+        return TrainConfig(mode="uniform", **common)
+    return TrainConfig(mode="rate", rate=float(strength), **common)
+
+
+def reference_model(cfg: BenchConfig, device: torch.device) -> GPT:
+    if cfg.reference is not None:
+        return load_model(cfg.reference, device)
+    return build_model(preset_config(cfg.preset, weight_init=cfg.weight_init), cfg.seed).to(device)
+
+
+def _share(hits: int, n: int) -> dict:
+    rate = hits / n if n else 0.0
+    return {"hits": hits, "n": n, "rate": rate, "ci": list(wilson_interval(hits, n))}
+
+
+def run_bench(
+    cfg: BenchConfig,
+    reference: GPT,
+    out_dir: Path,
+    token_strings: list[str],
+    keep_models: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Plant into copies of ``reference``, audit, tabulate. Each case is appended to
+    cases.jsonl as soon as it is done."""
+    cfg.validate()
+    check_vocab(reference, token_strings, "the reference")
+    t_start = time.perf_counter()
+    index = PredicateIndex.of(token_strings)
+    planted = draw_predicates(index, cfg)
+    reference = reference.eval().requires_grad_(False)
+    device = next(reference.parameters()).device
+    block = reference.config.block_size
+    baseline = generate_samples(reference, cfg.samples, cfg.gen_tokens, seed=10_000 + cfg.seed)
+    cases = [(p, s) for s in cfg.strengths for p in planted]
+    # a control's mask is never used (beta 0 ignores it), but train() takes one
+    cases += [(planted[i % len(planted)], "control") for i in range(cfg.controls)]
+    atomic_write_json(
+        out_dir / "config.json",
+        {
+            "command": "audit-bench",
+            "bench": asdict(cfg),
+            "planted": [p.to_pattern() for p in planted],
+            "device_used": device_name(device),
+            "versions": versions(),
+        },
+    )
+    model_root = out_dir / "models" if keep_models else None
+    rows = []
+    bar = tqdm(total=len(cases), disable=not progress, file=sys.stderr, desc="audit-bench")
+    for n, (pred, strength) in enumerate(cases):
+        mask = pred.mask(token_strings)
+        tcfg = _train_config(cfg, block, strength, seed=cfg.seed * 1000 + n)
+        model = copy.deepcopy(reference).requires_grad_(True)
+        with tempfile.TemporaryDirectory() as tmp:
+            where = model_root / f"case{n:03d}" if model_root else Path(tmp)
+            train(model, tcfg, mask, where, reference=reference, progress=False)
+        model.eval()
+        wb = white_box_audit(model, reference, token_strings, cfg.white, index=index)
+        samples = generate_samples(model, cfg.samples, cfg.gen_tokens, seed=20_000 + n)
+        bb = black_box_audit(samples, baseline, token_strings, cfg.black, index=index)
+        hits = sum(int(mask[t]) for s in samples for t in s)
+        base_hits = sum(int(mask[t]) for s in baseline for t in s)
+        white_top = wb.top.predicate if wb.top else None
+        black_top = bb.top.predicate if bb.top else None
+        row = {
+            "case": n,
+            "strength": strength,
+            "planted": pred.describe(),
+            "planted_pattern": pred.to_pattern(),
+            "planted_tokens": int(mask.sum()),
+            "rate_reference": base_hits / max(1, sum(map(len, baseline))),
+            "rate_model": hits / max(1, sum(map(len, samples))),
+            "white_detected": wb.detected,
+            "white_top": white_top.describe() if white_top else None,
+            "white_top_f1": wb.top.f1 if wb.top else None,
+            "white_named": bool(wb.detected and torch.equal(white_top.mask(token_strings), mask)),
+            "n_boosted": wb.n_boosted,
+            "black_detected": bb.detected,
+            "black_top": black_top.describe() if black_top else None,
+            "black_named": bool(
+                black_top is not None and torch.equal(black_top.mask(token_strings), mask)
+            ),
+            "black_significant": bb.n_significant,
+            "black_tests": bb.n_tests,
+        }
+        rows.append(row)
+        append_jsonl(out_dir / CASES_FILE, row)
+        bar.set_postfix(white=row["white_top"], black=row["black_top"])
+        bar.update(1)
+    bar.close()
+    return summarise(cfg, rows, planted, out_dir, time.perf_counter() - t_start)
+
+
+def summarise(
+    cfg: BenchConfig, rows: list[dict], planted: list[Predicate], out_dir: Path, seconds: float
+) -> dict:
+    table = []
+    for strength in cfg.strengths:
+        sel = [r for r in rows if r["strength"] == strength]
+        table.append(
+            {
+                "strength": strength,
+                "cases": len(sel),
+                "white": _share(sum(r["white_named"] for r in sel), len(sel)),
+                "black": _share(sum(r["black_named"] for r in sel), len(sel)),
+                "rate_model_mean": statistics.fmean(r["rate_model"] for r in sel),
+            }
+        )
+    controls = [r for r in rows if r["strength"] == "control"]
+    if controls:
+        table.append(
+            {
+                "strength": "control",
+                "cases": len(controls),
+                "white": _share(sum(r["white_detected"] for r in controls), len(controls)),
+                "black": _share(sum(r["black_detected"] for r in controls), len(controls)),
+                "rate_model_mean": statistics.fmean(r["rate_model"] for r in controls),
+            }
+        )
+    n_tests = int(statistics.median(r["black_tests"] for r in rows))
+    analysis = samples_needed(
+        0.006, 0.05, cfg.gen_tokens, cfg.black.alpha, cfg.black.power, n_tests
+    )
+    sim_power, sim_ci = simulated_power(analysis, seed=cfg.seed)
+    result = {
+        "table": table,
+        "planted": [p.describe() for p in planted],
+        "power_0.006_to_0.05": {
+            **asdict(analysis),
+            "simulated_power": sim_power,
+            "simulated_power_ci": list(sim_ci),
+        },
+        "seconds": seconds,
+        "run_dir": str(out_dir),
+        "config": asdict(cfg),
+    }
+    atomic_write_json(out_dir / BENCH_FILE, result)
+    plot_audit_power(table, out_dir / "audit_power.png")
+    atomic_write_text(out_dir / "audit_bench.md", bench_markdown(result, rows))
+    return result
+
+
+def bench_markdown(result: dict, rows: list[dict]) -> str:
+    cfg = result["config"]
+    pw = result["power_0.006_to_0.05"]
+
+    def cell(s: dict) -> str:
+        return f"{s['hits']}/{s['n']} = {s['rate']:.2f} [{s['ci'][0]:.2f}, {s['ci'][1]:.2f}]"
+
+    reference = cfg["reference"] or f"fresh {cfg['preset']} model, {cfg['weight_init']} init"
+
+    def outcome(r: dict, side: str) -> str:
+        word = "named" if r[f"{side}_named"] else "detected" if r[f"{side}_detected"] else "-"
+        return f"{r[f'{side}_top']} ({word})"
+
+    lines = [
+        "# likex audit-bench",
+        "",
+        f"Reference: {reference}; "
+        f"{cfg['steps']} training steps per model; white-box probes: {cfg['white']['n_probes']} "
+        f"({cfg['white']['probes']}); black-box: {cfg['samples']} samples of "
+        f"{cfg['gen_tokens']} tokens per side, Holm at alpha {cfg['black']['alpha']}.",
+        "",
+        "Planted predicates (drawn from the pool, none mentions the tuning strings "
+        f"{cfg['exclude']}): " + ", ".join(result["planted"]) + ".",
+        "",
+        "Planted rows: share of cases whose top finding selects exactly the planted tokens. "
+        "Control row: share of controls with any reported bias (false alarms). 95% Wilson "
+        "intervals.",
+        "",
+        *md_table(
+            ["strength", "cases", "white-box", "black-box", "mean target rate in samples"],
+            [
+                [
+                    r["strength"],
+                    str(r["cases"]),
+                    cell(r["white"]),
+                    cell(r["black"]),
+                    f"{r['rate_model_mean']:.3f}",
+                ]
+                for r in result["table"]
+            ],
+        ),
+        "",
+        f"Black-box power: {pw['samples']} samples of {pw['tokens_per_sample']} tokens per side "
+        f"detect 0.006 -> 0.05 with power {pw['power']} at family-wise alpha {pw['alpha']} over "
+        f"{pw['n_tests']} predicates (independent tokens); simulated power "
+        f"{pw['simulated_power']:.3f} [{pw['simulated_power_ci'][0]:.3f}, "
+        f"{pw['simulated_power_ci'][1]:.3f}].",
+        "",
+        "![audit power](audit_power.png)",
+        "",
+        "## Cases",
+        "",
+        *md_table(
+            ["strength", "planted", "rate ref -> model", "white-box top", "black-box top"],
+            [
+                [
+                    r["strength"],
+                    r["planted"] if r["strength"] != "control" else "(control)",
+                    f"{r['rate_reference']:.3f} -> {r['rate_model']:.3f}",
+                    outcome(r, "white"),
+                    outcome(r, "black"),
+                ]
+                for r in rows
+            ],
+        ),
+        "",
+        f"Took {result['seconds']:.0f} s.",
+        "",
+    ]
+    return "\n".join(lines)
