@@ -33,3 +33,8 @@ for mode in none reduce-overhead; do
   "$PY" bench/speed.py --device cuda --preset model5 --compile "$mode" \
     --save "$RESULTS/gpu-$mode.json"
 done
+
+# The seed's own numbers (issue 2): Model 5, course init, 200 steps; expect loss ~10-11 -> ~0.05,
+# 0/200 before and ~95% after.
+echo "== likex run --preset model5"
+"$PY" -m likex run --preset model5 --quiet --out "$RESULTS/model5-run" | tee "$RESULTS/model5-run.txt"

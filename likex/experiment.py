@@ -64,7 +64,7 @@ SCRATCH = "scratch"
 @dataclass(frozen=True)
 class PretrainDefaults:
     """``likex pretrain``'s defaults: a few minutes on a 2-core CPU for the ``cpu`` preset
-    (bench/RESULTS-issue3.md). GPT-2's N(0, 0.02) init, not the course's N(0, 1) embeddings,
+    (bench/RESULTS.md). GPT-2's N(0, 0.02) init, not the course's N(0, 1) embeddings,
     which make the untrained model copy its input and learn language far more slowly."""
 
     weight_init: str = "gpt2"

@@ -42,7 +42,7 @@ OBJECTIVES = ("kl", "next_token")
 METRICS_FILE = "metrics.jsonl"
 # AdamW learning rate when training a saved (e.g. pretrained) model: a checkpoint has no preset
 # to take a tuned rate from. The cpu preset's rate, used for the measurements in
-# bench/RESULTS-issue3.md.
+# bench/RESULTS.md.
 FINETUNE_LR = 3e-3
 
 
@@ -121,7 +121,7 @@ class TrainResult:
 def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = list(model.parameters())
     # Fused Adam(W): one kernel per step on a GPU, and on a CPU the same float32 update ~7x
-    # faster than the default per-parameter loop (bench/RESULTS-issue5.md).
+    # faster than the default per-parameter loop (bench/RESULTS.md).
     fused = params[0].device.type in ("cuda", "cpu")
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
