@@ -27,8 +27,7 @@ class KLToTarget(nn.Module):
         return F.kl_div(log_p.float(), q.float(), reduction="batchmean", log_target=self.log_target)
 
 
-def next_token_loss(model: nn.Module, windows: torch.Tensor) -> torch.Tensor:
-    """Ordinary language-model training: mean cross-entropy of every next token of windows
-    [B, T+1] (inputs ``w[:, :-1]``, labels ``w[:, 1:]``). The model returns log-probabilities."""
-    log_p = model(windows[:, :-1], positions="all")
-    return F.nll_loss(log_p.reshape(-1, log_p.shape[-1]).float(), windows[:, 1:].reshape(-1))
+def next_token_loss(log_p: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Ordinary language-model training: mean cross-entropy of every next token, from the
+    model's log-probabilities [B, T, V] and the tokens that follow [B, T]."""
+    return F.nll_loss(log_p.reshape(-1, log_p.shape[-1]).float(), labels.reshape(-1))

@@ -162,7 +162,8 @@ def run_persistence(
     for step in range(1, cfg.steps + 1):
         t0 = time.perf_counter()
         w = corpus_windows(train_tokens, cfg.batch_size, length, step_generator(cfg.seed, step))
-        loss = next_token_loss(model, w.to(device))
+        w = w.to(device)
+        loss = next_token_loss(model(w[:, :-1], positions="all"), w[:, 1:])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

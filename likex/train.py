@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -22,7 +21,7 @@ from likex.data import corpus_windows, random_contexts, step_generator
 from likex.distributed import barrier, check_same_on_all_ranks, dist_info, mean_over_ranks
 from likex.errors import LikexError
 from likex.io import append_jsonl
-from likex.loss import KLToTarget
+from likex.loss import KLToTarget, next_token_loss
 from likex.model import GPT
 from likex.target import (
     TARGET_MODES,
@@ -229,7 +228,7 @@ def train(
         with autocast_for(device):
             log_p = forward(idx, positions=cfg.positions)
             if cfg.objective == "next_token":
-                loss = F.nll_loss(log_p.reshape(-1, vocab), next_tokens.to(device).reshape(-1))
+                loss = next_token_loss(log_p, next_tokens.to(device))
             else:
                 if uniform_q is not None:
                     q, is_log = uniform_q, False
