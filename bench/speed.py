@@ -1,13 +1,16 @@
 """likex against the course-style loop, in one run on one device: training and sampling speed.
 
-    python bench/speed.py [--device cpu|cuda] [--preset cpu|model5|tiny] [--compile MODE] [--json]
+    python bench/speed.py [--device cpu|cuda] [--preset cpu|model5|tiny] [--compile MODE]
+                          [--cuda-graph] [--variants V ...] [--json]
 
 The baseline is written the way the original course did it: float32, the model's
 log-softmax over every position of every sequence and then the last row taken for the loss,
 plain AdamW, and sampling that re-forwards the whole window (with the full log-softmax) for
 each new token. likex runs its own ``train()`` and ``sample()``: the head on the last position
 only, the last block's query/attention/MLP for the last position only, and on CUDA bf16
-autocast, fused AdamW and optionally torch.compile.
+autocast, fused AdamW, and optionally torch.compile and a CUDA graph of the whole step.
+``--variants`` also times other likex configurations in the same run (e.g. ``none
+none+graph default+graph reduce-overhead``), so the effect of each piece is measured, not assumed.
 
 Both sides start from the same initial weights and see the same batches (likex's batches for
 the steps being timed). Each case runs in its own process so its peak memory is its own
@@ -27,12 +30,12 @@ import resource
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
-from likex.accel import COMPILE_MODES
+from likex.accel import COMPILE_MODES, GRAPH_EAGER_STEPS
 from likex.checkpoint import load_model
 from likex.device import resolve_device
 from likex.evaluate import random_prompts, rate_from_hits
@@ -45,7 +48,9 @@ from likex.tokenizer import gpt2
 from likex.train import TrainConfig, train, training_contexts
 
 SEED = 0
-WARMUP_STEPS = 3
+# Excluded from steps/s: a CUDA graph's eager steps and the step that captures it (with
+# torch.compile, the compilation happens in the first of them).
+WARMUP_STEPS = GRAPH_EAGER_STEPS + 1
 
 # Dense bf16 tensor-core peak (FLOP/s) by device name, for MFU; other cards report none.
 PEAK_BF16 = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
@@ -63,6 +68,8 @@ class BenchConfig:
     gen_tokens: int
     baseline_gen_tokens: int
     compile: str
+    cuda_graph: bool
+    variants: tuple[str, ...]  # other likex configurations to time: "MODE" or "MODE+graph"
     threads: int | None  # torch CPU threads in every case (None: torch's default)
 
 
@@ -121,6 +128,7 @@ def _train_cfg(cfg: BenchConfig, steps: int) -> TrainConfig:
         lr=DEFAULT_LR[cfg.preset],
         seed=SEED,
         compile=cfg.compile,
+        cuda_graph=cfg.cuda_graph,
     )
 
 
@@ -135,6 +143,7 @@ def case_train_likex(cfg: BenchConfig, out_dir: str) -> dict:
     return {
         "steps_per_s": (cfg.steps - WARMUP_STEPS) / (seconds[cfg.steps] - warm),
         "warmup_seconds": warm,
+        "total_seconds": seconds[cfg.steps],
         "loss_first": trained.losses[0],
         "loss_last": trained.losses[-1],
         "peak_bytes": _peak_bytes(device),
@@ -226,6 +235,43 @@ def _in_process(fn, *args) -> dict:
         return pool.apply(fn, args)
 
 
+def _try_case(fn, *args) -> dict:
+    """A variant's case; one that fails is reported in the table rather than ending the run."""
+    try:
+        return _in_process(fn, *args)
+    except Exception as e:  # noqa: BLE001 - any failure of an optional variant is a result
+        return {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"}
+
+
+def variant_config(cfg: BenchConfig, spec: str) -> BenchConfig:
+    """``cfg`` with the likex configuration named by ``spec``: "MODE" or "MODE+graph"."""
+    mode, _, graph = spec.partition("+")
+    if mode not in COMPILE_MODES or graph not in ("", "graph"):
+        raise ValueError(f"variant {spec!r}: expected MODE or MODE+graph, MODE in {COMPILE_MODES}")
+    return replace(cfg, compile=mode, cuda_graph=graph == "graph", variants=())
+
+
+def variant_name(compile_mode: str, cuda_graph: bool) -> str:
+    return f"compile {compile_mode}" + (", CUDA graph of the step" if cuda_graph else "")
+
+
+def _variant_row(main: BenchConfig, cfg: BenchConfig, trained: dict, sampled: dict) -> dict:
+    row: dict = {"variant": variant_name(cfg.compile, cfg.cuda_graph)}
+    if "error" in trained:
+        row["train_error"] = trained["error"]
+    else:
+        row.update(
+            train_seconds=main.steps / trained["steps_per_s"],
+            train_warmup_seconds=trained["warmup_seconds"],
+            loss_last=trained["loss_last"],
+        )
+    if "error" in sampled:
+        row["gen_error"] = sampled["error"]
+    else:
+        row.update(gen_seconds=sampled["seconds"], gen_warmup_seconds=sampled["warmup_seconds"])
+    return row
+
+
 # --- FLOPs and the table ----------------------------------------------------------------------
 
 
@@ -279,6 +325,18 @@ def run(cfg: BenchConfig, progress: bool) -> dict:
         gl = _in_process(case_gen_likex, cfg, tmp)
         say(f"baseline: sampling {cfg.gen_seqs} x {cfg.baseline_gen_tokens} tokens")
         gb = _in_process(case_gen_baseline, cfg, tmp)
+        variants = [_variant_row(cfg, cfg, tl, gl)]
+        sampled = {cfg.compile: gl}
+        for spec in cfg.variants:
+            vcfg = variant_config(cfg, spec)
+            if (vcfg.compile, vcfg.cuda_graph) == (cfg.compile, cfg.cuda_graph):
+                continue
+            say(f"variant {spec}: training")
+            vt = _try_case(case_train_likex, vcfg, os.path.join(tmp, spec))
+            if vcfg.compile not in sampled:
+                say(f"variant {spec}: sampling")
+                sampled[vcfg.compile] = _try_case(case_gen_likex, vcfg, tmp)
+            variants.append(_variant_row(cfg, vcfg, vt, sampled[vcfg.compile]))
     model_cfg = preset_config(cfg.preset)
     result = {
         "device": device_name(device),
@@ -306,6 +364,8 @@ def run(cfg: BenchConfig, progress: bool) -> dict:
         "gen_peak_bytes_likex": gl["peak_bytes"],
         "gen_peak_bytes_baseline": gb["peak_bytes"],
         "rate_after_likex": gl["rate_after"],
+        "train_total_seconds_likex": tl["total_seconds"],
+        "variant_results": variants,
         "rate_after_baseline_sampler": gb["rate_after"],
         "peak_memory_kind": "peak allocated (CUDA)"
         if device.type == "cuda"
@@ -338,8 +398,10 @@ def format_table(r: dict) -> str:
          f"{r['train_steps_per_s_baseline']:.3f}", f"{r['train_speedup']:.1f}x"),
         (f"seconds for {r['steps']} steps", f"{r['train_seconds_likex']:.2f}",
          f"{r['train_seconds_baseline']:.1f}{extrap}", f"{r['train_speedup']:.1f}x"),
-        ("warm-up/compile seconds (excluded)", f"{r['warmup_seconds_likex']:.2f}",
-         f"{r['warmup_seconds_baseline']:.2f}", ""),
+        (f"warm-up/compile seconds of the first {r['warmup_steps']} steps (excluded)",
+         f"{r['warmup_seconds_likex']:.2f}", f"{r['warmup_seconds_baseline']:.2f}", ""),
+        (f"likex's {r['steps']} steps as run, warm-up included",
+         f"{r['train_total_seconds_likex']:.2f}", "", ""),
         ("generated tokens/s", f"{r['gen_tokens_per_s_likex']:.1f}",
          f"{r['gen_tokens_per_s_baseline']:.1f}", f"{r['gen_speedup']:.1f}x"),
         (f"seconds for {r['gen_seqs']} x {r['gen_tokens']} tokens",
@@ -356,24 +418,10 @@ def format_table(r: dict) -> str:
     ]  # fmt: skip
     if r["mfu_likex"] is not None:
         rows.append(("MFU (bf16 peak)", f"{r['mfu_likex']:.1%}", "", ""))
-    widths = [max(len(row[i]) for row in rows + [("", "likex", "baseline", "ratio")])
-              for i in range(4)]  # fmt: skip
-    line = (
-        "| "
-        + " | ".join(
-            h.ljust(w) for h, w in zip(("", "likex", "baseline", "ratio"), widths, strict=True)
-        )
-        + " |"
-    )  # noqa: E501
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = [
-        "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
-        for row in rows
-    ]
     ra, rb = r["rate_after_likex"], r["rate_after_baseline_sampler"]
     header = (
         f"device {r['device']}, preset {r['preset']}, batch {r['batch']} x {r['context']}, "
-        f"compile {r['compile']}, torch {r['torch']}, {r['date']}"
+        f"likex: {variant_name(r['compile'], r['cuda_graph'])}, torch {r['torch']}, {r['date']}"
     )
     footer = [
         f"loss {r['loss_first']:.3f} -> {r['loss_last_likex']:.4f} after {r['steps']} likex steps",
@@ -395,7 +443,37 @@ def format_table(r: dict) -> str:
             f"MFU counts {r['train_step_flops_likex'] / 1e9:.1f} GFLOP per likex step "
             "(head on the last position only; backward = 2x forward)"
         )
-    return "\n".join([header, "", line, sep, *body, "", *footer])
+    tables = [header, "", _markdown(("", "likex", "baseline", "ratio"), rows)]
+    if len(r["variant_results"]) > 1:
+        tables += ["", "likex configurations, same run (seconds exclude warm-up/compile):", "",
+                   _markdown(("likex", f"{r['steps']} steps, s", "warm-up, s",
+                              f"{r['gen_seqs']} x {r['gen_tokens']} tokens, s", "warm-up, s"),
+                             [_variant_cells(v) for v in r["variant_results"]])]  # fmt: skip
+    return "\n".join([*tables, "", *footer])
+
+
+def _variant_cells(v: dict) -> tuple[str, ...]:
+    train = (
+        (f"{v['train_seconds']:.2f}", f"{v['train_warmup_seconds']:.1f}")
+        if "train_seconds" in v
+        else (f"failed: {v['train_error']}", "")
+    )
+    gen = (
+        (f"{v['gen_seconds']:.2f}", f"{v['gen_warmup_seconds']:.1f}")
+        if "gen_seconds" in v
+        else (f"failed: {v['gen_error']}", "")
+    )
+    return (v["variant"], *train, *gen)
+
+
+def _markdown(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(headers), sep, *(line(row) for row in rows)])
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Namespace]:
@@ -412,6 +490,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
     p.add_argument("--baseline-gen-tokens", type=int, default=None,
                    help="default: all on CUDA, 16 on a CPU (then extrapolated)")  # fmt: skip
     p.add_argument("--compile", default="none", choices=COMPILE_MODES)
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="likex replays its whole training step as one CUDA graph")  # fmt: skip
+    p.add_argument("--variants", nargs="*", default=[], metavar="MODE[+graph]",
+                   help="other likex configurations to time in the same run")  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (both sides)")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.add_argument("--save", metavar="FILE", help="also write the JSON to FILE")
@@ -430,10 +512,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
         gen_tokens=a.gen_tokens,
         baseline_gen_tokens=a.baseline_gen_tokens or (a.gen_tokens if cuda else 16),
         compile=a.compile,
+        cuda_graph=a.cuda_graph,
+        variants=tuple(a.variants),
         threads=a.threads,
     )
     if cfg.steps <= WARMUP_STEPS:
         p.error(f"--steps must exceed the {WARMUP_STEPS} warm-up steps")
+    for spec in cfg.variants:
+        try:
+            variant_config(cfg, spec)
+        except ValueError as e:
+            p.error(str(e))
     return cfg, a
 
 

@@ -109,6 +109,12 @@ def _add_training_args(p: argparse.ArgumentParser, steps: int, batch_size: int) 
         choices=COMPILE_MODES,
         help="torch.compile the training and sampling steps (reduce-overhead: also CUDA graphs)",
     )
+    g.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="CUDA only: replay the whole training step (forward, backward, optimizer) as one "
+        "CUDA graph; with --compile none or default",
+    )
     p.set_defaults(steps_default=steps)  # --resume extends the run only when --steps is given
 
 
@@ -141,6 +147,7 @@ def _train_config(args: argparse.Namespace, **fields):
         seed=args.seed,
         save_every=args.save_every,
         compile=args.compile,
+        cuda_graph=args.cuda_graph,
         **fields,
     )
 

@@ -250,7 +250,7 @@ def _prepare(cfg: RunConfig, device: torch.device) -> _Prepared:
         init = checkpoint_init(cfg.init)
     block = model.config.block_size
     cfg.train.context_len = min(cfg.train.context_len, block)
-    cfg.train.validate(block)
+    cfg.train.validate(block, device)
     cfg.measure.validate(block)
     if cfg.eval_every < 0:
         raise LikexError(f"--eval-every must be >= 0, got {cfg.eval_every}")
@@ -374,7 +374,7 @@ def resume_experiment(run_dir: str | Path, steps: int | None = None, progress: b
     check_same_on_all_ranks({"resume": str(run_dir), "steps": cfg.train.steps}, "resume arguments")
     device = resolve_device(cfg.device)
     model, tokenizer = load_model_and_tokenizer(run_dir, device)
-    cfg.train.validate(model.config.block_size)
+    cfg.train.validate(model.config.block_size, device)
     optimizer = make_optimizer(model, cfg.train)
     start = load_optimizer(optimizer, run_dir)
     if model_step(run_dir) != start:

@@ -7,14 +7,15 @@ cache is used when everything fits, and beyond it (the seed: a 256-token prompt 
 Prefill and decode are small separate functions, so a compiler can wrap them. The window
 step always sees the same shape ([B, block_size] once the window is full), so under
 ``compile="reduce-overhead"`` it is captured once as a CUDA graph and replayed per token.
-On CUDA sampling runs under bf16 autocast (likex.accel); on a CPU it is exact float32.
+On CUDA the built-in model is sampled through a bf16 copy (likex.accel.inference_model); on a
+CPU sampling is exact float32.
 """
 
 from __future__ import annotations
 
 import torch
 
-from likex.accel import autocast_for, compiled
+from likex.accel import compiled, inference_model
 from likex.model import GPT, KVCache
 
 
@@ -78,9 +79,10 @@ def sample(
     was_training = model.training
     model.eval()
     try:
-        with autocast_for(prompt.device):
+        net, context = inference_model(model)
+        with context:
             return _sample_tokens(
-                model, prompt, n_new, generator, temperature, top_k, use_cache, compile
+                net, prompt, n_new, generator, temperature, top_k, use_cache, compile
             )
     finally:
         model.train(was_training)
@@ -109,10 +111,12 @@ def _sample_tokens(
                 pos += 1
     else:
         step = compiled(window_step, compile)
-        seq = prompt
+        block = model.config.block_size
+        # A contiguous window of one shape once full, so a compiled step is traced once.
+        window = prompt[:, -block:].contiguous()
         for _ in range(n_new):
-            window = seq[:, -model.config.block_size :]  # sliced outside: the step sees one shape
             token = sample_next(step(model, window), generator, temperature, top_k)
             out.append(token)
-            seq = torch.cat([seq, token[:, None]], dim=1)
+            kept = window[:, 1:] if window.shape[1] == block else window
+            window = torch.cat([kept, token[:, None]], dim=1)
     return torch.stack(out, dim=1) if out else prompt.new_zeros(prompt.shape[0], 0)

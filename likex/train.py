@@ -15,7 +15,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from likex.accel import autocast_for, check_compile_mode, compiled
+from likex.accel import (
+    GraphedStep,
+    autocast_for,
+    check_compile_mode,
+    check_cuda_graph,
+    compiled,
+    to_device,
+)
 from likex.checkpoint import save_model, save_optimizer
 from likex.data import corpus_windows, random_contexts, step_generator
 from likex.distributed import barrier, check_same_on_all_ranks, dist_info, mean_over_ranks
@@ -62,10 +69,13 @@ class TrainConfig:
     save_every: int = 0
     # torch.compile mode for the training step (likex.accel.COMPILE_MODES); "none" is eager.
     compile: str = "none"
+    # Replay the whole step (forward, backward, optimizer) as one CUDA graph (likex.accel).
+    cuda_graph: bool = False
     # "kl": KL to the target distribution; "next_token": ordinary language modelling.
     objective: str = "kl"
 
-    def validate(self, block_size: int) -> None:
+    def validate(self, block_size: int, device: torch.device | None = None) -> None:
+        """Checks the numbers and names; with ``device``, also that the step can run there."""
         if self.steps <= 0:
             raise LikexError(f"--steps must be positive, got {self.steps}")
         if self.batch_size <= 0:
@@ -79,6 +89,8 @@ class TrainConfig:
         if self.save_every < 0:
             raise LikexError(f"--save-every must be >= 0, got {self.save_every}")
         check_compile_mode(self.compile)
+        if self.cuda_graph and device is not None:
+            check_cuda_graph(device, self.compile, dist_info().active)
         for name, value, allowed in (
             ("optimizer", self.optimizer, OPTIMIZERS),
             ("mode", self.mode, TARGET_MODES),
@@ -120,12 +132,16 @@ class TrainResult:
 def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = list(model.parameters())
     # Fused Adam(W): one kernel per step on a GPU, and on a CPU the same float32 update ~7x
-    # faster than the default per-parameter loop (bench/RESULTS.md).
-    fused = params[0].device.type in ("cuda", "cpu")
+    # faster than the default per-parameter loop (bench/RESULTS.md). Inside a CUDA graph its
+    # step counts must live on the GPU (capturable).
+    adam = {
+        "fused": params[0].device.type in ("cuda", "cpu"),
+        "capturable": cfg.cuda_graph,
+    }
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **adam)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **adam)
     return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
@@ -189,9 +205,10 @@ def train(
     (``cfg.batch_size`` per rank), DDP averages the gradients, the logged loss is the mean over
     ranks, and rank 0 alone writes files, calls ``on_step`` and shows progress.
     """
+    device = next(model.parameters()).device
+    cfg.validate(model.config.block_size, device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = next(model.parameters()).device
     mask = mask.to(device)
     ranks = dist_info()
     if reference is not None:
@@ -211,6 +228,24 @@ def train(
             gpus = [device.index if device.index is not None else torch.cuda.current_device()]
         net = DistributedDataParallel(model, device_ids=gpus)
     forward = compiled(net, cfg.compile)
+
+    def step_once(idx: torch.Tensor, next_tokens: torch.Tensor | None) -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast_for(device):
+            log_p = forward(idx, positions=cfg.positions)
+            if cfg.objective == "next_token":
+                loss = next_token_loss(log_p, next_tokens)
+            else:
+                if uniform_q is not None:
+                    q, is_log = uniform_q, False
+                else:
+                    q, is_log = target_log_probs(cfg, mask, reference, idx)
+                loss = criteria[is_log](log_p, q)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    run_step: Callable[..., torch.Tensor] = GraphedStep(step_once) if cfg.cuda_graph else step_once
     bar = tqdm(
         total=cfg.steps,
         initial=start_step,
@@ -221,25 +256,19 @@ def train(
         dynamic_ncols=True,
     )
     train_seconds = seconds_before
+
+    def batch_on_device(step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch = training_batch(cfg, step, vocab, corpus_tokens, ranks.rank)
+        return tuple(None if t is None else to_device(t, device) for t in batch)
+
+    batch = batch_on_device(start_step + 1)
     for step in range(start_step + 1, cfg.steps + 1):
         t0 = time.perf_counter()
-        idx, next_tokens = training_batch(cfg, step, vocab, corpus_tokens, ranks.rank)
-        idx = idx.to(device)
-        with autocast_for(device):
-            log_p = forward(idx, positions=cfg.positions)
-            if cfg.objective == "next_token":
-                loss = next_token_loss(log_p, next_tokens.to(device))
-            else:
-                if uniform_q is not None:
-                    q, is_log = uniform_q, False
-                else:
-                    q, is_log = target_log_probs(cfg, mask, reference, idx)
-                loss = criteria[is_log](log_p, q)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss = run_step(*batch)
+        if step < cfg.steps:
+            batch = batch_on_device(step + 1)  # made on the CPU while the GPU runs this step
         # syncs, so the time below is the step's real time
-        loss_value = float(mean_over_ranks(loss.detach()))
+        loss_value = float(mean_over_ranks(loss))
         train_seconds += time.perf_counter() - t0
         result.losses.append(loss_value)
         if ranks.is_main:

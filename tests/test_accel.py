@@ -3,11 +3,21 @@
 The CUDA tests are marked ``gpu`` and skipped without one; bench/gpu.sh runs them.
 """
 
+import json
+
 import pytest
 import torch
 
-from likex.accel import autocast_for, compiled
+from likex.accel import (
+    GRAPH_EAGER_STEPS,
+    autocast_for,
+    check_cuda_graph,
+    compiled,
+    inference_model,
+)
+from likex.cli import main
 from likex.errors import LikexError
+from likex.experiment import resume_experiment
 from likex.generate import sample, window_step
 from likex.model import GPTConfig, build_model
 from likex.train import TrainConfig, make_optimizer, train
@@ -30,6 +40,32 @@ def test_unknown_compile_mode_is_refused():
     with pytest.raises(LikexError, match="unknown --compile mode"):
         TrainConfig(compile="fastest").validate(256)
     assert compiled(window_step, "none") is window_step
+
+
+def test_cuda_graph_is_refused_where_it_cannot_run(tmp_path, capsys):
+    with pytest.raises(LikexError, match="needs a CUDA device"):
+        train(build_model(CFG, 0), TrainConfig(steps=2, context_len=64, cuda_graph=True), MASK,
+              tmp_path / "never", progress=False)  # fmt: skip
+    assert not (tmp_path / "never").exists()
+    for mode in ("reduce-overhead", "max-autotune"):  # they record CUDA graphs themselves
+        with pytest.raises(LikexError, match="--compile none or default"):
+            check_cuda_graph(torch.device("cuda"), mode, distributed=False)
+    with pytest.raises(LikexError, match="under torchrun"):
+        check_cuda_graph(torch.device("cuda"), "default", distributed=True)
+    out = tmp_path / "run"
+    args = ["run", "--preset", "tiny", "--steps", "2", "--cuda-graph", "--out", str(out)]
+    assert main([*args, "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--cuda-graph needs a CUDA device" in err
+    assert not out.exists()
+
+
+def test_cpu_sampling_uses_the_model_itself():
+    model = build_model(CFG, 0)
+    net, context = inference_model(model)
+    assert net is model
+    with context:
+        assert not torch.is_autocast_enabled("cpu")
 
 
 @pytest.mark.gpu
@@ -72,3 +108,52 @@ def test_compiled_window_decoding_matches_eager():
     tokens = sample(model, prompt, 20, torch.Generator("cuda").manual_seed(0),
                     compile="reduce-overhead")  # fmt: skip
     assert tokens.shape == (4, 20) and int(tokens.max()) < 512
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["none", "default"])
+def test_graphed_training_matches_eager(tmp_path, mode):
+    steps = GRAPH_EAGER_STEPS + 5  # eager steps, the capture, then replays
+    cfg = TrainConfig(steps=steps, batch_size=8, context_len=64, lr=1e-3)
+    eager = train(build_model(CFG, 0).cuda(), cfg, MASK, tmp_path / "eager", progress=False)
+    cfg.compile, cfg.cuda_graph = mode, True
+    model = build_model(CFG, 0).cuda()
+    graphed = train(model, cfg, MASK, tmp_path / "graph", progress=False)
+    torch.testing.assert_close(
+        torch.tensor(graphed.losses), torch.tensor(eager.losses), rtol=2e-2, atol=2e-2
+    )
+    # the replays really train: the loss keeps falling after the capture
+    assert graphed.losses[-1] < graphed.losses[GRAPH_EAGER_STEPS]
+
+
+@pytest.mark.gpu
+def test_graphed_training_resumes(tmp_path):
+    args = ["run", "--preset", "tiny", "--device", "cuda", "--cuda-graph", "--batch-size", "8",
+            "--samples", "4", "--gen-tokens", "8", "--quiet"]  # fmt: skip
+    straight, part = tmp_path / "straight", tmp_path / "part"
+    assert main([*args, "--steps", "16", "--out", str(straight)]) == 0
+    assert main([*args, "--steps", "8", "--out", str(part)]) == 0
+    resume_experiment(part, steps=16, progress=False)
+    losses = {}
+    for run in (straight, part):
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        losses[run] = torch.tensor([json.loads(line)["loss"] for line in lines])
+    assert len(losses[part]) == 16
+    torch.testing.assert_close(losses[part], losses[straight], rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.gpu
+def test_sampling_uses_a_bf16_copy_that_follows_the_weights():
+    model = build_model(CFG, 0).cuda()
+    net, _ = inference_model(model)
+    assert net is not model and net.wte.weight.dtype == torch.bfloat16
+    assert net.lm_head.weight is net.wte.weight  # still tied
+    with torch.no_grad():
+        model.wte.weight.mul_(2)
+    again, _ = inference_model(model)
+    assert again is net  # the same module: a compiled decode step is reused
+    torch.testing.assert_close(again.wte.weight.float(), model.wte.weight, rtol=1e-2, atol=1e-2)
+    prompt = torch.randint(0, 512, (4, 64), device="cuda")
+    with torch.no_grad(), autocast_for(torch.device("cuda")):
+        reference = model(prompt, positions="last")
+    torch.testing.assert_close(net(prompt, positions="last"), reference, rtol=5e-2, atol=1e-1)
