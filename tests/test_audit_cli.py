@@ -6,6 +6,7 @@ import pytest
 
 from likex.checkpoint import save_model
 from likex.cli import main
+from likex.experiment import read_metrics
 from likex.model import build_model, preset_config
 
 TINY_RUN = [
@@ -98,6 +99,14 @@ def test_persist_records_the_rate_as_it_decays(tiny_run, run_json, tmp_path):
     assert r["target"] == "tokens containing 'z'" and r["perplexity_after"] > 1
     names = {p.name for p in out.iterdir()}
     assert {"persist.json", "persist.md", "persistence.png", "model.safetensors"} <= names
+    # The training loop's metrics carry every step's loss and each measurement on its step.
+    metrics = read_metrics(out)
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+    assert r["loss_first"] == metrics[0]["loss"] and r["loss_last"] == metrics[-1]["loss"]
+    measured = [m for m in metrics if "perplexity" in m]
+    assert [m["step"] for m in measured] == [2, 4]
+    for m, row in zip(measured, r["timeline"][1:], strict=True):
+        assert {k: m[k] for k in row} == row
 
 
 def test_audit_bench_smallest(tmp_path, run_json):
