@@ -14,13 +14,24 @@ from pathlib import Path
 
 import torch
 
-from likex.data import split_heldout
+from likex.checkpoint import load_model
+from likex.data import BUILTIN_CORPUS, corpus_token_ids, split_heldout
+from likex.device import resolve_device
 from likex.errors import LikexError
 from likex.evaluate import MeasureConfig, evaluate
-from likex.experiment import CONFIG_FILE, checkpoint_init, device_name, versions
+from likex.experiment import (
+    CONFIG_FILE,
+    checkpoint_init,
+    device_name,
+    new_run_dir,
+    run_target,
+    versions,
+)
 from likex.io import atomic_write_json
 from likex.model import GPT
 from likex.report import write_persistence_report
+from likex.target import TargetSpec, select_tokens
+from likex.tokenizer import gpt2
 from likex.train import TrainConfig, train
 
 PERSIST_FILE = "persist.json"
@@ -72,31 +83,38 @@ def _measurement(model: GPT, mask: torch.Tensor, cfg: PersistConfig, heldout: to
 
 
 def run_persistence(
-    model: GPT,
     model_dir: str | Path,
-    mask: torch.Tensor,
-    target: str,
-    corpus_tokens: torch.Tensor,
-    corpus_name: str,
     cfg: PersistConfig,
-    out_dir: Path,
+    spec: TargetSpec | None = None,
+    corpus: str = BUILTIN_CORPUS,
+    out: str | Path | None = None,
+    device: str = "auto",
     progress: bool = True,
 ) -> dict:
-    """Fine-tune ``model`` (loaded from ``model_dir``) on ``corpus_tokens`` in place, measuring
-    the target rate at step 0, every ``eval_every`` steps and at the end. Writes the run
-    folder (config, train()'s metrics.jsonl with the measurements on their steps, the
-    fine-tuned model and its optimizer state, persist.json, the report) and returns what
-    persist.json holds: before/after values and the timeline of measurements."""
+    """``likex persist``: fine-tune the model saved in ``model_dir`` on ``corpus`` (its last
+    tenth held out), measuring the rate of target ``spec`` (default: the one the run was
+    trained on) at step 0, every ``eval_every`` steps and at the end.
+
+    Everything is validated before anything is written. Writes a new run folder ``out``
+    (default runs/<timestamp>): the config, train()'s metrics.jsonl with the measurements on
+    their steps, the fine-tuned model and its optimizer state, persist.json and the report.
+    Returns what persist.json holds: before/after values and the timeline of measurements.
+    """
+    spec = spec if spec is not None else run_target(model_dir)
+    mask = select_tokens(spec, gpt2().token_strings()).mask
+    model = load_model(model_dir, resolve_device(device))
     block = model.config.block_size
     cfg.validate(block)
     train_cfg = cfg.train_config(block)
+    corpus_tokens = corpus_token_ids(corpus)
     train_tokens, heldout = split_heldout(corpus_tokens, block)
+    out_dir = new_run_dir(out)
     atomic_write_json(
         out_dir / CONFIG_FILE,
         {
             "command": "persist",
-            "target": target,
-            "corpus": corpus_name,
+            "target": spec.describe(),
+            "corpus": corpus,
             "corpus_tokens": int(corpus_tokens.numel()),
             "persist": asdict(cfg),
             "train": train_cfg.to_dict(),
@@ -129,8 +147,8 @@ def run_persistence(
     first, last = timeline[0], timeline[-1]
     result = {
         "model": str(model_dir),
-        "target": target,
-        "corpus": corpus_name,
+        "target": spec.describe(),
+        "corpus": corpus,
         "steps": cfg.steps,
         "lr": cfg.lr,
         "loss_first": trained.loss_first,
