@@ -619,24 +619,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 # --- likex audit ----------------------------------------------------------------------------
 
 
-def _target_for(args: argparse.Namespace):
-    """The target given on the command line, else the one a run folder was trained on."""
-    from likex.checkpoint import read_json
-    from likex.experiment import CONFIG_FILE
-    from likex.target import TargetSpec
-
-    if _has_target(args):
-        return _target_spec(args)
-    config_path = Path(args.model) / CONFIG_FILE
-    if config_path.is_file():
-        config = read_json(config_path, "run config")
-        if isinstance(config, dict) and isinstance(config.get("target"), dict):
-            return TargetSpec.from_dict(config["target"])
-    raise LikexError("no target given: use --like, --regex, --words or --token-ids")
-
-
 def _add_audit(sub: argparse._SubParsersAction) -> None:
-    from likex.audit import PROBE_KINDS, BlackBoxConfig, WhiteBoxConfig
+    from likex.audit import PROBE_KINDS, AuditConfig, BlackBoxConfig, WhiteBoxConfig
 
     w, b = WhiteBoxConfig(), BlackBoxConfig()
     p = sub.add_parser(
@@ -661,12 +645,18 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--probes", default=w.probes, choices=PROBE_KINDS, help="probe contexts")
     g.add_argument("--n-probes", type=int, default=w.n_probes, help="contexts of each kind")
     g.add_argument("--probe-len", type=int, default=None, help="default: the model's context")
-    g.add_argument("--corpus", default="builtin", help="text for corpus probes: builtin or FILE")
+    g.add_argument(
+        "--corpus", default=AuditConfig.corpus, help="text for corpus probes: builtin or FILE"
+    )
     g.add_argument("--z", type=float, default=w.z, help="robust z-score of a boosted token")
     g.add_argument("--f1-threshold", type=float, default=w.f1_threshold)
     g = p.add_argument_group("black-box")
-    g.add_argument("--samples", type=int, default=64, help="samples to draw from each model")
-    g.add_argument("--gen-tokens", type=int, default=200, help="tokens per sample")
+    g.add_argument(
+        "--samples", type=int, default=AuditConfig.samples, help="samples to draw from each model"
+    )
+    g.add_argument(
+        "--gen-tokens", type=int, default=AuditConfig.gen_tokens, help="tokens per sample"
+    )
     g.add_argument("--alpha", type=float, default=b.alpha, help="family-wise error rate")
     g.add_argument("--power", type=float, default=b.power, help="for the sample-size estimate")
     g.add_argument(
@@ -678,30 +668,38 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
         help="rate shift for the sample-size estimate",
     )
     p.add_argument("--top", type=int, default=5, help="findings to report")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=AuditConfig.seed)
     p.add_argument("--out", help="also write audit.json, audit.md and audit.png here")
     _add_output_args(p)
     p.set_defaults(handler=_cmd_audit)
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from likex.device import resolve_device
-    from likex.tokenizer import gpt2
+    from likex.audit import AuditConfig, BlackBoxConfig, WhiteBoxConfig, run_audit
 
-    if args.reference and args.baseline:
-        raise LikexError("use --reference (white-box) or --baseline (black-box), not both")
-    device = resolve_device(args.device)
-    strings = gpt2().token_strings()
-    run = _black_box(args, strings, device) if args.baseline else _white_box(args, strings, device)
-    if args.out:
-        from likex.experiment import new_run_dir
-        from likex.io import atomic_write_json
-        from likex.report import write_audit_report
-
-        out = new_run_dir(args.out)
-        atomic_write_json(out / "audit.json", run)
-        write_audit_report(out, run)
-        run["report"] = str(out / "audit.md")
+    cfg = AuditConfig(
+        model=args.model,
+        reference=args.reference,
+        baseline=args.baseline,
+        white=WhiteBoxConfig(
+            probes=args.probes,
+            n_probes=args.n_probes,
+            probe_len=args.probe_len,
+            seed=args.seed,
+            z=args.z,
+            f1_threshold=args.f1_threshold,
+            top_findings=args.top,
+        ),
+        corpus=args.corpus,
+        black=BlackBoxConfig(
+            alpha=args.alpha, power=args.power, shift=tuple(args.shift), top_findings=args.top
+        ),
+        samples=args.samples,
+        gen_tokens=args.gen_tokens,
+        seed=args.seed,
+        device=args.device,
+    )
+    run = run_audit(cfg, out=args.out, progress=not args.quiet)
     if args.json:
         _print_json(run)
     elif run["audit"] == "white-box":
@@ -709,79 +707,6 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     else:
         _print_black_box(run)
     return 0
-
-
-def _load_suspect(path: str, device, strings: list[str]):
-    from likex.audit import check_vocab
-    from likex.hf import load_model_and_tokenizer
-
-    model = load_model_and_tokenizer(path, device)[0]
-    check_vocab(model, strings, f"the model in {path}")
-    return model
-
-
-def _white_box(args: argparse.Namespace, strings: list[str], device) -> dict:
-
-    from likex.audit import WhiteBoxConfig, white_box_audit
-    from likex.data import corpus_token_ids
-    from likex.experiment import CONFIG_FILE, load_start_model
-
-    cfg = WhiteBoxConfig(
-        probes=args.probes,
-        n_probes=args.n_probes,
-        probe_len=args.probe_len,
-        seed=args.seed,
-        z=args.z,
-        f1_threshold=args.f1_threshold,
-        top_findings=args.top,
-    )
-    cfg.validate()
-    if Path(args.model).is_file():
-        raise LikexError("a white-box audit needs weights: --model must be a model folder")
-    run_dir = Path(args.model)
-    if not args.reference and run_dir.is_dir() and not (run_dir / CONFIG_FILE).is_file():
-        raise LikexError(
-            f"{args.model} is not a run folder: give --reference DIR (white-box) or "
-            "--baseline DIR|TEXTFILE (black-box)"
-        )
-    model = _load_suspect(args.model, device, strings)
-    if args.reference:
-        reference = _load_suspect(args.reference, device, strings)
-        ref_name = args.reference
-    else:
-        reference = load_start_model(args.model, device)
-        ref_name = f"the starting model of {args.model}"
-    corpus = None
-    if args.probes != "random":
-        corpus = corpus_token_ids(args.corpus)
-    result = white_box_audit(model, reference, strings, cfg, corpus=corpus)
-    return {"model": args.model, "reference": ref_name, **result.to_dict()}
-
-
-def _samples_of(path: str, args: argparse.Namespace, strings, device, seed: int):
-    """Samples from a model folder, or a text file cut into --gen-tokens pieces."""
-    from likex.audit import generate_samples, text_samples
-    from likex.data import load_corpus_text
-
-    if Path(path).is_file():
-        return text_samples(load_corpus_text(path), args.gen_tokens)
-    model = _load_suspect(path, device, strings)
-    return generate_samples(model, args.samples, args.gen_tokens, seed, progress=not args.quiet)
-
-
-def _black_box(args: argparse.Namespace, strings: list[str], device) -> dict:
-    from likex.audit import BlackBoxConfig, black_box_audit
-
-    cfg = BlackBoxConfig(
-        alpha=args.alpha, power=args.power, shift=tuple(args.shift), top_findings=args.top
-    )
-    cfg.validate()
-    if args.samples <= 1 or args.gen_tokens <= 0:
-        raise LikexError("--samples must be at least 2 and --gen-tokens positive")
-    suspect = _samples_of(args.model, args, strings, device, seed=args.seed)
-    baseline = _samples_of(args.baseline, args, strings, device, seed=args.seed + 1)
-    result = black_box_audit(suspect, baseline, strings, cfg)
-    return {"model": args.model, "baseline": args.baseline, **result.to_dict()}
 
 
 def _print_white_box(r: dict) -> None:
@@ -955,19 +880,11 @@ def _add_persist(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_persist(args: argparse.Namespace) -> int:
-    from likex.checkpoint import load_model
-    from likex.data import corpus_token_ids
-    from likex.device import resolve_device
-    from likex.experiment import MeasureConfig, new_run_dir
+    from dataclasses import replace
+
     from likex.persist import PersistConfig, run_persistence
     from likex.report import fmt_rate
-    from likex.target import select_tokens
-    from likex.tokenizer import gpt2
 
-    spec = _target_for(args)
-    targets = select_tokens(spec, gpt2().token_strings())
-    device = resolve_device(args.device)
-    model = load_model(args.model, device)
     cfg = PersistConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -976,26 +893,23 @@ def _cmd_persist(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         eval_every=args.eval_every,
         seed=args.seed,
-        measure=MeasureConfig(samples=args.samples, gen_tokens=args.gen_tokens, ci_half_width=None),
     )
-    cfg.validate(model.config.block_size)
-    corpus = corpus_token_ids(args.corpus)
-    out = new_run_dir(args.out)
+    cfg.measure = replace(cfg.measure, samples=args.samples, gen_tokens=args.gen_tokens)
     result = run_persistence(
-        model,
         args.model,
-        targets.mask,
-        spec.describe(),
-        corpus,
-        args.corpus,
         cfg,
-        out,
+        _target_spec(args) if _has_target(args) else None,
+        corpus=args.corpus,
+        out=args.out,
+        device=args.device,
         progress=not args.quiet,
     )
     if args.json:
         _print_json(result)
         return 0
-    print(f"likex persist: {spec.describe()} in {args.model}, next-token training on {args.corpus}")
+    print(
+        f"likex persist: {result['target']} in {args.model}, next-token training on {args.corpus}"
+    )
     print("  step   rate, random prompts      rate, real-text prompts   perplexity")
     for row in result["timeline"]:
         rr, rt = row["rate_random"], row["rate_text"]

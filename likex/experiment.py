@@ -401,6 +401,15 @@ def resume_experiment(run_dir: str | Path, steps: int | None = None, progress: b
     return _train_and_finish(run_dir, cfg, prep, reference, before, progress, start, optimizer)
 
 
+def run_target(run_dir: str | Path) -> TargetSpec:
+    """The target the run in ``run_dir`` was trained on, for commands given none."""
+    path = Path(run_dir) / CONFIG_FILE
+    config = read_json(path, "run config") if path.is_file() else None
+    if isinstance(config, dict) and isinstance(config.get("target"), dict):
+        return TargetSpec.from_dict(config["target"])
+    raise LikexError("no target given: use --like, --regex, --words or --token-ids")
+
+
 def evaluate_saved(
     model_dir: str | Path,
     spec: TargetSpec | None,
@@ -419,10 +428,7 @@ def evaluate_saved(
     model_dir = Path(model_dir)
     config_path = model_dir / CONFIG_FILE
     config = read_json(config_path, "run config") if config_path.is_file() else {}
-    if spec is None:
-        if "target" not in config:
-            raise LikexError("no target given: use --like, --regex, --words or --token-ids")
-        spec = TargetSpec.from_dict(config["target"])
+    spec = spec if spec is not None else run_target(model_dir)
     dev = resolve_device(device)
     model, tokenizer = load_model_and_tokenizer(model_dir, dev)
     mask = select_tokens(spec, token_strings_for(model, tokenizer)).mask

@@ -1,38 +1,38 @@
 """Persistence: does a planted preference survive ordinary fine-tuning on clean text?
 
-Continues training a model with the plain next-token objective on a text corpus and
-measures the target rate (with 95% intervals, on random-token and on real-text prompts) and
-the held-out perplexity as it goes.
+Continues training a model with the plain next-token objective on a text corpus, in the one
+training loop (likex.train.train), and measures the target rate (with 95% intervals, on
+random-token and on real-text prompts) and the held-out perplexity before training and every
+``eval_every`` steps (likex.evaluate.evaluate, as ``likex eval`` does).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from likex.checkpoint import save_model
-from likex.data import corpus_windows, step_generator
+from likex.checkpoint import load_model
+from likex.data import BUILTIN_CORPUS, corpus_token_ids, split_heldout
+from likex.device import resolve_device
 from likex.errors import LikexError
-from likex.evaluate import RateEstimate, measure_rate, perplexity
+from likex.evaluate import MeasureConfig, evaluate
 from likex.experiment import (
     CONFIG_FILE,
-    MeasureConfig,
     checkpoint_init,
     device_name,
-    measure,
+    new_run_dir,
+    run_target,
     versions,
 )
-from likex.io import append_jsonl, atomic_write_json
-from likex.loss import next_token_loss
+from likex.io import atomic_write_json
 from likex.model import GPT
 from likex.report import write_persistence_report
-from likex.train import METRICS_FILE, TrainConfig, make_optimizer
+from likex.target import TargetSpec, select_tokens
+from likex.tokenizer import gpt2
+from likex.train import TrainConfig, train
 
 PERSIST_FILE = "persist.json"
 
@@ -46,147 +46,114 @@ class PersistConfig:
     weight_decay: float = 0.01
     eval_every: int = 50
     seed: int = 0
-    holdout: float = 0.1  # the end of the corpus, never trained on: perplexity, prompts
-    perplexity_windows: int = 32
     measure: MeasureConfig = field(
         default_factory=lambda: MeasureConfig(samples=32, ci_half_width=None)
     )
 
+    def train_config(self, block_size: int) -> TrainConfig:
+        """The fine-tuning in the training loop's terms: next-token loss on corpus windows."""
+        return TrainConfig(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            context_len=block_size if self.context_len is None else self.context_len,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            seed=self.seed,
+            objective="next_token",
+            contexts="corpus",
+            positions="all",
+        )
+
     def validate(self, block_size: int) -> None:
-        if self.steps <= 0:
-            raise LikexError(f"--steps must be positive, got {self.steps}")
-        if self.batch_size <= 0:
-            raise LikexError(f"--batch-size must be positive, got {self.batch_size}")
+        self.train_config(block_size).validate(block_size)
         if self.eval_every <= 0:
             raise LikexError(f"--eval-every must be positive, got {self.eval_every}")
-        if self.context_len is not None and not 0 < self.context_len <= block_size:
-            raise LikexError(f"--context-len must be in 1..{block_size}")
-        if not 0 < self.holdout < 0.5:
-            raise LikexError(f"--holdout must be in (0, 0.5), got {self.holdout}")
-        # the optimizer settings are checked by the one place that owns them
-        TrainConfig(lr=self.lr, weight_decay=self.weight_decay, context_len=1).validate(1)
         self.measure.validate(block_size)
 
 
-def split_corpus(tokens: torch.Tensor, holdout: float, need: int) -> tuple[torch.Tensor, ...]:
-    cut = int(tokens.numel() * (1 - holdout))
-    train, held = tokens[:cut], tokens[cut:]
-    if train.numel() < need + 2 or held.numel() < need + 2:
-        raise LikexError(
-            f"the corpus has {tokens.numel()} tokens: too few for windows of {need + 1} "
-            f"in both the training part and the held-out {holdout:.0%}"
-        )
-    return train, held
-
-
-def _checkpoint(
-    model: GPT, mask: torch.Tensor, cfg: PersistConfig, held: torch.Tensor
-) -> tuple[RateEstimate, RateEstimate, float]:
-    """Target rate on random-token and on held-out real-text prompts, held-out perplexity."""
-    block = model.config.block_size
-    random_rate, _ = measure(model, mask, cfg.measure, cfg.seed)
-    prompt_len = cfg.measure.prompt_len or block
-    gen = step_generator(cfg.seed, 0, stream=4)
-    prompts = corpus_windows(held, cfg.measure.samples, prompt_len, gen)[:, :-1]
-    text_rate, _ = measure_rate(
-        model,
-        mask,
-        prompts,
-        cfg.measure.gen_tokens,
-        cfg.seed,
-        "real text",
-        cfg.measure.ci_half_width,
-    )
-    windows = corpus_windows(held, cfg.perplexity_windows, block, step_generator(cfg.seed, 0, 5))
-    ppl = perplexity(model, windows)
-    model.train()
-    return random_rate, text_rate, ppl
+def _measurement(model: GPT, mask: torch.Tensor, cfg: PersistConfig, heldout: torch.Tensor) -> dict:
+    """One timeline entry: the rates on random-token and on held-out real-text prompts, and
+    the held-out perplexity."""
+    ev, _ = evaluate(model, mask, cfg.measure, cfg.seed, heldout)
+    return {
+        "rate_random": ev.random.to_dict(),
+        "rate_text": ev.text.to_dict(),
+        "perplexity": ev.scores.ppl,
+    }
 
 
 def run_persistence(
-    model: GPT,
     model_dir: str | Path,
-    mask: torch.Tensor,
-    target: str,
-    corpus_tokens: torch.Tensor,
-    corpus_name: str,
     cfg: PersistConfig,
-    out_dir: Path,
+    spec: TargetSpec | None = None,
+    corpus: str = BUILTIN_CORPUS,
+    out: str | Path | None = None,
+    device: str = "auto",
     progress: bool = True,
 ) -> dict:
-    """Fine-tune ``model`` (loaded from ``model_dir``) on ``corpus_tokens`` in place, measuring
-    the target rate at step 0, every ``eval_every`` steps and at the end. Writes the run
-    folder (config, metrics, timeline, the fine-tuned model) and returns the timeline."""
+    """``likex persist``: fine-tune the model saved in ``model_dir`` on ``corpus`` (its last
+    tenth held out), measuring the rate of target ``spec`` (default: the one the run was
+    trained on) at step 0, every ``eval_every`` steps and at the end.
+
+    Everything is validated before anything is written. Writes a new run folder ``out``
+    (default runs/<timestamp>): the config, train()'s metrics.jsonl with the measurements on
+    their steps, the fine-tuned model and its optimizer state, persist.json and the report.
+    Returns what persist.json holds: before/after values and the timeline of measurements.
+    """
+    spec = spec if spec is not None else run_target(model_dir)
+    mask = select_tokens(spec, gpt2().token_strings()).mask
+    model = load_model(model_dir, resolve_device(device))
     block = model.config.block_size
     cfg.validate(block)
-    length = cfg.context_len or block
-    train_tokens, held = split_corpus(corpus_tokens, cfg.holdout, max(length, block))
-    device = next(model.parameters()).device
+    train_cfg = cfg.train_config(block)
+    corpus_tokens = corpus_token_ids(corpus)
+    train_tokens, heldout = split_heldout(corpus_tokens, block)
+    out_dir = new_run_dir(out)
     atomic_write_json(
         out_dir / CONFIG_FILE,
         {
             "command": "persist",
-            "target": target,
-            "corpus": corpus_name,
+            "target": spec.describe(),
+            "corpus": corpus,
             "corpus_tokens": int(corpus_tokens.numel()),
             "persist": asdict(cfg),
+            "train": train_cfg.to_dict(),
             "model": model.config.to_dict(),
             "init": checkpoint_init(model_dir),
             "seed": cfg.seed,
-            "device_used": device_name(device),
+            "device_used": device_name(next(model.parameters()).device),
             "versions": versions(),
             "created": _dt.datetime.now().isoformat(timespec="seconds"),
         },
     )
-    optimizer = make_optimizer(
-        model, TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed)
+    timeline = [{"step": 0, **_measurement(model, mask, cfg, heldout)}]
+
+    def on_step(step: int) -> dict | None:
+        if step % cfg.eval_every and step != cfg.steps:
+            return None
+        row = _measurement(model, mask, cfg, heldout)
+        timeline.append({"step": step, **row})
+        return row
+
+    trained = train(
+        model,
+        train_cfg,
+        mask,
+        out_dir,
+        corpus_tokens=train_tokens,
+        progress=progress,
+        on_step=on_step,
     )
-    timeline: list[dict] = []
-
-    def record(step: int) -> None:
-        random_rate, text_rate, ppl = _checkpoint(model, mask, cfg, held)
-        row = {
-            "step": step,
-            "rate_random": random_rate.to_dict(),
-            "rate_text": text_rate.to_dict(),
-            "perplexity": ppl,
-        }
-        timeline.append(row)
-        append_jsonl(out_dir / METRICS_FILE, row)
-
-    record(0)
-    model.train()
-    bar = tqdm(total=cfg.steps, disable=not progress, file=sys.stderr, desc="persist")
-    seconds = 0.0
-    losses = []
-    for step in range(1, cfg.steps + 1):
-        t0 = time.perf_counter()
-        w = corpus_windows(train_tokens, cfg.batch_size, length, step_generator(cfg.seed, step))
-        w = w.to(device)
-        loss = next_token_loss(model(w[:, :-1], positions="all"), w[:, 1:])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = float(loss.detach())
-        seconds += time.perf_counter() - t0
-        losses.append(value)
-        append_jsonl(out_dir / METRICS_FILE, {"step": step, "loss": value, "seconds": seconds})
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            record(step)
-        bar.set_postfix(loss=f"{value:.3f}", rate=f"{timeline[-1]['rate_random']['rate']:.3f}")
-        bar.update(1)
-    bar.close()
-    save_model(model, out_dir, step=cfg.steps)
     first, last = timeline[0], timeline[-1]
     result = {
         "model": str(model_dir),
-        "target": target,
-        "corpus": corpus_name,
+        "target": spec.describe(),
+        "corpus": corpus,
         "steps": cfg.steps,
         "lr": cfg.lr,
-        "loss_first": losses[0],
-        "loss_last": losses[-1],
-        "train_seconds": seconds,
+        "loss_first": trained.loss_first,
+        "loss_last": trained.loss_last,
+        "train_seconds": trained.seconds,
         "rate_random_before": first["rate_random"]["rate"],
         "rate_random_after": last["rate_random"]["rate"],
         "rate_text_before": first["rate_text"]["rate"],

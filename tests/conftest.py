@@ -1,6 +1,10 @@
+import json
+from collections.abc import Callable
+
 import pytest
 import torch
 
+from likex.cli import main
 from likex.tokenizer import gpt2
 
 
@@ -12,6 +16,18 @@ def token_strings() -> list[str]:
 @pytest.fixture(scope="session")
 def x_mask(token_strings) -> torch.Tensor:
     return torch.tensor(["x" in s for s in token_strings])
+
+
+@pytest.fixture
+def run_json(capsys) -> Callable[[list[str]], dict]:
+    """``run_json(args)`` runs ``likex ARGS --json``, expects exit status 0 and returns the
+    printed result."""
+
+    def run(args: list[str]) -> dict:
+        assert main([*args, "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    return run
 
 
 def pytest_collection_modifyitems(config, items):

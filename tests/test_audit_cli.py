@@ -1,12 +1,12 @@
 """`likex audit`, `likex audit-bench` and `likex persist` end to end on the tiny preset."""
 
-import json
 import re
 
 import pytest
 
 from likex.checkpoint import save_model
 from likex.cli import main
+from likex.experiment import read_metrics
 from likex.model import build_model, preset_config
 
 TINY_RUN = [
@@ -22,11 +22,6 @@ TINY_RUN = [
 ]
 
 
-def run_json(capsys, args: list[str]) -> dict:
-    assert main(args) == 0
-    return json.loads(capsys.readouterr().out)
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "seed"
@@ -34,9 +29,9 @@ def tiny_run(tmp_path_factory):
     return out
 
 
-def test_white_box_audit_of_a_run_names_its_target(tiny_run, capsys, tmp_path):
+def test_white_box_audit_of_a_run_names_its_target(tiny_run, run_json, capsys, tmp_path):
     args = ["audit", "--model", str(tiny_run), "--n-probes", "8", "--quiet"]
-    r = run_json(capsys, [*args, "--probes", "random", "--json", "--out", str(tmp_path / "a")])
+    r = run_json([*args, "--probes", "random", "--out", str(tmp_path / "a")])
     assert r["audit"] == "white-box" and r["detected"]
     top = r["findings"][0]
     assert top["predicate"] == "contains 'z'" and top["n_tokens"] == 623 and top["f1"] > 0.9
@@ -48,14 +43,13 @@ def test_white_box_audit_of_a_run_names_its_target(tiny_run, capsys, tmp_path):
     assert re.search(r"1\. tokens containing 'z' \(623 tokens\), F1 (0\.9\d|1\.00)", text)
 
 
-def test_black_box_audit_against_text(tiny_run, capsys, tmp_path):
+def test_black_box_audit_against_text(tiny_run, run_json, tmp_path):
     text = tmp_path / "plain.txt"
     text.write_text(
         "The quick brown fox jumps over the lazy dog. " * 30
         + "An ordinary sentence about the weather and the sea. " * 30
     )
     r = run_json(
-        capsys,
         [
             "audit",
             "--model",
@@ -67,7 +61,6 @@ def test_black_box_audit_against_text(tiny_run, capsys, tmp_path):
             "--gen-tokens",
             "40",
             "--quiet",
-            "--json",
         ],
     )
     assert r["audit"] == "black-box" and r["suspect_samples"] == 8 and r["suspect_tokens"] == 320
@@ -76,10 +69,9 @@ def test_black_box_audit_against_text(tiny_run, capsys, tmp_path):
         assert {"predicate", "pattern", "rate_suspect", "rate_baseline", "z", "p_value"} <= set(f)
 
 
-def test_persist_records_the_rate_as_it_decays(tiny_run, capsys, tmp_path):
+def test_persist_records_the_rate_as_it_decays(tiny_run, run_json, tmp_path):
     out = tmp_path / "p"
     r = run_json(
-        capsys,
         [
             "persist",
             "--model",
@@ -95,7 +87,6 @@ def test_persist_records_the_rate_as_it_decays(tiny_run, capsys, tmp_path):
             "--batch-size",
             "4",
             "--quiet",
-            "--json",
             "--out",
             str(out),
         ],
@@ -108,12 +99,19 @@ def test_persist_records_the_rate_as_it_decays(tiny_run, capsys, tmp_path):
     assert r["target"] == "tokens containing 'z'" and r["perplexity_after"] > 1
     names = {p.name for p in out.iterdir()}
     assert {"persist.json", "persist.md", "persistence.png", "model.safetensors"} <= names
+    # The training loop's metrics carry every step's loss and each measurement on its step.
+    metrics = read_metrics(out)
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+    assert r["loss_first"] == metrics[0]["loss"] and r["loss_last"] == metrics[-1]["loss"]
+    measured = [m for m in metrics if "perplexity" in m]
+    assert [m["step"] for m in measured] == [2, 4]
+    for m, row in zip(measured, r["timeline"][1:], strict=True):
+        assert {k: m[k] for k in row} == row
 
 
-def test_audit_bench_smallest(tmp_path, capsys):
+def test_audit_bench_smallest(tmp_path, run_json):
     out = tmp_path / "bench"
     r = run_json(
-        capsys,
         [
             "audit-bench",
             "--predicates",
@@ -131,7 +129,6 @@ def test_audit_bench_smallest(tmp_path, capsys):
             "--n-probes",
             "8",
             "--quiet",
-            "--json",
             "--out",
             str(out),
         ],

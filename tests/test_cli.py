@@ -34,11 +34,6 @@ RESULT_FIELDS = {
 }
 
 
-def run_json(capsys, args: list[str]) -> dict:
-    assert main(args) == 0
-    return json.loads(capsys.readouterr().out)
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "seed"
@@ -86,17 +81,13 @@ def test_start_model_is_rebuilt_from_the_run(tiny_run):
     assert not torch.equal(start.wte.weight, trained.wte.weight)
 
 
-def test_json_flag_and_resume_is_exact(tmp_path, capsys):
-    straight = run_json(
-        capsys, ["run", *TINY, "--steps", "6", "--out", str(tmp_path / "a"), "--json"]
-    )
-    run_json(capsys, ["run", *TINY, "--steps", "3", "--out", str(tmp_path / "b"), "--json"])
+def test_json_flag_and_resume_is_exact(tmp_path, run_json):
+    straight = run_json(["run", *TINY, "--steps", "6", "--out", str(tmp_path / "a")])
+    run_json(["run", *TINY, "--steps", "3", "--out", str(tmp_path / "b")])
     # As if the process died after logging step 4 but before its next checkpoint.
     with open(tmp_path / "b" / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"step": 4, "loss": 123.0, "seconds": 0.0}) + "\n")
-    resumed = run_json(
-        capsys, ["run", "--resume", str(tmp_path / "b"), "--steps", "6", "--quiet", "--json"]
-    )
+    resumed = run_json(["run", "--resume", str(tmp_path / "b"), "--steps", "6", "--quiet"])
     assert resumed["steps"] == 6 and resumed["loss_last"] == straight["loss_last"]
     a, b = load_model(tmp_path / "a"), load_model(tmp_path / "b")
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
@@ -105,18 +96,15 @@ def test_json_flag_and_resume_is_exact(tmp_path, capsys):
     assert [json.loads(r)["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
 
 
-def test_targets_command(capsys):
-    r = run_json(capsys, ["targets", "--like", "x", "--json"])
+def test_targets_command(run_json):
+    r = run_json(["targets", "--like", "x"])
     assert r["n_tokens"] == 897 and abs(r["fraction"] - 897 / 50257) < 1e-12
     assert all("x" in e["text"] for e in r["examples"])
-    assert (
-        run_json(capsys, ["targets", "--like", "x", "--ignore-case", "--json"])["n_tokens"] == 985
-    )
+    assert run_json(["targets", "--like", "x", "--ignore-case"])["n_tokens"] == 985
 
 
-def test_generate_and_eval(tiny_run, capsys):
+def test_generate_and_eval(tiny_run, run_json):
     g = run_json(
-        capsys,
         [
             "generate",
             "--model",
@@ -127,13 +115,11 @@ def test_generate_and_eval(tiny_run, capsys):
             "10",
             "--num",
             "2",
-            "--json",
             "--quiet",
         ],
     )
     assert len(g["samples"]) == 2 and all(len(t) == 10 for t in g["tokens"])
     e = run_json(
-        capsys,
         [
             "eval",
             "--model",
@@ -146,7 +132,6 @@ def test_generate_and_eval(tiny_run, capsys):
             "24",
             "--score-tokens",
             "128",
-            "--json",
             "--quiet",
         ],
     )

@@ -93,31 +93,27 @@ def test_training_raises_the_rate_and_saves_a_plain_transformers_model(tiny_gpt2
     assert again_tok.encode("xylophone") == tok.encode("xylophone")
 
 
-def test_run_eval_generate_with_an_hf_model(tiny_gpt2, tmp_path, capsys):
+def test_run_eval_generate_with_an_hf_model(tiny_gpt2, tmp_path, run_json):
     out = tmp_path / "run"
     args = ["run", "--init", f"hf:{tiny_gpt2}", "--steps", "20", "--batch-size", "8"]
     args += ["--lr", "1e-2", "--samples", "4", "--ci-width", "0", "--gen-tokens", "16"]
-    assert main([*args, "--out", str(out), "--quiet", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    result = run_json([*args, "--out", str(out), "--quiet"])
     assert result["init"] == f"hf:{tiny_gpt2}"
     assert result["rate_after"] > result["rate_before"]
     assert (out / HF_DIR / "model.safetensors").is_file() and (out / "config.json").is_file()
     config = json.loads((out / "config.json").read_text())
     assert config["init"]["kind"] == "hf" and "sha256" in config["init"]
 
-    assert main(["run", "--resume", str(out), "--steps", "24", "--quiet", "--json"]) == 0
-    resumed = json.loads(capsys.readouterr().out)
+    resumed = run_json(["run", "--resume", str(out), "--steps", "24", "--quiet"])
     assert resumed["steps"] == 24 and resumed["init"] == f"hf:{tiny_gpt2}"
     assert json.loads((out / HF_DIR / "likex_step.json").read_text())["step"] == 24
 
-    assert main(["eval", "--model", str(out), "--samples", "4", "--ci-width", "0",
-                 "--gen-tokens", "16", "--json", "--quiet"]) == 0  # fmt: skip
-    evaluated = json.loads(capsys.readouterr().out)
+    evaluated = run_json(["eval", "--model", str(out), "--samples", "4", "--ci-width", "0",
+                          "--gen-tokens", "16", "--quiet"])  # fmt: skip
     assert evaluated["like"] == result["like"] and evaluated["tokens_measured"] == 64
 
-    assert main(["generate", "--model", f"hf:{tiny_gpt2}", "--prompt", "Hello", "--tokens",
-                 "5", "--json", "--quiet"]) == 0  # fmt: skip
-    generated = json.loads(capsys.readouterr().out)
+    generated = run_json(["generate", "--model", f"hf:{tiny_gpt2}", "--prompt", "Hello",
+                          "--tokens", "5", "--quiet"])  # fmt: skip
     assert len(generated["tokens"][0]) == 5
 
 

@@ -24,11 +24,6 @@ EVAL_FIELDS = {
 }
 
 
-def run_json(capsys, args: list[str]) -> dict:
-    assert main([*args, "--json"]) == 0
-    return json.loads(capsys.readouterr().out)
-
-
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     out = tmp_path_factory.mktemp("pre") / "model"
@@ -79,24 +74,22 @@ def test_rate_run_measures_both_prompt_kinds_and_side_effects(rate_run):
     assert "real-text prompts" in report and "random-token prompts" in report
 
 
-def test_eval_defaults_to_the_runs_reference(pretrained, rate_run, capsys):
-    default = run_json(capsys, ["eval", "--model", str(rate_run), *MEASURE, *QUIET])
+def test_eval_defaults_to_the_runs_reference(pretrained, rate_run, run_json):
+    default = run_json(["eval", "--model", str(rate_run), *MEASURE, *QUIET])
     assert default.keys() >= EVAL_FIELDS
     assert default["rate_text_ci"][0] <= default["rate_text"] <= default["rate_text_ci"][1]
     explicit = run_json(
-        capsys,
         ["eval", "--model", str(rate_run), "--reference", str(pretrained), *MEASURE, *QUIET],
     )
     assert explicit["ppl_reference"] == default["ppl_reference"]
     assert explicit["kl_to_reference"] == default["kl_to_reference"]
     # Without a reference there is no KL and no floor, but the rest is measured.
-    plain = run_json(capsys, ["eval", "--model", str(pretrained), "--like", "x", *MEASURE])
+    plain = run_json(["eval", "--model", str(pretrained), "--like", "x", *MEASURE])
     assert "rate_text" in plain and "ppl" in plain
 
 
-def test_uniform_train_on_random_contexts(pretrained, tmp_path, capsys):
+def test_uniform_train_on_random_contexts(pretrained, tmp_path, run_json):
     r = run_json(
-        capsys,
         ["train", "--init", str(pretrained), "--steps", "3", "--out", str(tmp_path / "u")]
         + [*MEASURE, *QUIET],
     )
@@ -104,10 +97,9 @@ def test_uniform_train_on_random_contexts(pretrained, tmp_path, capsys):
     assert {"rate_text", "ppl", "kl_to_reference"} <= r.keys() and "ppl_floor" not in r
 
 
-def test_sweep_writes_table_and_plot(pretrained, tmp_path, capsys):
+def test_sweep_writes_table_and_plot(pretrained, tmp_path, run_json):
     out = tmp_path / "sweep"
     s = run_json(
-        capsys,
         ["sweep", "--init", str(pretrained), "--mode", "rate", "--rates", "0.1,0.4"]
         + ["--contexts", "corpus", "--positions", "all", "--steps", "3", "--out", str(out)]
         + [*MEASURE, *QUIET],
