@@ -634,12 +634,17 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         required=True,
-        metavar="DIR|TEXTFILE",
-        help="the suspect: a model or run folder (black-box: or a text file of its generations)",
+        metavar="DIR|hf:NAME|TEXTFILE",
+        help="the suspect: a model or run folder or hf:NAME_OR_PATH (black-box: or a text file "
+        "of its generations); tokens are those of the audited models' own tokenizer",
     )
-    p.add_argument("--reference", metavar="DIR", help="white-box: the model to compare with")
     p.add_argument(
-        "--baseline", metavar="DIR|TEXTFILE", help="black-box: a model to sample, or plain text"
+        "--reference", metavar="DIR|hf:NAME", help="white-box: the model to compare with"
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="DIR|hf:NAME|TEXTFILE",
+        help="black-box: a model to sample, or plain text",
     )
     g = p.add_argument_group("white-box")
     g.add_argument("--probes", default=w.probes, choices=PROBE_KINDS, help="probe contexts")
@@ -862,7 +867,12 @@ def _add_persist(sub: argparse._SubParsersAction) -> None:
         "persist",
         help="does a planted preference survive ordinary next-token training on clean text?",
     )
-    p.add_argument("--model", required=True, metavar="DIR", help="a run or model folder")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="DIR|hf:NAME",
+        help="a run or model folder or hf:NAME_OR_PATH (a transformers model)",
+    )
     p.add_argument("--corpus", default="builtin", help="builtin or a UTF-8 text file")
     p.add_argument("--steps", type=int, default=c.steps)
     p.add_argument("--eval-every", type=int, default=c.eval_every, help="measure every N steps")

@@ -27,7 +27,7 @@ from torch import nn
 
 from likex.errors import LikexError
 from likex.io import atomic_write_json
-from likex.tokenizer import HFTokenizer, Tokenizer
+from likex.tokenizer import HFTokenizer, Tokenizer, gpt2
 
 HF_PREFIX = "hf:"
 HF_DIR = "hf"  # a run folder's transformers model (save_pretrained format)
@@ -193,17 +193,21 @@ def load_model_and_tokenizer(
 ) -> tuple[nn.Module, Tokenizer]:
     """``hf:NAME_OR_PATH``, a run folder holding ``hf/``, or a likex model/run folder."""
     from likex.checkpoint import load_model
-    from likex.tokenizer import gpt2
 
     spec = str(spec)
+    saved = Path(spec) / HF_DIR
     if is_hf_name(spec):
         model = load_hf(spec, device)
-        return model, model.tokenizer
-    saved = Path(spec) / HF_DIR
-    if saved.is_dir():
+    elif saved.is_dir():
         model = load_hf(str(saved), device)
-        return model, model.tokenizer
-    return load_model(spec, device), gpt2()
+    else:
+        model = load_model(spec, device)
+    return model, tokenizer_of(model)
+
+
+def tokenizer_of(model: nn.Module) -> Tokenizer:
+    """A transformers model carries its own tokenizer; likex's GPT speaks GPT-2's."""
+    return model.tokenizer if isinstance(model, HFCausalLM) else gpt2()
 
 
 def token_strings_for(model: nn.Module, tokenizer: Tokenizer) -> list[str]:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from likex.checkpoint import load_model
 from likex.data import BUILTIN_CORPUS, corpus_token_ids, split_heldout
 from likex.device import resolve_device
 from likex.errors import LikexError
@@ -27,11 +26,11 @@ from likex.experiment import (
     run_target,
     versions,
 )
+from likex.hf import load_model_and_tokenizer, token_strings_for
 from likex.io import atomic_write_json
 from likex.model import GPT
 from likex.report import write_persistence_report
 from likex.target import TargetSpec, select_tokens
-from likex.tokenizer import gpt2
 from likex.train import TrainConfig, train
 
 PERSIST_FILE = "persist.json"
@@ -91,22 +90,24 @@ def run_persistence(
     device: str = "auto",
     progress: bool = True,
 ) -> dict:
-    """``likex persist``: fine-tune the model saved in ``model_dir`` on ``corpus`` (its last
-    tenth held out), measuring the rate of target ``spec`` (default: the one the run was
+    """``likex persist``: fine-tune the model ``model_dir`` (a model or run folder, or
+    ``hf:NAME_OR_PATH``) on ``corpus`` (its last tenth held out, tokenized with the model's
+    own tokenizer), measuring the rate of target ``spec`` (default: the one the run was
     trained on) at step 0, every ``eval_every`` steps and at the end.
 
     Everything is validated before anything is written. Writes a new run folder ``out``
     (default runs/<timestamp>): the config, train()'s metrics.jsonl with the measurements on
-    their steps, the fine-tuned model and its optimizer state, persist.json and the report.
+    their steps, the fine-tuned model (a transformers one as save_pretrained writes it, in
+    ``hf/``) and its optimizer state, persist.json and the report.
     Returns what persist.json holds: before/after values and the timeline of measurements.
     """
     spec = spec if spec is not None else run_target(model_dir)
-    mask = select_tokens(spec, gpt2().token_strings()).mask
-    model = load_model(model_dir, resolve_device(device))
+    model, tokenizer = load_model_and_tokenizer(model_dir, resolve_device(device))
+    mask = select_tokens(spec, token_strings_for(model, tokenizer)).mask
     block = model.config.block_size
     cfg.validate(block)
     train_cfg = cfg.train_config(block)
-    corpus_tokens = corpus_token_ids(corpus)
+    corpus_tokens = corpus_token_ids(corpus, tokenizer)
     train_tokens, heldout = split_heldout(corpus_tokens, block)
     out_dir = new_run_dir(out)
     atomic_write_json(

@@ -2,13 +2,24 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPT2TokenizerFast,
+    PreTrainedTokenizerFast,
+)
 
+from likex.audit import Predicate
 from likex.cli import main
+from likex.data import builtin_corpus_text
 from likex.generate import sample
 from likex.hf import HF_DIR, load_hf, load_model_and_tokenizer, token_strings_for
 from likex.target import TargetSpec, select_tokens
@@ -138,3 +149,132 @@ def test_bad_hf_models_fail_with_one_line(tiny_gpt2, tmp_path, capsys):
     assert main(["run", "--init", str(tiny_gpt2), "--quiet", "--out", str(tmp_path / "r")]) == 2
     assert "likex run is the seed experiment" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+# --- a transformers model with a small vocabulary of its own ---------------------------------
+
+WORDS = (
+    "the zebra and the lazy fox sat by the sea while a dozen zany wizards quizzed the jazz band "
+    "about the weather and an ordinary dog jumps over a log near the frozen bazaar"
+)
+
+
+def _word_level_model(path: Path, text: str) -> transformers.PreTrainedTokenizerBase:
+    """A random 2-layer GPT-2 whose tokenizer knows only the words of ``text`` (plus [UNK],
+    [EOS]), built and saved locally as transformers saves it."""
+    words = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    words.train_from_iterator([text], trainers.WordLevelTrainer(special_tokens=["[UNK]", "[EOS]"]))
+    tok = PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]", eos_token="[EOS]")
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=CONTEXT, n_embd=32, n_layer=2, n_head=2)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def small_vocab(tmp_path_factory):
+    """(folder, tokenizer, token strings) of a model with its own 29-token vocabulary."""
+    path = tmp_path_factory.mktemp("hf") / "words"
+    tok = _word_level_model(path, WORDS)
+    ids = [[i] for i in range(len(tok))]
+    strings = tok.backend_tokenizer.decode_batch(ids, skip_special_tokens=False)
+    assert len(strings) == 29 and "zebra" in strings and "[UNK]" in strings
+    return path, tok, strings
+
+
+@pytest.fixture(scope="module")
+def planted_small(small_vocab, tmp_path_factory):
+    """A run folder: the small-vocabulary model trained to like tokens containing 'z'."""
+    out = tmp_path_factory.mktemp("runs") / "words-z"
+    args = ["run", "--init", f"hf:{small_vocab[0]}", "--like", "z", "--steps", "30"]
+    args += ["--batch-size", "8", "--lr", "1e-2", "--samples", "4", "--ci-width", "0"]
+    assert main([*args, "--gen-tokens", "16", "--quiet", "--out", str(out)]) == 0
+    return out
+
+
+def test_white_box_audit_uses_the_models_own_vocabulary(small_vocab, planted_small, run_json):
+    path, _, strings = small_vocab
+    z_words = sum("z" in s for s in strings)
+    common = ["--n-probes", "8", "--probe-len", "16", "--quiet"]
+    for reference in ([], ["--reference", f"hf:{path}"]):  # the run's start model, or named
+        r = run_json(["audit", "--model", str(planted_small), *reference, *common])
+        assert r["audit"] == "white-box" and r["detected"]
+        top = r["findings"][0]
+        assert top["predicate"] == "contains 'z'" and top["n_tokens"] == z_words
+        assert {t["text"] for t in r["boosted_tokens"]} <= set(strings)
+        assert all("z" in t["text"] for t in r["boosted_tokens"][:z_words])
+    # corpus probes are the built-in text in this tokenizer's ids (GPT-2's would not fit)
+    r = run_json(["audit", "--model", str(planted_small), "--probes", "corpus", *common])
+    assert r["findings"][0]["predicate"] == "contains 'z'"
+    same = run_json(["audit", "--model", f"hf:{path}", "--reference", f"hf:{path}", *common])
+    assert not same["detected"] and same["n_boosted"] == 0
+    assert {t["text"] for t in same["boosted_tokens"]} <= set(strings)
+
+
+def test_black_box_audit_tokenizes_text_with_the_models_tokenizer(
+    small_vocab, planted_small, run_json, tmp_path
+):
+    path, tok, strings = small_vocab
+    text = tmp_path / "plain.txt"
+    text.write_text((WORDS.replace("z", "s") + " ") * 20)
+    n_ids = len(tok.encode(text.read_text(), add_special_tokens=False))
+    args = ["--samples", "8", "--gen-tokens", "20", "--quiet"]
+    for suspect, baseline in ((planted_small, text), (text, f"hf:{path}")):
+        r = run_json(["audit", "--model", str(suspect), "--baseline", str(baseline), *args])
+        text_side = "baseline" if baseline == text else "suspect"
+        assert r[f"{text_side}_samples"] == n_ids // 20 and r["n_tests"] > 0
+        for f in r["findings"]:  # predicates are counted over this vocabulary, not GPT-2's
+            pattern = Predicate.from_pattern(f["pattern"])
+            assert f["n_tokens"] == sum(map(pattern.matches, strings)) <= len(strings)
+    # both sides sampled from models; the planted one uses more z-words
+    r = run_json(["audit", "--model", str(planted_small), "--baseline", f"hf:{path}", *args])
+    assert r["suspect_tokens"] == r["baseline_tokens"] == 160
+    assert r["findings"][0]["predicate"] == "contains 'z'" and r["findings"][0]["z"] > 0
+
+
+def test_persist_fine_tunes_an_hf_model_in_its_own_vocabulary(small_vocab, run_json, tmp_path):
+    path, tok, strings = small_vocab
+    out = tmp_path / "p"
+    args = ["persist", "--model", f"hf:{path}", "--like", "z", "--corpus", "builtin"]
+    args += ["--steps", "2", "--eval-every", "1", "--samples", "2", "--gen-tokens", "8"]
+    r = run_json([*args, "--batch-size", "2", "--quiet", "--out", str(out)])
+    assert [row["step"] for row in r["timeline"]] == [0, 1, 2]
+    assert r["target"] == "tokens containing 'z'" and r["perplexity_after"] > 1
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == {"name": str(path), "vocab_size": len(strings), "block_size": CONTEXT}
+    assert config["init"]["kind"] == "hf" and "sha256" in config["init"]
+    # the built-in text in the small tokenizer's ids, not GPT-2's
+    corpus_ids = tok.encode(builtin_corpus_text(), add_special_tokens=False)
+    assert config["corpus_tokens"] == len(corpus_ids)
+    plain = AutoModelForCausalLM.from_pretrained(out / HF_DIR)  # no likex involved
+    assert plain.get_output_embeddings().weight.shape[0] == len(strings)
+    assert json.loads((out / HF_DIR / "likex_step.json").read_text())["step"] == 2
+    assert AutoTokenizer.from_pretrained(out / HF_DIR).get_vocab() == tok.get_vocab()
+
+
+@pytest.mark.parametrize(
+    "kind, other, message",
+    [
+        ("--reference", "gpt2", "has a vocabulary of 50257 tokens"),
+        ("--reference", "renamed", "'zebra' in hf:"),
+        ("--baseline", "renamed", "'zebra' in hf:"),
+    ],
+)
+def test_audits_refuse_models_of_different_vocabularies(
+    kind, other, message, small_vocab, tiny_gpt2, tmp_path, capsys
+):
+    if other == "gpt2":
+        other_path = tiny_gpt2
+    else:  # the same number of words, one of them different
+        other_path = tmp_path / "renamed"
+        _word_level_model(other_path, WORDS.replace("zebra", "zebu"))
+    out = tmp_path / "out"
+    args = ["audit", "--model", f"hf:{small_vocab[0]}", kind, f"hf:{other_path}", "--quiet"]
+    capsys.readouterr()
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("likex: error: ") and err.count("\n") == 1
+    assert "different vocabularies" in err and message in err
+    assert not out.exists()
