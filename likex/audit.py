@@ -25,7 +25,6 @@ from statistics import NormalDist
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from likex.data import (
@@ -41,11 +40,11 @@ from likex.errors import LikexError
 from likex.evaluate import random_prompts, rate_from_hits, wilson_interval
 from likex.experiment import CONFIG_FILE, load_start_model, new_run_dir
 from likex.generate import sample
-from likex.hf import is_hf_name, load_model_and_tokenizer, token_strings_for, tokenizer_of
+from likex.hf import is_hf_name, load_model_and_tokenizer, shared_vocabulary, tokenizer_of
 from likex.io import atomic_write_json
 from likex.model import GPT
 from likex.report import write_audit_report
-from likex.tokenizer import Tokenizer, gpt2
+from likex.tokenizer import Tokenizer
 
 MAX_SUBSTRING = 4
 STRING_KINDS = ("contains", "startswith", "endswith")
@@ -877,27 +876,6 @@ class AuditConfig:
             raise LikexError("--samples must be at least 2 and --gen-tokens positive")
 
 
-def audit_vocabulary(models: list[tuple[str, nn.Module, Tokenizer]]) -> tuple[Tokenizer, list[str]]:
-    """The tokenizer and token strings of an audit of the named ``models``: theirs, which must
-    give every output id the same text, as the audit compares them id by id. With no model
-    (two texts compared), GPT-2's."""
-    if not models:
-        return gpt2(), gpt2().token_strings()
-    (name, model, tokenizer), *others = models
-    strings = token_strings_for(model, tokenizer)
-    for other_name, other, other_tokenizer in others:
-        theirs = token_strings_for(other, other_tokenizer)
-        if theirs == strings:
-            continue
-        if len(theirs) != len(strings):
-            detail = f"{other_name} has a vocabulary of {len(theirs)} tokens, {name} {len(strings)}"
-        else:
-            i = next(i for i, (a, b) in enumerate(zip(strings, theirs, strict=True)) if a != b)
-            detail = f"token {i} is {strings[i]!r} in {name} but {theirs[i]!r} in {other_name}"
-        raise LikexError(f"{name} and {other_name} have different vocabularies ({detail})")
-    return tokenizer, strings
-
-
 def _white_box_run(cfg: AuditConfig, device: torch.device) -> dict:
     model_dir = Path(cfg.model)
     if model_dir.is_file():
@@ -917,7 +895,7 @@ def _white_box_run(cfg: AuditConfig, device: torch.device) -> dict:
         reference = load_start_model(cfg.model, device)
         reference_tokenizer = tokenizer_of(reference)
         reference_name = f"the starting model of {cfg.model}"
-    _, strings = audit_vocabulary(
+    _, strings = shared_vocabulary(
         [(cfg.model, model, tokenizer), (reference_name, reference, reference_tokenizer)]
     )
     corpus = None if cfg.white.probes == "random" else corpus_token_ids(cfg.corpus, tokenizer)
@@ -935,7 +913,7 @@ def _black_box_run(cfg: AuditConfig, device: torch.device, progress: bool) -> di
         for source, _ in sides
         if not Path(source).is_file()
     }
-    tokenizer, strings = audit_vocabulary([(s, m, tok) for s, (m, tok) in models.items()])
+    tokenizer, strings = shared_vocabulary([(s, m, tok) for s, (m, tok) in models.items()])
 
     def draw(source: str, seed: int) -> list[list[int]]:
         if source in models:

@@ -44,7 +44,13 @@ from likex.evaluate import (
     text_prompts,
 )
 from likex.generate import sample
-from likex.hf import HF_DIR, is_hf_name, load_model_and_tokenizer, token_strings_for
+from likex.hf import (
+    HF_DIR,
+    is_hf_name,
+    load_model_and_tokenizer,
+    shared_vocabulary,
+    token_strings_for,
+)
 from likex.io import atomic_write_json, atomic_write_text
 from likex.model import GPT, GPTConfig, build_model, preset_config
 from likex.report import write_pretrain_report, write_run_report
@@ -438,7 +444,14 @@ def evaluate_saved(
         corpus = corpus or config.get("corpus") or BUILTIN_CORPUS
         heldout = split_heldout(corpus_token_ids(corpus, tokenizer), model.config.block_size)[1]
         if reference_dir is not None:
-            reference = load_model_and_tokenizer(reference_dir, dev)[0]
+            reference, reference_tokenizer = load_model_and_tokenizer(reference_dir, dev)
+            # KL and the rate floor compare the two distributions token id by token id.
+            shared_vocabulary(
+                [
+                    (str(model_dir), model, tokenizer),
+                    (str(reference_dir), reference, reference_tokenizer),
+                ]
+            )
         elif "init" in config:
             reference = load_start_model(model_dir, dev)
         if reference is not None and reference.config.block_size != model.config.block_size:

@@ -219,3 +219,26 @@ def token_strings_for(model: nn.Module, tokenizer: Tokenizer) -> list[str]:
     strings = tokenizer.token_strings()
     vocab = model.config.vocab_size
     return strings[:vocab] + [""] * (vocab - len(strings))
+
+
+def shared_vocabulary(
+    models: list[tuple[str, nn.Module, Tokenizer]],
+) -> tuple[Tokenizer, list[str]]:
+    """The tokenizer and token strings that the named ``models`` share: each must give every
+    output id the same text, since audits and side-effect measurements compare them id by id.
+    With no model (two texts compared), GPT-2's."""
+    if not models:
+        return gpt2(), gpt2().token_strings()
+    (name, model, tokenizer), *others = models
+    strings = token_strings_for(model, tokenizer)
+    for other_name, other, other_tokenizer in others:
+        theirs = token_strings_for(other, other_tokenizer)
+        if theirs == strings:
+            continue
+        if len(theirs) != len(strings):
+            detail = f"{other_name} has a vocabulary of {len(theirs)} tokens, {name} {len(strings)}"
+        else:
+            i = next(i for i, (a, b) in enumerate(zip(strings, theirs, strict=True)) if a != b)
+            detail = f"token {i} is {strings[i]!r} in {name} but {theirs[i]!r} in {other_name}"
+        raise LikexError(f"{name} and {other_name} have different vocabularies ({detail})")
+    return tokenizer, strings

@@ -278,3 +278,13 @@ def test_audits_refuse_models_of_different_vocabularies(
     assert err.startswith("likex: error: ") and err.count("\n") == 1
     assert "different vocabularies" in err and message in err
     assert not out.exists()
+
+
+def test_eval_refuses_a_reference_of_another_vocabulary(small_vocab, tiny_gpt2, tmp_path, capsys):
+    args = ["eval", "--model", f"hf:{small_vocab[0]}", "--reference", f"hf:{tiny_gpt2}"]
+    args += ["--like", "z", "--samples", "2", "--gen-tokens", "4", "--quiet"]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("likex: error: ") and err.count("\n") == 1
+    assert "different vocabularies" in err and "vocabulary of 50257 tokens" in err
