@@ -101,25 +101,23 @@ def measure_rate(
     model: GPT,
     mask: torch.Tensor,
     prompts: torch.Tensor,
-    gen_tokens: int,
+    cfg: MeasureConfig,
     seed: int,
     prompt_kind: str,
-    ci_half_width: float | None = None,
-    batch_size: int | None = None,
     progress: bool = False,
     compile: str = "none",
 ) -> tuple[RateEstimate, torch.Tensor]:
-    """Sample ``gen_tokens`` after prompt rows and count target tokens.
+    """Sample ``cfg.gen_tokens`` after prompt rows and count target tokens.
 
-    Prompts are used in batches, in order; with ``ci_half_width`` sampling stops as soon as
-    the 95% interval is that narrow (the prompts are then a cap, not a quota). Returns the
+    Prompts are used in batches, in order; with ``cfg.ci_half_width`` sampling stops as soon
+    as the 95% interval is that narrow (the prompts are then a cap, not a quota). Returns the
     estimate and the generated tokens [K, gen_tokens] on the CPU. The generator is seeded
     from ``seed``, so before/after measurements see the same prompts and the same draws.
     ``compile`` is passed to ``sample`` (likex.accel modes).
     """
+    gen_tokens, ci_half_width = cfg.gen_tokens, cfg.ci_half_width
     device = next(model.parameters()).device
-    if batch_size is None:
-        batch_size = 64 if device.type == "cuda" else 8  # a CPU is compute-bound already
+    batch_size = 64 if device.type == "cuda" else 8  # a CPU is compute-bound already
     gen = torch.Generator(device=device).manual_seed(seed)
     cpu_mask = mask.cpu()
     outs: list[torch.Tensor] = []
@@ -196,17 +194,7 @@ def measure(
     """Rate on random-token prompts; the same prompts and draws for a given seed."""
     prompt_len = cfg.prompt_len or model.config.block_size
     prompts = random_prompts(cfg.samples, prompt_len, model.config.vocab_size, seed)
-    return measure_rate(
-        model,
-        mask,
-        prompts,
-        cfg.gen_tokens,
-        seed,
-        RANDOM_PROMPTS,
-        cfg.ci_half_width,
-        progress=progress,
-        compile=compile,
-    )
+    return measure_rate(model, mask, prompts, cfg, seed, RANDOM_PROMPTS, progress, compile)
 
 
 def text_prompts(tokens: torch.Tensor, n: int, length: int) -> torch.Tensor:
@@ -230,17 +218,7 @@ def measure_text(
     random-token contexts of the seed)."""
     prompt_len = cfg.prompt_len or model.config.block_size
     prompts = text_prompts(heldout, cfg.samples, prompt_len)
-    return measure_rate(
-        model,
-        mask,
-        prompts,
-        cfg.gen_tokens,
-        seed,
-        TEXT_PROMPTS,
-        cfg.ci_half_width,
-        progress=progress,
-        compile=compile,
-    )
+    return measure_rate(model, mask, prompts, cfg, seed, TEXT_PROMPTS, progress, compile)
 
 
 def heldout_windows(
