@@ -36,15 +36,15 @@ import torch
 import torch.nn.functional as F
 
 from likex.accel import COMPILE_MODES, GRAPH_EAGER_STEPS
-from likex.checkpoint import load_model
 from likex.device import resolve_device
 from likex.evaluate import random_prompts, rate_from_hits
-from likex.experiment import device_name, read_metrics
 from likex.generate import sample
 from likex.io import atomic_write_json
-from likex.model import DEFAULT_LR, GPT, GPTConfig, build_model, preset_config
+from likex.models.checkpoint import load_model
+from likex.models.gpt import DEFAULT_LR, GPT, GPTConfig, build_model, preset_config
+from likex.models.tokenizer import gpt2
+from likex.pipelines.run import device_name, read_metrics
 from likex.target import TargetSpec, select_tokens, uniform_target
-from likex.tokenizer import gpt2
 from likex.train import TrainConfig, train, training_contexts
 
 SEED = 0

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from likex.errors import LikexError
-from likex.model import GPT
+from likex.models.gpt import GPT
 
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 # Steps run eagerly before the capture: they build the optimizer state and let torch.compile

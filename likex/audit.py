@@ -38,13 +38,14 @@ from likex.data import (
 from likex.device import resolve_device
 from likex.errors import LikexError
 from likex.evaluate import random_prompts, rate_from_hits, wilson_interval
-from likex.experiment import CONFIG_FILE, load_start_model, new_run_dir
 from likex.generate import sample
-from likex.hf import is_hf_name, load_model_and_tokenizer, shared_vocabulary, tokenizer_of
 from likex.io import atomic_write_json
-from likex.model import GPT
-from likex.report import write_audit_report
-from likex.tokenizer import Tokenizer
+from likex.models.checkpoint import load_model_and_tokenizer, tokenizer_of
+from likex.models.gpt import GPT
+from likex.models.hf import is_hf_name, shared_vocabulary
+from likex.models.tokenizer import Tokenizer
+from likex.report.audit import write_audit_report
+from likex.runs import CONFIG_FILE, load_start_model, new_run_dir
 
 MAX_SUBSTRING = 4
 STRING_KINDS = ("contains", "startswith", "endswith")

@@ -36,13 +36,14 @@ from likex.audit import (
     simulated_power,
     white_box_audit,
 )
-from likex.checkpoint import load_model
 from likex.errors import LikexError
 from likex.evaluate import wilson_interval
-from likex.experiment import device_name, versions
 from likex.io import append_jsonl, atomic_write_json, atomic_write_text
-from likex.model import DEFAULT_LR, GPT, build_model, preset_config
-from likex.report import md_table, plot_audit_power
+from likex.models.checkpoint import load_model
+from likex.models.gpt import DEFAULT_LR, GPT, build_model, preset_config
+from likex.report.audit import plot_audit_power
+from likex.report.common import md_table
+from likex.runs import write_config
 from likex.target import check_rate
 from likex.train import TrainConfig, train
 
@@ -164,15 +165,15 @@ def run_bench(
     cases = [(p, s) for s in cfg.strengths for p in planted]
     # a control's mask is never used (beta 0 ignores it), but train() takes one
     cases += [(planted[i % len(planted)], "control") for i in range(cfg.controls)]
-    atomic_write_json(
-        out_dir / "config.json",
+    write_config(
+        out_dir,
         {
             "command": "audit-bench",
             "bench": asdict(cfg),
             "planted": [p.to_pattern() for p in planted],
-            "device_used": device_name(device),
-            "versions": versions(),
         },
+        device,
+        cfg.seed,
     )
     model_root = out_dir / "models" if keep_models else None
     rows = []

@@ -119,7 +119,7 @@ def _add_training_args(p: argparse.ArgumentParser, steps: int, batch_size: int) 
 
 
 def _add_start_args(p: argparse.ArgumentParser, weight_init: str = "course") -> None:
-    from likex.model import PRESETS, WEIGHT_INITS
+    from likex.models.gpt import PRESETS, WEIGHT_INITS
 
     p.add_argument("--preset", default="cpu", help=f"model preset: {', '.join(PRESETS)}")
     p.add_argument("--weight-init", default=weight_init, choices=WEIGHT_INITS)
@@ -153,7 +153,7 @@ def _train_config(args: argparse.Namespace, **fields):
 
 
 def _default_lr(args: argparse.Namespace, init: str = "scratch") -> float:
-    from likex.model import DEFAULT_LR
+    from likex.models.gpt import DEFAULT_LR
     from likex.train import FINETUNE_LR
 
     if args.lr is not None:
@@ -197,8 +197,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from likex.experiment import RunConfig, run_experiment
-    from likex.model import preset_config
+    from likex.models.gpt import preset_config
+    from likex.pipelines.run import RunConfig, run_experiment
     from likex.target import TargetSpec
 
     if args.resume:
@@ -221,7 +221,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from likex.experiment import resume_experiment
+    from likex.pipelines.run import resume_experiment
 
     result = resume_experiment(args.resume, steps=args.steps, progress=not args.quiet)
     _print_result(args, result)
@@ -242,7 +242,8 @@ def _print_result(args: argparse.Namespace, result: dict) -> None:
 
 
 def _print_run_summary(r: dict) -> None:
-    from likex.report import fmt_rate, model_label
+    from likex.report.common import fmt_rate
+    from likex.report.run import model_label
 
     n = r["gen_tokens"]
     command = r.get("command", "run")
@@ -265,7 +266,7 @@ def _print_run_summary(r: dict) -> None:
 
 
 def _print_pretrain_summary(r: dict) -> None:
-    from likex.report import model_label
+    from likex.report.run import model_label
 
     print(f"likex pretrain: {model_label(r)} on corpus {r['corpus']}, {r['device']}")
     print(
@@ -328,8 +329,8 @@ def _add_train_command_args(p: argparse.ArgumentParser, init_default: str | None
 
 
 def _train_run_config(args: argparse.Namespace, command: str = "train", **train_fields):
-    from likex.experiment import RunConfig
-    from likex.model import preset_config
+    from likex.models.gpt import preset_config
+    from likex.pipelines.run import RunConfig
 
     preset_config(args.preset)  # an unknown preset fails before anything else
     args.lr = _default_lr(args, args.init)
@@ -354,7 +355,7 @@ def _train_run_config(args: argparse.Namespace, command: str = "train", **train_
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from likex.experiment import run_experiment
+    from likex.pipelines.run import run_experiment
 
     if args.resume:
         return _resume(args)
@@ -381,7 +382,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from likex.sweep import parse_strengths, run_sweep
+    from likex.pipelines.sweep import parse_strengths, run_sweep
 
     text = args.rates if args.mode == "rate" else args.betas
     if text is None:
@@ -410,7 +411,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     from likex.evaluate import SCORED_TOKENS
-    from likex.experiment import PRETRAIN
+    from likex.pipelines.run import PRETRAIN
 
     p = sub.add_parser(
         "pretrain",
@@ -441,8 +442,8 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from likex.evaluate import MeasureConfig
-    from likex.experiment import PRETRAIN, RunConfig, run_experiment
-    from likex.model import preset_config
+    from likex.models.gpt import preset_config
+    from likex.pipelines.run import PRETRAIN, RunConfig, run_experiment
     from likex.target import TargetSpec
 
     if args.resume:
@@ -482,8 +483,8 @@ def _add_targets(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_targets(args: argparse.Namespace) -> int:
+    from likex.models.tokenizer import gpt2
     from likex.target import select_tokens
-    from likex.tokenizer import gpt2
 
     spec = _target_spec(args)
     strings = gpt2().token_strings()
@@ -534,7 +535,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     from likex.device import resolve_device
     from likex.generate import sample
-    from likex.hf import load_model_and_tokenizer
+    from likex.models.checkpoint import load_model_and_tokenizer
 
     if args.tokens <= 0:
         raise LikexError(f"--tokens must be positive, got {args.tokens}")
@@ -594,7 +595,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from likex.experiment import evaluate_saved
+    from likex.pipelines.run import evaluate_saved
 
     spec = _target_spec(args) if _has_target(args) else None
     result = evaluate_saved(
@@ -806,9 +807,9 @@ def _cmd_audit_bench(args: argparse.Namespace) -> int:
     from likex.audit import WhiteBoxConfig
     from likex.audit_bench import BenchConfig, reference_model, run_bench
     from likex.device import resolve_device
-    from likex.experiment import new_run_dir
-    from likex.model import preset_config
-    from likex.tokenizer import gpt2
+    from likex.models.gpt import preset_config
+    from likex.models.tokenizer import gpt2
+    from likex.runs import new_run_dir
 
     if not args.reference:
         preset_config(args.preset, weight_init=args.weight_init)  # fails before any work
@@ -860,7 +861,7 @@ def _cmd_audit_bench(args: argparse.Namespace) -> int:
 
 
 def _add_persist(sub: argparse._SubParsersAction) -> None:
-    from likex.persist import PersistConfig
+    from likex.pipelines.persist import PersistConfig
 
     c = PersistConfig()
     p = sub.add_parser(
@@ -892,8 +893,8 @@ def _add_persist(sub: argparse._SubParsersAction) -> None:
 def _cmd_persist(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from likex.persist import PersistConfig, run_persistence
-    from likex.report import fmt_rate
+    from likex.pipelines.persist import PersistConfig, run_persistence
+    from likex.report.common import fmt_rate
 
     cfg = PersistConfig(
         steps=args.steps,

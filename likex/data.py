@@ -17,7 +17,7 @@ import torch
 from likex.errors import LikexError
 
 if TYPE_CHECKING:
-    from likex.tokenizer import Tokenizer
+    from likex.models.tokenizer import Tokenizer
 
 BUILTIN_CORPUS = "builtin"
 
@@ -102,7 +102,7 @@ def _builtin_gpt2_ids() -> torch.Tensor:
 
 
 def _gpt2_ids(text: str) -> torch.Tensor:
-    from likex.tokenizer import gpt2
+    from likex.models.tokenizer import gpt2
 
     return torch.tensor(gpt2().encode(text), dtype=torch.long)
 

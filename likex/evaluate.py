@@ -19,7 +19,7 @@ from tqdm import tqdm
 from likex.data import random_contexts, step_generator
 from likex.errors import LikexError
 from likex.generate import sample
-from likex.model import GPT
+from likex.models.gpt import GPT
 from likex.target import rate_target_log
 
 Z95 = 1.959963984540054

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from likex.accel import compiled, inference_model
-from likex.model import GPT, KVCache
+from likex.models.gpt import GPT, KVCache
 
 
 def sample_next(

@@ -23,13 +23,13 @@ from likex.accel import (
     compiled,
     to_device,
 )
-from likex.checkpoint import save_model, save_optimizer
 from likex.data import corpus_windows, random_contexts, step_generator
 from likex.distributed import barrier, check_same_on_all_ranks, dist_info, mean_over_ranks
 from likex.errors import LikexError
 from likex.io import append_jsonl
 from likex.loss import KLToTarget, next_token_loss
-from likex.model import GPT
+from likex.models.checkpoint import save_model, save_optimizer
+from likex.models.gpt import GPT
 from likex.target import (
     TARGET_MODES,
     check_beta,

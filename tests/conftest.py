@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from likex.cli import main
-from likex.tokenizer import gpt2
+from likex.models.tokenizer import gpt2
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,9 @@ from likex.accel import (
 )
 from likex.cli import main
 from likex.errors import LikexError
-from likex.experiment import resume_experiment
 from likex.generate import sample, window_step
-from likex.model import GPTConfig, build_model
+from likex.models.gpt import GPTConfig, build_model
+from likex.pipelines.run import resume_experiment
 from likex.train import TrainConfig, make_optimizer, train
 
 CFG = GPTConfig(vocab_size=512, block_size=64, n_layer=2, n_head=4, n_embd=64)

@@ -26,7 +26,7 @@ from likex.audit import (
     white_box_audit,
 )
 from likex.errors import LikexError
-from likex.model import DEFAULT_LR, build_model, preset_config
+from likex.models.gpt import DEFAULT_LR, build_model, preset_config
 from likex.train import TrainConfig, train
 
 

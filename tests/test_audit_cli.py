@@ -4,10 +4,10 @@ import re
 
 import pytest
 
-from likex.checkpoint import save_model
 from likex.cli import main
-from likex.experiment import read_metrics
-from likex.model import build_model, preset_config
+from likex.models.checkpoint import save_model
+from likex.models.gpt import build_model, preset_config
+from likex.pipelines.run import read_metrics
 
 TINY_RUN = [
     "--preset",

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from likex.checkpoint import load_model, load_optimizer, save_model, save_optimizer
 from likex.errors import LikexError
-from likex.model import GPTConfig, build_model
+from likex.models.checkpoint import load_model, load_optimizer, save_model, save_optimizer
+from likex.models.gpt import GPTConfig, build_model
 
 CFG = GPTConfig(vocab_size=300, block_size=16, n_layer=1, n_head=2, n_embd=16)
 

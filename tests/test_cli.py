@@ -7,9 +7,9 @@ import sys
 import pytest
 import torch
 
-from likex.checkpoint import load_model
 from likex.cli import main
-from likex.experiment import load_start_model
+from likex.models.checkpoint import load_model
+from likex.pipelines.run import load_start_model
 
 TINY = ["--preset", "tiny", "--quiet", "--samples", "4", "--ci-width", "0", "--gen-tokens", "24"]
 
@@ -74,7 +74,7 @@ def test_run_plants_the_preference(tiny_run):
 def test_start_model_is_rebuilt_from_the_run(tiny_run):
     start = load_start_model(tiny_run)
     trained = load_model(tiny_run)
-    from likex.model import build_model, preset_config
+    from likex.models.gpt import build_model, preset_config
 
     fresh = build_model(preset_config("tiny"), 0)
     assert torch.equal(start.wte.weight, fresh.wte.weight)

@@ -10,9 +10,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from likex.checkpoint import load_model, save_model
 from likex.loss import KLToTarget
-from likex.model import GPTConfig, build_model
+from likex.models.checkpoint import load_model, save_model
+from likex.models.gpt import GPTConfig, build_model
 from likex.target import uniform_target
 from likex.train import TrainConfig, make_optimizer, train, training_contexts
 

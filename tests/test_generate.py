@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from likex.generate import sample
-from likex.model import GPTConfig, build_model
+from likex.models.gpt import GPTConfig, build_model
 
 CFG = GPTConfig(vocab_size=300, block_size=32, n_layer=2, n_head=2, n_embd=32)
 

@@ -21,9 +21,10 @@ from likex.audit import Predicate
 from likex.cli import main
 from likex.data import builtin_corpus_text
 from likex.generate import sample
-from likex.hf import HF_DIR, load_hf, load_model_and_tokenizer, token_strings_for
+from likex.models.checkpoint import load_model_and_tokenizer
+from likex.models.hf import HF_DIR, load_hf, token_strings_for
+from likex.models.tokenizer import _gpt2_files
 from likex.target import TargetSpec, select_tokens
-from likex.tokenizer import _gpt2_files
 from likex.train import TrainConfig, train
 
 CONTEXT = 48

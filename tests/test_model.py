@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from likex.errors import LikexError
-from likex.model import GPT, GPTConfig, KVCache, build_model, preset_config
+from likex.models.gpt import GPT, GPTConfig, KVCache, build_model, preset_config
 
 SMALL = GPTConfig(vocab_size=300, block_size=32, n_layer=2, n_head=2, n_embd=32)
 

@@ -8,7 +8,7 @@ import torch
 from likex.data import split_heldout
 from likex.errors import LikexError
 from likex.evaluate import Evaluation, heldout_windows, score_text, text_prompts
-from likex.model import build_model, preset_config
+from likex.models.gpt import build_model, preset_config
 from likex.target import rate_target_log
 from likex.train import TrainConfig
 

@@ -1,5 +1,5 @@
 from likex.data import builtin_corpus_text
-from likex.tokenizer import gpt2
+from likex.models.tokenizer import gpt2
 
 
 def test_known_ids():

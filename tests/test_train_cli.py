@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from likex.checkpoint import load_model
 from likex.cli import main
-from likex.experiment import load_start_model
+from likex.models.checkpoint import load_model
+from likex.pipelines.run import load_start_model
 
 QUIET = ["--quiet"]
 MEASURE = ["--samples", "4", "--ci-width", "0", "--gen-tokens", "16", "--score-tokens", "256"]

@@ -16,11 +16,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from safetensors.torch import load_model as st_load_model
 from safetensors.torch import save_model as st_save_model
+from torch import nn
 
 from likex.errors import LikexError
-from likex.hf import HF_DIR, HF_STEP_FILE, HFCausalLM
 from likex.io import atomic_write, atomic_write_json
-from likex.model import GPT, GPTConfig
+from likex.models.gpt import GPT, GPTConfig
+from likex.models.hf import HF_DIR, HF_STEP_FILE, HFCausalLM, is_hf_name, load_hf
+from likex.models.tokenizer import Tokenizer, gpt2
 
 MODEL_FILE = "model.safetensors"
 MODEL_CONFIG = "model.json"
@@ -134,3 +136,23 @@ def load_optimizer(optimizer: torch.optim.Optimizer, directory: str | Path) -> i
     except Exception as e:
         raise LikexError(f"optimizer state in {d} is corrupt or incompatible: {e}") from e
     return int(meta["step"])
+
+
+def load_model_and_tokenizer(
+    spec: str | Path, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, Tokenizer]:
+    """``hf:NAME_OR_PATH``, a run folder holding ``hf/``, or a likex model/run folder."""
+    spec = str(spec)
+    saved = Path(spec) / HF_DIR
+    if is_hf_name(spec):
+        model = load_hf(spec, device)
+    elif saved.is_dir():
+        model = load_hf(str(saved), device)
+    else:
+        model = load_model(spec, device)
+    return model, tokenizer_of(model)
+
+
+def tokenizer_of(model: nn.Module) -> Tokenizer:
+    """A transformers model carries its own tokenizer; likex's GPT speaks GPT-2's."""
+    return model.tokenizer if isinstance(model, HFCausalLM) else gpt2()

@@ -11,23 +11,12 @@ model with its start, the reference R.
 from __future__ import annotations
 
 import copy
-import datetime as _dt
-import json
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from likex.checkpoint import (
-    MODEL_FILE,
-    file_sha256,
-    load_model,
-    load_optimizer,
-    model_step,
-    read_json,
-)
 from likex.data import BUILTIN_CORPUS, corpus_token_ids, split_heldout
 from likex.device import resolve_device
 from likex.distributed import check_same_on_all_ranks, dist_info, on_main_rank
@@ -44,21 +33,34 @@ from likex.evaluate import (
     text_prompts,
 )
 from likex.generate import sample
-from likex.hf import (
-    HF_DIR,
-    is_hf_name,
+from likex.io import atomic_write_json
+from likex.models.checkpoint import (
     load_model_and_tokenizer,
-    shared_vocabulary,
-    token_strings_for,
+    load_optimizer,
+    model_step,
+    read_json,
 )
-from likex.io import atomic_write_json, atomic_write_text
-from likex.model import GPT, GPTConfig, build_model, preset_config
-from likex.report import write_pretrain_report, write_run_report
+from likex.models.gpt import GPT, build_model, preset_config
+from likex.models.hf import is_hf_name, shared_vocabulary, token_strings_for
+from likex.models.tokenizer import Tokenizer, gpt2
+from likex.report.run import write_pretrain_report, write_run_report
+from likex.runs import (
+    CONFIG_FILE,
+    checkpoint_init,
+    device_name,
+    load_start_model,
+    new_run_dir,
+    read_config,
+    read_metrics,
+    run_target,
+    scratch_init,
+    seconds_at,
+    truncate_metrics,
+    write_config,
+)
 from likex.target import TargetSpec, select_tokens
-from likex.tokenizer import Tokenizer, gpt2
 from likex.train import METRICS_FILE, TrainConfig, make_optimizer, train
 
-CONFIG_FILE = "config.json"
 BEFORE_FILE = "before.json"
 RESULT_FILE = "result.json"
 
@@ -131,91 +133,6 @@ class RunConfig:
             corpus=d.get("corpus"),
             block_size=d.get("block_size"),
         )
-
-
-def versions() -> dict[str, str]:
-    import numpy
-    import safetensors
-    import tokenizers
-
-    from likex import __version__
-
-    return {
-        "likex": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "tokenizers": tokenizers.__version__,
-        "safetensors": safetensors.__version__,
-        "numpy": numpy.__version__,
-        "platform": platform.platform(),
-    }
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    if device.type == "cpu":
-        return (
-            f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-        )
-    return str(device)
-
-
-def new_run_dir(out: str | Path | None) -> Path:
-    """A fresh output folder. An existing non-empty folder is refused rather than mixed into."""
-    if out is None:
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / stamp
-        n = 1
-        while out.exists():
-            out = Path("runs") / f"{stamp}-{n}"
-            n += 1
-    path = Path(out)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise LikexError(f"output folder {path} already exists and is not empty")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def scratch_init(model_cfg: GPTConfig, seed: int) -> dict:
-    return {"kind": "scratch", "model": model_cfg.to_dict(), "seed": seed}
-
-
-def checkpoint_init(source: str | Path) -> dict:
-    """How to find a saved start model again, pinned by its weights' checksum."""
-    source = str(source)
-    if is_hf_name(source) or (Path(source) / HF_DIR).is_dir():
-        path = Path(source.removeprefix("hf:"))
-        path = path / HF_DIR if (path / HF_DIR).is_dir() else path
-        weights = path / MODEL_FILE
-        if weights.is_file():
-            return {"kind": "hf", "name": str(path.resolve()), "sha256": file_sha256(weights)}
-        return {"kind": "hf", "name": source.removeprefix("hf:")}
-    d = Path(source).resolve()
-    return {"kind": "checkpoint", "path": str(d), "sha256": file_sha256(d / MODEL_FILE)}
-
-
-def load_start_model(run_dir: str | Path, device: torch.device | str = "cpu") -> GPT:
-    """Rebuild the model a run started from, from what its config.json recorded."""
-    config = read_json(Path(run_dir) / CONFIG_FILE, "run config")
-    init = config.get("init") if isinstance(config, dict) else None
-    if not isinstance(init, dict):
-        raise LikexError(f"{run_dir} does not record its starting model (no 'init' in config.json)")
-    if init.get("kind") == "scratch":
-        return build_model(GPTConfig.from_dict(init["model"]), int(init["seed"])).to(device)
-    if init.get("kind") == "checkpoint":
-        path = Path(init["path"])
-        if not (path / MODEL_FILE).is_file():
-            raise LikexError(f"the starting model of {run_dir} is gone: {path}")
-        if file_sha256(path / MODEL_FILE) != init["sha256"]:
-            raise LikexError(f"the starting model of {run_dir} has changed since: {path}")
-        return load_model(path, device)
-    if init.get("kind") == "hf":
-        path = Path(init["name"])
-        if "sha256" in init and file_sha256(path / MODEL_FILE) != init["sha256"]:
-            raise LikexError(f"the starting model of {run_dir} has changed since: {path}")
-        return load_model_and_tokenizer(f"hf:{init['name']}", device)[0]
-    raise LikexError(f"{run_dir}: unknown starting-model kind {init.get('kind')!r}")
 
 
 def _sample_text(tokens: torch.Tensor, tokenizer: Tokenizer, n: int = 60) -> str:
@@ -300,17 +217,17 @@ def run_experiment(
 
     def start() -> tuple[Path, dict]:
         run_dir = new_run_dir(out)
-        config = {
-            **cfg.to_dict(),
-            "model": prep.model.config.to_dict(),
-            "init": prep.init,
-            "seed": cfg.train.seed,
-            "device_used": device_name(device),
-            "world_size": ranks.world_size,
-            "versions": versions(),
-            "created": _dt.datetime.now().isoformat(timespec="seconds"),
-        }
-        atomic_write_json(run_dir / CONFIG_FILE, config)
+        write_config(
+            run_dir,
+            {
+                **cfg.to_dict(),
+                "model": prep.model.config.to_dict(),
+                "init": prep.init,
+                "world_size": ranks.world_size,
+            },
+            device,
+            cfg.train.seed,
+        )
         doc = before or _measure_before(cfg, prep, progress)
         atomic_write_json(run_dir / BEFORE_FILE, doc)
         return run_dir, doc
@@ -398,22 +315,13 @@ def resume_experiment(run_dir: str | Path, steps: int | None = None, progress: b
     mask = select_tokens(cfg.target, token_strings_for(model, tokenizer)).mask
 
     def restart() -> None:
-        _truncate_metrics(run_dir / METRICS_FILE, start)
+        truncate_metrics(run_dir / METRICS_FILE, start)
         config["train"] = cfg.train.to_dict()
         atomic_write_json(run_dir / CONFIG_FILE, config)
 
     on_main_rank(restart)
     prep = _Prepared(model, tokenizer, config["init"], mask, train_tokens, heldout)
     return _train_and_finish(run_dir, cfg, prep, reference, before, progress, start, optimizer)
-
-
-def run_target(run_dir: str | Path) -> TargetSpec:
-    """The target the run in ``run_dir`` was trained on, for commands given none."""
-    path = Path(run_dir) / CONFIG_FILE
-    config = read_json(path, "run config") if path.is_file() else None
-    if isinstance(config, dict) and isinstance(config.get("target"), dict):
-        return TargetSpec.from_dict(config["target"])
-    raise LikexError("no target given: use --like, --regex, --words or --token-ids")
 
 
 def evaluate_saved(
@@ -432,8 +340,7 @@ def evaluate_saved(
     corpus (else ``builtin``), its starting model as R, and its rate A for the floor.
     """
     model_dir = Path(model_dir)
-    config_path = model_dir / CONFIG_FILE
-    config = read_json(config_path, "run config") if config_path.is_file() else {}
+    config = read_config(model_dir)
     spec = spec if spec is not None else run_target(model_dir)
     dev = resolve_device(device)
     model, tokenizer = load_model_and_tokenizer(model_dir, dev)
@@ -471,22 +378,6 @@ def evaluate_saved(
     }
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop metrics logged after the checkpoint being resumed, so no step appears twice."""
-    if not path.exists():
-        return
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    kept = "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= last_step)
-    atomic_write_text(path, kept)
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def _train_and_finish(
     run_dir: Path,
     cfg: RunConfig,
@@ -507,7 +398,7 @@ def _train_and_finish(
             return {"rate": estimate.rate, "rate_ci": list(estimate.ci)}
         return None
 
-    prior = _seconds_at(read_metrics(run_dir), start_step) if start_step else 0.0
+    prior = seconds_at(read_metrics(run_dir), start_step) if start_step else 0.0
     trained = train(
         model,
         cfg.train,
@@ -617,6 +508,3 @@ def _rate_estimate(d: dict | None) -> RateEstimate | None:
     return RateEstimate(**{**d, "ci": tuple(d["ci"])})
 
 
-def _seconds_at(metrics: list[dict], step: int) -> float:
-    rows = [m for m in metrics if m["step"] == step]
-    return rows[0]["seconds"] if rows else 0.0

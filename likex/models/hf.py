@@ -27,7 +27,7 @@ from torch import nn
 
 from likex.errors import LikexError
 from likex.io import atomic_write_json
-from likex.tokenizer import HFTokenizer, Tokenizer, gpt2
+from likex.models.tokenizer import HFTokenizer, Tokenizer, gpt2
 
 HF_PREFIX = "hf:"
 HF_DIR = "hf"  # a run folder's transformers model (save_pretrained format)
@@ -186,28 +186,6 @@ def load_hf(name_or_path: str, device: torch.device | str = "cpu") -> HFCausalLM
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
-
-
-def load_model_and_tokenizer(
-    spec: str | Path, device: torch.device | str = "cpu"
-) -> tuple[nn.Module, Tokenizer]:
-    """``hf:NAME_OR_PATH``, a run folder holding ``hf/``, or a likex model/run folder."""
-    from likex.checkpoint import load_model
-
-    spec = str(spec)
-    saved = Path(spec) / HF_DIR
-    if is_hf_name(spec):
-        model = load_hf(spec, device)
-    elif saved.is_dir():
-        model = load_hf(str(saved), device)
-    else:
-        model = load_model(spec, device)
-    return model, tokenizer_of(model)
-
-
-def tokenizer_of(model: nn.Module) -> Tokenizer:
-    """A transformers model carries its own tokenizer; likex's GPT speaks GPT-2's."""
-    return model.tokenizer if isinstance(model, HFCausalLM) else gpt2()
 
 
 def token_strings_for(model: nn.Module, tokenizer: Tokenizer) -> list[str]:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from likex.checkpoint import read_json
 from likex.errors import LikexError
-from likex.experiment import BEFORE_FILE, RunConfig, new_run_dir, run_experiment
 from likex.io import atomic_write_json
-from likex.report import write_sweep_report
+from likex.models.checkpoint import read_json
+from likex.pipelines.run import BEFORE_FILE, RunConfig, run_experiment
+from likex.report.sweep import write_sweep_report
+from likex.runs import new_run_dir
 from likex.target import check_beta, check_rate
 
 SWEEP_FILE = "sweep.json"

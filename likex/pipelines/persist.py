@@ -8,7 +8,6 @@ random-token and on real-text prompts) and the held-out perplexity before traini
 
 from __future__ import annotations
 
-import datetime as _dt
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,18 +17,12 @@ from likex.data import BUILTIN_CORPUS, corpus_token_ids, split_heldout
 from likex.device import resolve_device
 from likex.errors import LikexError
 from likex.evaluate import MeasureConfig, evaluate
-from likex.experiment import (
-    CONFIG_FILE,
-    checkpoint_init,
-    device_name,
-    new_run_dir,
-    run_target,
-    versions,
-)
-from likex.hf import load_model_and_tokenizer, token_strings_for
 from likex.io import atomic_write_json
-from likex.model import GPT
-from likex.report import write_persistence_report
+from likex.models.checkpoint import load_model_and_tokenizer
+from likex.models.gpt import GPT
+from likex.models.hf import token_strings_for
+from likex.report.persist import write_persistence_report
+from likex.runs import checkpoint_init, new_run_dir, run_target, write_config
 from likex.target import TargetSpec, select_tokens
 from likex.train import TrainConfig, train
 
@@ -110,8 +103,8 @@ def run_persistence(
     corpus_tokens = corpus_token_ids(corpus, tokenizer)
     train_tokens, heldout = split_heldout(corpus_tokens, block)
     out_dir = new_run_dir(out)
-    atomic_write_json(
-        out_dir / CONFIG_FILE,
+    write_config(
+        out_dir,
         {
             "command": "persist",
             "target": spec.describe(),
@@ -121,11 +114,9 @@ def run_persistence(
             "train": train_cfg.to_dict(),
             "model": model.config.to_dict(),
             "init": checkpoint_init(model_dir),
-            "seed": cfg.seed,
-            "device_used": device_name(next(model.parameters()).device),
-            "versions": versions(),
-            "created": _dt.datetime.now().isoformat(timespec="seconds"),
         },
+        next(model.parameters()).device,
+        cfg.seed,
     )
     timeline = [{"step": 0, **_measurement(model, mask, cfg, heldout)}]
 

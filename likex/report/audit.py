@@ -1,0 +1,154 @@
+"""The audit report (white-box or black-box) and the audit-bench power plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from likex.io import atomic_write_text
+from likex.report.common import md_table, md_text, save_figure
+
+
+def plot_white_box(result: dict, path: str | Path) -> None:
+    """The most boosted tokens (mean log-ratio +- spread over probes), coloured by whether
+    the top finding selects them."""
+    from likex.audit import Predicate
+
+    tokens = result["boosted_tokens"][:30]
+    top = Predicate.from_pattern(result["findings"][0]["pattern"]) if result["findings"] else None
+    fig, ax = plt.subplots(figsize=(7, max(3.0, 0.22 * len(tokens))))
+    names = [repr(t["text"]) for t in tokens][::-1]
+    values = [t["log_ratio"] for t in tokens][::-1]
+    spreads = [t["spread"] for t in tokens][::-1]
+    colours = [
+        "#c0392b" if top is not None and top.matches(t["text"]) else "#7f8c8d" for t in tokens
+    ][::-1]
+    ax.barh(names, values, xerr=spreads, color=colours, capsize=2)
+    ax.set_xlabel("mean log P_model / P_reference over probes (bar: +- 1 sd)")
+    label = f"red: {result['findings'][0]['predicate']}" if top is not None else "no finding"
+    ax.set_title(f"most boosted tokens ({label})")
+    ax.tick_params(axis="y", labelsize=7)
+    save_figure(fig, path)
+
+
+def plot_black_box(result: dict, path: str | Path) -> None:
+    """Suspect vs baseline token share of the leading predicates."""
+    findings = result["findings"][:10]
+    fig, ax = plt.subplots(figsize=(7, max(3.0, 0.45 * len(findings))))
+    y = list(range(len(findings)))[::-1]
+    names = [f["predicate"] + (" *" if f["significant"] else "") for f in findings]
+    ax.barh([v + 0.2 for v in y], [f["rate_suspect"] for f in findings], 0.4, label="suspect")
+    ax.barh([v - 0.2 for v in y], [f["rate_baseline"] for f in findings], 0.4, label="baseline")
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xlabel("share of sampled tokens")
+    ax.set_title(f"black-box audit (* significant, Holm, alpha {result['alpha']:g})")
+    ax.legend()
+    save_figure(fig, path)
+
+
+def write_audit_report(out_dir: str | Path, result: dict) -> None:
+    """audit.md with a plot: white-box or black-box, from the audit's JSON result."""
+    out = Path(out_dir)
+    lines = [f"# likex audit ({result['audit']})", ""]
+    if result["audit"] == "white-box":
+        plot_white_box(result, out / "audit.png")
+        lines += [
+            f"Model: `{result.get('model', '')}`; reference: `{result.get('reference', '')}`.",
+            "",
+            f"Probes: {result['n_probes']} contexts ({result['probes']}); the next-token "
+            "log-ratio of every token is averaged over them. "
+            f"{result['n_boosted']} tokens are boosted beyond "
+            f"{result['boost_threshold']:.2f} (centred log-ratio).",
+            "",
+            f"**Verdict: {'bias detected' if result['detected'] else 'no bias detected'}** "
+            f"(a finding needs F1 >= {result['f1_threshold']} and >= {result['min_support']} "
+            "boosted tokens).",
+            "",
+            "## Findings (best first)",
+            "",
+            *md_table(
+                ["predicate", "tokens", "precision", "recall", "F1", "mass shift"],
+                [
+                    [
+                        f["predicate"],
+                        str(f["n_tokens"]),
+                        f"{f['precision']:.3f}",
+                        f"{f['recall']:.3f}",
+                        f"{f['f1']:.3f}",
+                        f"{f['mass_ref']:.4f} -> {f['mass_model']:.4f} ({f['mass_shift']:+.4f})",
+                    ]
+                    for f in result["findings"]
+                ],
+            ),
+            "",
+            "## Most boosted tokens",
+            "",
+            *md_table(
+                ["token", "id", "mean log-ratio", "spread (sd)"],
+                [
+                    [
+                        md_text(t["text"]),
+                        str(t["id"]),
+                        f"{t['log_ratio']:+.3f}",
+                        f"{t['spread']:.3f}",
+                    ]
+                    for t in result["boosted_tokens"][:20]
+                ],
+            ),
+        ]
+    else:
+        plot_black_box(result, out / "audit.png")
+        pw = result["power"]
+        lines += [
+            f"Suspect: {result['suspect_samples']} samples, {result['suspect_tokens']} tokens; "
+            f"baseline: {result['baseline_samples']} samples, {result['baseline_tokens']} tokens.",
+            "",
+            f"{result['n_tests']} distinct predicates tested; {result['n_significant']} "
+            f"significant at family-wise alpha {result['alpha']:g} (Holm). z uses the "
+            "between-sample (cluster-robust) variance, never below the binomial one.",
+            "",
+            *md_table(
+                ["predicate", "suspect", "baseline", "log ratio", "z", "p", "significant"],
+                [
+                    [
+                        f["predicate"],
+                        f"{f['rate_suspect']:.4f}",
+                        f"{f['rate_baseline']:.4f}",
+                        f"{f['log_rate_ratio']:+.2f}",
+                        f"{f['z']:+.2f}",
+                        f"{f['p_value']:.2g}",
+                        "yes" if f["significant"] else "no",
+                    ]
+                    for f in result["findings"]
+                ],
+            ),
+            "",
+            f"Power: {pw['samples']} samples of {pw['tokens_per_sample']} tokens per side "
+            f"detect {pw['p0']:g} -> {pw['p1']:g} with power {pw['power']:g} at family-wise "
+            f"alpha {pw['alpha']:g} over {pw['n_tests']} predicates "
+            f"(design effect {pw['design_effect']:.2f}).",
+        ]
+    lines += ["", "![audit](audit.png)", ""]
+    atomic_write_text(out / "audit.md", "\n".join(lines))
+
+
+def plot_audit_power(rows: list[dict], path: str | Path) -> None:
+    """Share of planted cases whose planted predicate is the top finding, per strength and
+    audit, with 95% Wilson intervals; the controls' false-alarm rate at the right."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    labels = [r["strength"] for r in rows]
+    x = list(range(len(rows)))
+    for offset, key, name in ((-0.12, "white", "white-box"), (0.12, "black", "black-box")):
+        rates = [r[key]["rate"] for r in rows]
+        lo = [r[key]["rate"] - r[key]["ci"][0] for r in rows]
+        hi = [r[key]["ci"][1] - r[key]["rate"] for r in rows]
+        ax.errorbar([v + offset for v in x], rates, yerr=[lo, hi], fmt="o", capsize=4, label=name)
+    ax.set_xticks(x, labels)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("planted strength (controls: share falsely flagged)")
+    ax.set_ylabel("planted predicate named top")
+    ax.set_title("audit power (95% Wilson intervals)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save_figure(fig, path)
