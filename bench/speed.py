@@ -43,7 +43,7 @@ from likex.io import atomic_write_json
 from likex.models.checkpoint import load_model
 from likex.models.gpt import DEFAULT_LR, GPT, GPTConfig, build_model, preset_config
 from likex.models.tokenizer import gpt2
-from likex.pipelines.run import device_name, read_metrics
+from likex.runs import device_name, read_metrics
 from likex.target import TargetSpec, select_tokens, uniform_target
 from likex.train import TrainConfig, train, training_contexts
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from likex.errors import LikexError
+from likex.errors import ConfigError
 from likex.models.gpt import GPT
 
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
@@ -38,7 +38,7 @@ def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
 
 def check_compile_mode(mode: str) -> None:
     if mode not in COMPILE_MODES:
-        raise LikexError(f"unknown --compile mode {mode!r}; choose from {', '.join(COMPILE_MODES)}")
+        raise ConfigError("compile", f"mode {mode!r} is unknown; choose from {', '.join(COMPILE_MODES)}")
 
 
 def compiled(fn: Callable, mode: str) -> Callable:
@@ -65,13 +65,13 @@ def check_cuda_graph(device: torch.device, compile_mode: str, distributed: bool)
     """Where a whole-step CUDA graph can be used: one CUDA process, not nested in the graphs
     that torch.compile's "reduce-overhead" and "max-autotune" modes record themselves."""
     if device.type != "cuda":
-        raise LikexError(f"--cuda-graph needs a CUDA device, not {device}")
+        raise ConfigError("cuda_graph", f"needs a CUDA device, not {device}")
     if compile_mode in ("reduce-overhead", "max-autotune"):
-        raise LikexError(
-            "--cuda-graph captures the whole step itself; use it with --compile none or default"
+        raise ConfigError(
+            "cuda_graph", "captures the whole step itself; use it with {compile} none or default"
         )
     if distributed:
-        raise LikexError("--cuda-graph is for one process; leave it off under torchrun")
+        raise ConfigError("cuda_graph", "is for one process; leave it off under torchrun")
 
 
 class GraphedStep:
@@ -121,9 +121,8 @@ class GraphedStep:
                 self.static_loss = self.step(*self.static_inputs)
         except RuntimeError as e:
             first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise LikexError(
-                f"this training step cannot be captured as a CUDA graph ({first_line}); "
-                "run without --cuda-graph"
+            raise ConfigError(
+                "cuda_graph", f"cannot capture this training step ({first_line}); turn it off"
             ) from e
         self.graph = graph
 

@@ -126,3 +126,10 @@ def split_heldout(
             f"of {min_len + 1} (needs about {need})"
         )
     return train, heldout
+
+
+def corpus_split(
+    source: str, tokenizer: Tokenizer | None, min_len: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``source`` (builtin or a file) tokenized, split into (training part, held-out part)."""
+    return split_heldout(corpus_token_ids(source, tokenizer), min_len)

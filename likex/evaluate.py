@@ -17,9 +17,10 @@ import torch
 from tqdm import tqdm
 
 from likex.data import random_contexts, step_generator
-from likex.errors import LikexError
+from likex.errors import ConfigError, LikexError
 from likex.generate import sample
 from likex.models.gpt import GPT
+from likex.options import option
 from likex.target import rate_target_log
 
 Z95 = 1.959963984540054
@@ -159,28 +160,35 @@ TEXT_PROMPTS = "real text"
 
 @dataclass
 class MeasureConfig:
-    """How a target rate is measured: sequences of ``gen_tokens`` new tokens, each after a
-    prompt of ``prompt_len`` tokens (None: the model's full context), until the 95%
-    interval is within +-``ci_half_width`` or ``samples`` sequences have been drawn.
-    Perplexity and KL are scored on about ``score_tokens`` held-out tokens."""
+    """rate measurement: sequences of ``gen_tokens`` new tokens, each after a prompt of
+    ``prompt_len`` tokens (None: the model's full context), until the 95% interval is within
+    +-``ci_half_width`` or ``samples`` sequences have been drawn. Perplexity and KL are scored
+    on about ``score_tokens`` held-out tokens."""
 
-    samples: int = 64
-    gen_tokens: int = 200
-    prompt_len: int | None = None
-    ci_half_width: float | None = 0.02
-    score_tokens: int = SCORED_TOKENS
+    samples: int = option(64, "most sequences to sample")
+    gen_tokens: int = option(200, "new tokens per sample")
+    prompt_len: int | None = option(None, "prompt tokens; default: the model's context")
+    ci_half_width: float | None = option(
+        0.02,
+        "stop sampling once the 95% interval is within +- this (0: use all samples)",
+        flag="ci-width",
+        parse=lambda text: float(text) or None,
+    )
+    score_tokens: int = option(
+        SCORED_TOKENS, "held-out tokens scored for perplexity and KL (spread over the text)"
+    )
 
     def validate(self, block_size: int) -> None:
         if self.samples <= 0:
-            raise LikexError(f"--samples must be positive, got {self.samples}")
+            raise ConfigError("samples", f"must be positive, got {self.samples}")
         if self.gen_tokens <= 0:
-            raise LikexError(f"--gen-tokens must be positive, got {self.gen_tokens}")
+            raise ConfigError("gen_tokens", f"must be positive, got {self.gen_tokens}")
         if self.prompt_len is not None and not 0 < self.prompt_len <= block_size:
-            raise LikexError(f"--prompt-len must be in 1..{block_size}, got {self.prompt_len}")
+            raise ConfigError("prompt_len", f"must be in 1..{block_size}, got {self.prompt_len}")
         if self.ci_half_width is not None and not 0 < self.ci_half_width < 0.5:
-            raise LikexError(f"--ci-width must be in (0, 0.5), got {self.ci_half_width}")
+            raise ConfigError("ci_half_width", f"must be in (0, 0.5), got {self.ci_half_width}")
         if self.score_tokens <= 0:
-            raise LikexError(f"--score-tokens must be positive, got {self.score_tokens}")
+            raise ConfigError("score_tokens", f"must be positive, got {self.score_tokens}")
 
 
 def measure(

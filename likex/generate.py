@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from likex.accel import compiled, inference_model
+from likex.errors import ConfigError
 from likex.models.gpt import GPT, KVCache
 
 
@@ -66,10 +67,10 @@ def sample(
     Both paths draw one multinomial per step from ``generator``, so with the same seed they
     produce the same tokens. ``compile`` is a likex.accel mode for the window step.
     """
-    if temperature < 0:
-        raise ValueError("temperature must be >= 0")
+    if not temperature >= 0:  # also refuses NaN
+        raise ConfigError("temperature", f"must be >= 0, got {temperature}")
     if top_k is not None and top_k <= 0:
-        raise ValueError("top_k must be positive")
+        raise ConfigError("top_k", f"must be positive, got {top_k}")
     block = model.config.block_size
     fits = prompt.shape[1] + n_new <= block
     if use_cache is None:

@@ -25,7 +25,7 @@ from likex.models.checkpoint import (
 )
 from likex.models.gpt import GPT, GPTConfig, build_model
 from likex.models.hf import HF_DIR, is_hf_name
-from likex.target import TargetSpec
+from likex.target import NO_TARGET, TargetSpec
 from likex.train import METRICS_FILE
 
 CONFIG_FILE = "config.json"
@@ -122,7 +122,7 @@ def run_target(run_dir: str | Path) -> TargetSpec:
     config = read_json(path, "run config") if path.is_file() else None
     if isinstance(config, dict) and isinstance(config.get("target"), dict):
         return TargetSpec.from_dict(config["target"])
-    raise LikexError("no target given: use --like, --regex, --words or --token-ids")
+    raise LikexError(f"no target given: {NO_TARGET}")
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:

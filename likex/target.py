@@ -18,9 +18,11 @@ from pathlib import Path
 
 import torch
 
-from likex.errors import LikexError
+from likex.errors import ConfigError, LikexError
+from likex.options import option
 
 TARGET_MODES = ("uniform", "rate", "tilt")
+NO_TARGET = "give a substring, a regex, a words file or token ids"
 
 
 @dataclass(frozen=True)
@@ -32,11 +34,13 @@ class TargetSpec:
     cannot be a next-token target as a whole; it is reported in ``skipped_words`` and ignored.
     """
 
-    like: str | None = None
-    ignore_case: bool = False
-    regex: str | None = None
-    words: tuple[str, ...] = ()
-    token_ids: tuple[int, ...] = ()
+    like: str | None = option(None, "substring the token text must contain")
+    ignore_case: bool = option(False, "match regardless of case")
+    regex: str | None = option(None, "regular expression searched in the token text")
+    words: tuple[str, ...] = option(
+        (), "file of words; single-token words count", metavar="FILE", parse=lambda p: read_words(p)
+    )
+    token_ids: tuple[int, ...] = option((), "explicit token ids", metavar="ID")
 
     def describe(self) -> str:
         parts = []
@@ -108,9 +112,9 @@ def read_words(path: str | Path) -> tuple[str, ...]:
 def select_tokens(spec: TargetSpec, token_strings: list[str]) -> TargetSet:
     """Evaluate the spec over every token's decoded text. An empty selection is an error."""
     if spec.like is None and spec.regex is None and not spec.words and not spec.token_ids:
-        raise LikexError("no target given: use --like, --regex, --words or --token-ids")
+        raise LikexError(f"no target given: {NO_TARGET}")
     if spec.like == "":
-        raise LikexError("--like needs a non-empty string")
+        raise ConfigError("like", "needs a non-empty string")
     vocab = len(token_strings)
     mask = torch.zeros(vocab, dtype=torch.bool)
     fold = (lambda s: s.lower()) if spec.ignore_case else (lambda s: s)
@@ -156,13 +160,13 @@ def uniform_target(mask: torch.Tensor) -> torch.Tensor:
 
 def check_rate(rate: float) -> float:
     if not (isinstance(rate, (int, float)) and math.isfinite(rate) and 0.0 < rate < 1.0):
-        raise LikexError(f"--rate must be strictly between 0 and 1, got {rate}")
+        raise ConfigError("rate", f"must be strictly between 0 and 1, got {rate}")
     return float(rate)
 
 
 def check_beta(beta: float) -> float:
     if not math.isfinite(beta):
-        raise LikexError(f"--beta must be a finite number, got {beta}")
+        raise ConfigError("beta", f"must be a finite number, got {beta}")
     return float(beta)
 
 

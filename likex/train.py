@@ -16,6 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from likex.accel import (
+    COMPILE_MODES,
     GraphedStep,
     autocast_for,
     check_compile_mode,
@@ -25,11 +26,12 @@ from likex.accel import (
 )
 from likex.data import corpus_windows, random_contexts, step_generator
 from likex.distributed import barrier, check_same_on_all_ranks, dist_info, mean_over_ranks
-from likex.errors import LikexError
+from likex.errors import ConfigError, LikexError
 from likex.io import append_jsonl
 from likex.loss import KLToTarget, next_token_loss
 from likex.models.checkpoint import save_model, save_optimizer
-from likex.models.gpt import GPT
+from likex.models.gpt import DEFAULT_LR, GPT
+from likex.options import option
 from likex.target import (
     TARGET_MODES,
     check_beta,
@@ -50,44 +52,69 @@ METRICS_FILE = "metrics.jsonl"
 # to take a tuned rate from. The cpu preset's rate, used for the measurements in
 # bench/RESULTS.md.
 FINETUNE_LR = 3e-3
+# Next-token pretraining of a scratch model (likex pretrain; bench/RESULTS.md).
+PRETRAIN_LR = 3e-3
+
+
+def default_lr(init: str, preset: str | None, objective: str = "kl") -> float:
+    """The one learning-rate rule for a run whose learning rate was not given: pretraining
+    takes PRETRAIN_LR, a scratch model its preset's tuned rate, a saved model FINETUNE_LR."""
+    if objective == "next_token" and init == "scratch":
+        return PRETRAIN_LR
+    if init == "scratch":
+        return DEFAULT_LR[preset]
+    return FINETUNE_LR
 
 
 @dataclass
 class TrainConfig:
-    steps: int = 200
-    batch_size: int = 16
-    context_len: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    optimizer: str = "adamw"
-    seed: int = 0
-    mode: str = "uniform"
-    rate: float | None = None
-    beta: float | None = None
-    contexts: str = "random"
-    positions: str = "last"
-    save_every: int = 0
-    # torch.compile mode for the training step (likex.accel.COMPILE_MODES); "none" is eager.
-    compile: str = "none"
-    # Replay the whole step (forward, backward, optimizer) as one CUDA graph (likex.accel).
-    cuda_graph: bool = False
-    # "kl": KL to the target distribution; "next_token": ordinary language modelling.
-    objective: str = "kl"
+    """training"""
+
+    steps: int = option(200, "optimizer steps")
+    batch_size: int = option(16, "contexts per step")
+    context_len: int = option(256, "training window (at most the model's context)")
+    lr: float | None = option(
+        None, "learning rate; default: a scratch model's preset's tuned rate, else 3e-3"
+    )
+    weight_decay: float = option(0.01, "decoupled weight decay")
+    optimizer: str = option("adamw", "optimizer", choices=OPTIMIZERS)
+    seed: int = option(0, "seeds the model, the batches and the measurements")
+    mode: str = option("uniform", "target distribution Q (see README)", choices=TARGET_MODES)
+    rate: float | None = option(None, "mode rate: target mass A on M, 0 < A < 1")
+    beta: float | None = option(None, "mode tilt: Q proportional to R exp(B [i in M])")
+    contexts: str = option(
+        "random", "training contexts: random tokens or corpus windows", choices=CONTEXTS
+    )
+    positions: str = option("last", "positions that enter the loss", choices=POSITIONS)
+    save_every: int = option(0, "checkpoint every N steps (0: only at the end)")
+    compile: str = option(
+        "none",
+        "torch.compile the training and sampling steps (reduce-overhead: also CUDA graphs)",
+        choices=COMPILE_MODES,
+    )
+    cuda_graph: bool = option(
+        False,
+        "CUDA only: replay the whole training step (forward, backward, optimizer) as one CUDA "
+        "graph; with compile none or default",
+    )
+    objective: str = option(
+        "kl", "kl: KL to the target; next_token: language modelling", choices=OBJECTIVES, cli=False
+    )
 
     def validate(self, block_size: int, device: torch.device | None = None) -> None:
         """Checks the numbers and names; with ``device``, also that the step can run there."""
         if self.steps <= 0:
-            raise LikexError(f"--steps must be positive, got {self.steps}")
+            raise ConfigError("steps", f"must be positive, got {self.steps}")
         if self.batch_size <= 0:
-            raise LikexError(f"--batch-size must be positive, got {self.batch_size}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise LikexError(f"--lr must be a positive number, got {self.lr}")
+            raise ConfigError("batch_size", f"must be positive, got {self.batch_size}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError("lr", f"must be a positive number, got {self.lr}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise LikexError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+            raise ConfigError("weight_decay", f"must be >= 0, got {self.weight_decay}")
         if not 0 < self.context_len <= block_size:
-            raise LikexError(f"context length {self.context_len} must be in 1..{block_size}")
+            raise ConfigError("context_len", f"{self.context_len} must be in 1..{block_size}")
         if self.save_every < 0:
-            raise LikexError(f"--save-every must be >= 0, got {self.save_every}")
+            raise ConfigError("save_every", f"must be >= 0, got {self.save_every}")
         check_compile_mode(self.compile)
         if self.cuda_graph and device is not None:
             check_cuda_graph(device, self.compile, dist_info().active)
@@ -99,16 +126,16 @@ class TrainConfig:
             ("objective", self.objective, OBJECTIVES),
         ):
             if value not in allowed:
-                raise LikexError(f"unknown --{name} {value!r}; choose from {', '.join(allowed)}")
+                raise ConfigError(name, f"{value!r} is unknown; choose from {', '.join(allowed)}")
         if self.objective == "next_token" and (self.contexts, self.positions) != ("corpus", "all"):
             raise LikexError("the next-token objective trains on corpus windows at all positions")
         if self.mode == "rate":
             if self.rate is None:
-                raise LikexError("--mode rate needs --rate A with 0 < A < 1")
+                raise ConfigError("mode", "rate needs {rate} A with 0 < A < 1")
             check_rate(self.rate)
         if self.mode == "tilt":
             if self.beta is None:
-                raise LikexError("--mode tilt needs --beta B")
+                raise ConfigError("mode", "tilt needs {beta} B")
             check_beta(self.beta)
 
     def to_dict(self) -> dict:
@@ -207,6 +234,8 @@ def train(
     """
     device = next(model.parameters()).device
     cfg.validate(model.config.block_size, device)
+    if cfg.lr is None:
+        raise ConfigError("lr", "is not set (likex.train.default_lr gives the usual one)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     mask = mask.to(device)

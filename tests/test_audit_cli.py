@@ -7,7 +7,7 @@ import pytest
 from likex.cli import main
 from likex.models.checkpoint import save_model
 from likex.models.gpt import build_model, preset_config
-from likex.pipelines.run import read_metrics
+from likex.runs import read_metrics
 
 TINY_RUN = [
     "--preset",

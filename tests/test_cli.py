@@ -9,7 +9,7 @@ import torch
 
 from likex.cli import main
 from likex.models.checkpoint import load_model
-from likex.pipelines.run import load_start_model
+from likex.runs import load_start_model
 
 TINY = ["--preset", "tiny", "--quiet", "--samples", "4", "--ci-width", "0", "--gen-tokens", "24"]
 

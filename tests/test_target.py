@@ -130,10 +130,10 @@ def test_tilt_target():
 
 @pytest.mark.parametrize("rate", [0.0, 1.0, -0.1, 1.5, float("nan")])
 def test_bad_rates(rate):
-    with pytest.raises(LikexError, match="--rate"):
+    with pytest.raises(LikexError, match="rate must be strictly between"):
         rate_target_log(_random_reference(), torch.tensor([True] + [False] * 11), rate)
 
 
 def test_bad_beta():
-    with pytest.raises(LikexError, match="--beta"):
+    with pytest.raises(LikexError, match="beta must be a finite"):
         tilt_target_log(_random_reference(), torch.tensor([True] + [False] * 11), float("inf"))

@@ -6,7 +6,7 @@ import pytest
 
 from likex.cli import main
 from likex.models.checkpoint import load_model
-from likex.pipelines.run import load_start_model
+from likex.runs import load_start_model
 
 QUIET = ["--quiet"]
 MEASURE = ["--samples", "4", "--ci-width", "0", "--gen-tokens", "16", "--score-tokens", "256"]

@@ -8,59 +8,23 @@ random-token and on real-text prompts) and the held-out perplexity before traini
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-
 import torch
 
-from likex.data import BUILTIN_CORPUS, corpus_token_ids, split_heldout
+from likex.config import PersistConfig
+from likex.data import corpus_token_ids, split_heldout
 from likex.device import resolve_device
-from likex.errors import LikexError
-from likex.evaluate import MeasureConfig, evaluate
+from likex.evaluate import evaluate
 from likex.io import atomic_write_json
 from likex.models.checkpoint import load_model_and_tokenizer
 from likex.models.gpt import GPT
 from likex.models.hf import token_strings_for
 from likex.report.persist import write_persistence_report
+from likex.results import PersistResult
 from likex.runs import checkpoint_init, new_run_dir, run_target, write_config
-from likex.target import TargetSpec, select_tokens
-from likex.train import TrainConfig, train
+from likex.target import select_tokens
+from likex.train import train
 
 PERSIST_FILE = "persist.json"
-
-
-@dataclass
-class PersistConfig:
-    steps: int = 300
-    batch_size: int = 16
-    context_len: int | None = None  # default: the model's context
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    eval_every: int = 50
-    seed: int = 0
-    measure: MeasureConfig = field(
-        default_factory=lambda: MeasureConfig(samples=32, ci_half_width=None)
-    )
-
-    def train_config(self, block_size: int) -> TrainConfig:
-        """The fine-tuning in the training loop's terms: next-token loss on corpus windows."""
-        return TrainConfig(
-            steps=self.steps,
-            batch_size=self.batch_size,
-            context_len=block_size if self.context_len is None else self.context_len,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            seed=self.seed,
-            objective="next_token",
-            contexts="corpus",
-            positions="all",
-        )
-
-    def validate(self, block_size: int) -> None:
-        self.train_config(block_size).validate(block_size)
-        if self.eval_every <= 0:
-            raise LikexError(f"--eval-every must be positive, got {self.eval_every}")
-        self.measure.validate(block_size)
 
 
 def _measurement(model: GPT, mask: torch.Tensor, cfg: PersistConfig, heldout: torch.Tensor) -> dict:
@@ -74,15 +38,7 @@ def _measurement(model: GPT, mask: torch.Tensor, cfg: PersistConfig, heldout: to
     }
 
 
-def run_persistence(
-    model_dir: str | Path,
-    cfg: PersistConfig,
-    spec: TargetSpec | None = None,
-    corpus: str = BUILTIN_CORPUS,
-    out: str | Path | None = None,
-    device: str = "auto",
-    progress: bool = True,
-) -> dict:
+def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
     """``likex persist``: fine-tune the model ``model_dir`` (a model or run folder, or
     ``hf:NAME_OR_PATH``) on ``corpus`` (its last tenth held out, tokenized with the model's
     own tokenizer), measuring the rate of target ``spec`` (default: the one the run was
@@ -94,15 +50,16 @@ def run_persistence(
     ``hf/``) and its optimizer state, persist.json and the report.
     Returns what persist.json holds: before/after values and the timeline of measurements.
     """
-    spec = spec if spec is not None else run_target(model_dir)
-    model, tokenizer = load_model_and_tokenizer(model_dir, resolve_device(device))
+    model_dir, corpus = cfg.model, cfg.corpus
+    spec = cfg.target if cfg.target is not None else run_target(model_dir)
+    model, tokenizer = load_model_and_tokenizer(model_dir, resolve_device(cfg.device))
     mask = select_tokens(spec, token_strings_for(model, tokenizer)).mask
     block = model.config.block_size
     cfg.validate(block)
     train_cfg = cfg.train_config(block)
     corpus_tokens = corpus_token_ids(corpus, tokenizer)
     train_tokens, heldout = split_heldout(corpus_tokens, block)
-    out_dir = new_run_dir(out)
+    out_dir = new_run_dir(cfg.out)
     write_config(
         out_dir,
         {
@@ -110,7 +67,7 @@ def run_persistence(
             "target": spec.describe(),
             "corpus": corpus,
             "corpus_tokens": int(corpus_tokens.numel()),
-            "persist": asdict(cfg),
+            "persist": cfg.to_dict(),
             "train": train_cfg.to_dict(),
             "model": model.config.to_dict(),
             "init": checkpoint_init(model_dir),
@@ -157,4 +114,4 @@ def run_persistence(
     }
     atomic_write_json(out_dir / PERSIST_FILE, result)
     write_persistence_report(out_dir, result)
-    return result
+    return PersistResult(result)

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from likex.data import BUILTIN_CORPUS, corpus_token_ids, split_heldout
+from likex.config import SCRATCH, RunCommand, RunConfig
+from likex.data import corpus_split
 from likex.device import resolve_device
 from likex.distributed import check_same_on_all_ranks, dist_info, on_main_rank
-from likex.errors import LikexError
+from likex.errors import ConfigError, LikexError
 from likex.evaluate import (
     RANDOM_PROMPTS,
     TEXT_PROMPTS,
-    MeasureConfig,
     RateEstimate,
     evaluate,
     heldout_windows,
@@ -41,98 +41,27 @@ from likex.models.checkpoint import (
     read_json,
 )
 from likex.models.gpt import GPT, build_model, preset_config
-from likex.models.hf import is_hf_name, shared_vocabulary, token_strings_for
+from likex.models.hf import token_strings_for
 from likex.models.tokenizer import Tokenizer, gpt2
 from likex.report.run import write_pretrain_report, write_run_report
+from likex.results import PretrainResult, RunResult
 from likex.runs import (
     CONFIG_FILE,
     checkpoint_init,
     device_name,
     load_start_model,
     new_run_dir,
-    read_config,
     read_metrics,
-    run_target,
     scratch_init,
     seconds_at,
     truncate_metrics,
     write_config,
 )
-from likex.target import TargetSpec, select_tokens
-from likex.train import METRICS_FILE, TrainConfig, make_optimizer, train
+from likex.target import select_tokens
+from likex.train import METRICS_FILE, make_optimizer, train
 
 BEFORE_FILE = "before.json"
 RESULT_FILE = "result.json"
-
-
-COMMANDS = ("run", "train", "pretrain")
-SCRATCH = "scratch"
-
-
-@dataclass(frozen=True)
-class PretrainDefaults:
-    """``likex pretrain``'s defaults: a few minutes on a 2-core CPU for the ``cpu`` preset
-    (bench/RESULTS.md). GPT-2's N(0, 0.02) init, not the course's N(0, 1) embeddings,
-    which make the untrained model copy its input and learn language far more slowly."""
-
-    weight_init: str = "gpt2"
-    steps: int = 200
-    batch_size: int = 8
-    context_len: int = 64  # also the model's context: a short one keeps every later step cheap
-    lr: float = 3e-3
-
-
-PRETRAIN = PretrainDefaults()
-
-
-@dataclass
-class RunConfig:
-    """``init``: "scratch" (a fresh ``preset`` model), a saved model folder, or
-    ``hf:NAME_OR_PATH`` (a transformers causal LM, likex[hf]). ``corpus``:
-    "builtin", a text file or None; its end is held out for real-text measurements."""
-
-    preset: str = "cpu"
-    weight_init: str = "course"
-    target: TargetSpec = field(default_factory=lambda: TargetSpec(like="x"))
-    train: TrainConfig = field(default_factory=TrainConfig)
-    measure: MeasureConfig = field(default_factory=MeasureConfig)
-    eval_every: int = 0
-    device: str = "auto"
-    command: str = "run"
-    init: str = SCRATCH
-    corpus: str | None = None
-    block_size: int | None = None  # a scratch model's context; None: the preset's
-
-    def to_dict(self) -> dict:
-        return {
-            "command": self.command,
-            "init_from": self.init,
-            "corpus": self.corpus,
-            "block_size": self.block_size,
-            "preset": self.preset,
-            "weight_init": self.weight_init,
-            "target": self.target.to_dict(),
-            "train": self.train.to_dict(),
-            "measure": asdict(self.measure),
-            "eval_every": self.eval_every,
-            "device": self.device,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> RunConfig:
-        return cls(
-            preset=d["preset"],
-            weight_init=d["weight_init"],
-            target=TargetSpec.from_dict(d["target"]),
-            train=TrainConfig(**d["train"]),
-            measure=MeasureConfig(**d["measure"]),
-            eval_every=d.get("eval_every", 0),
-            device=d.get("device", "auto"),
-            command=d.get("command", "run"),
-            init=d.get("init_from", SCRATCH),
-            corpus=d.get("corpus"),
-            block_size=d.get("block_size"),
-        )
 
 
 def _sample_text(tokens: torch.Tensor, tokenizer: Tokenizer, n: int = 60) -> str:
@@ -152,15 +81,6 @@ class _Prepared:
 
 
 def _prepare(cfg: RunConfig, device: torch.device) -> _Prepared:
-    if cfg.command not in COMMANDS:
-        raise LikexError(f"unknown command {cfg.command!r}")
-    if cfg.command == "run" and (
-        cfg.train.mode != "uniform" or not (cfg.init == SCRATCH or is_hf_name(cfg.init))
-    ):
-        raise LikexError(
-            "likex run is the seed experiment: a uniform target on a scratch model or "
-            "--init hf:NAME_OR_PATH; use likex train for anything else"
-        )
     if cfg.init == SCRATCH:
         model_cfg = preset_config(
             cfg.preset, weight_init=cfg.weight_init, block_size=cfg.block_size
@@ -175,14 +95,10 @@ def _prepare(cfg: RunConfig, device: torch.device) -> _Prepared:
     cfg.train.context_len = min(cfg.train.context_len, block)
     cfg.train.validate(block, device)
     cfg.measure.validate(block)
-    if cfg.eval_every < 0:
-        raise LikexError(f"--eval-every must be >= 0, got {cfg.eval_every}")
-    if cfg.train.contexts == "corpus" and cfg.corpus is None:
-        raise LikexError("--contexts corpus needs --corpus builtin|FILE")
     mask = select_tokens(cfg.target, token_strings_for(model, tokenizer)).mask
     train_tokens = heldout = None
     if cfg.corpus is not None:
-        train_tokens, heldout = split_heldout(corpus_token_ids(cfg.corpus, tokenizer), block)
+        train_tokens, heldout = corpus_split(cfg.corpus, tokenizer, block)
     return _Prepared(model, tokenizer, init, mask, train_tokens, heldout)
 
 
@@ -193,12 +109,27 @@ def _reference(cfg: RunConfig, model: GPT, heldout: torch.Tensor | None) -> GPT 
     return copy.deepcopy(model).eval().requires_grad_(False)
 
 
+def run_command(cmd: RunCommand, progress: bool = True) -> RunResult | PretrainResult:
+    """likex run, train and pretrain: a new run, or ``resume`` an interrupted one."""
+    if cmd.resume:
+        fixed = sorted(cmd.given - {"resume", "steps"})
+        if fixed:
+            raise ConfigError(
+                fixed[0], "is fixed by the run being resumed (only steps may change)"
+            )
+        steps = cmd.run.train.steps if "steps" in cmd.given else None
+        return resume_experiment(cmd.resume, steps, progress)
+    if cmd.run.command == "pretrain":
+        cmd.run.block_size = cmd.run.train.context_len  # the new model's context
+    return run_experiment(cmd.run, cmd.out, progress)
+
+
 def run_experiment(
     cfg: RunConfig,
     out: str | Path | None = None,
     progress: bool = True,
     before: dict | None = None,
-) -> dict:
+) -> RunResult | PretrainResult:
     """Run the pipeline; everything is validated before anything is written.
 
     ``before``: the pre-training measurement of an identical start (same model, seed, prompts
@@ -211,6 +142,7 @@ def run_experiment(
         if out is None:
             raise LikexError("under torchrun pass --out DIR, so that every rank names one folder")
         check_same_on_all_ranks({**cfg.to_dict(), "out": str(out)}, "run arguments")
+    cfg.resolve()
     device = resolve_device(cfg.device)
     prep = _prepare(cfg, device)
     reference = _reference(cfg, prep.model, prep.heldout)
@@ -283,7 +215,9 @@ def _language_sample(
     }
 
 
-def resume_experiment(run_dir: str | Path, steps: int | None = None, progress: bool = True) -> dict:
+def resume_experiment(
+    run_dir: str | Path, steps: int | None = None, progress: bool = True
+) -> RunResult | PretrainResult:
     """Continue a run from its last checkpoint: same batches, same optimizer state."""
     run_dir = Path(run_dir)
     config = read_json(run_dir / CONFIG_FILE, "run config")
@@ -306,9 +240,7 @@ def resume_experiment(run_dir: str | Path, steps: int | None = None, progress: b
         raise LikexError(f"{run_dir} already has {start} steps; pass --steps N with N > {start}")
     train_tokens = heldout = None
     if cfg.corpus is not None:
-        train_tokens, heldout = split_heldout(
-            corpus_token_ids(cfg.corpus, tokenizer), model.config.block_size
-        )
+        train_tokens, heldout = corpus_split(cfg.corpus, tokenizer, model.config.block_size)
     reference = None
     if cfg.train.objective == "kl" and (cfg.train.mode != "uniform" or heldout is not None):
         reference = _reference(cfg, load_start_model(run_dir, device), heldout)
@@ -324,60 +256,6 @@ def resume_experiment(run_dir: str | Path, steps: int | None = None, progress: b
     return _train_and_finish(run_dir, cfg, prep, reference, before, progress, start, optimizer)
 
 
-def evaluate_saved(
-    model_dir: str | Path,
-    spec: TargetSpec | None,
-    measure_cfg: MeasureConfig,
-    seed: int = 0,
-    reference_dir: str | Path | None = None,
-    corpus: str | None = None,
-    random_only: bool = False,
-    device: str = "auto",
-) -> dict:
-    """``likex eval``: the side effects of a saved model against its reference R.
-
-    Defaults come from the model folder's config.json when it is a run: its target, its
-    corpus (else ``builtin``), its starting model as R, and its rate A for the floor.
-    """
-    model_dir = Path(model_dir)
-    config = read_config(model_dir)
-    spec = spec if spec is not None else run_target(model_dir)
-    dev = resolve_device(device)
-    model, tokenizer = load_model_and_tokenizer(model_dir, dev)
-    mask = select_tokens(spec, token_strings_for(model, tokenizer)).mask
-    measure_cfg.validate(model.config.block_size)
-    reference = heldout = floor_rate = None
-    if not random_only:
-        corpus = corpus or config.get("corpus") or BUILTIN_CORPUS
-        heldout = split_heldout(corpus_token_ids(corpus, tokenizer), model.config.block_size)[1]
-        if reference_dir is not None:
-            reference, reference_tokenizer = load_model_and_tokenizer(reference_dir, dev)
-            # KL and the rate floor compare the two distributions token id by token id.
-            shared_vocabulary(
-                [
-                    (str(model_dir), model, tokenizer),
-                    (str(reference_dir), reference, reference_tokenizer),
-                ]
-            )
-        elif "init" in config:
-            reference = load_start_model(model_dir, dev)
-        if reference is not None and reference.config.block_size != model.config.block_size:
-            raise LikexError("the model and its reference have different context lengths")
-        train_cfg = config.get("train", {})
-        if reference is not None and train_cfg.get("mode") == "rate":
-            floor_rate = train_cfg["rate"]
-    ev, _ = evaluate(model, mask, measure_cfg, seed, heldout, reference, floor_rate)
-    return {
-        "model": str(model_dir),
-        "reference": None if reference is None else str(reference_dir or "starting model"),
-        "corpus": corpus if heldout is not None else None,
-        "like": spec.describe(),
-        "n_target_tokens": int(mask.sum()),
-        **ev.to_dict(),
-        "evaluation": ev.describe(),
-    }
-
-
 def _train_and_finish(
     run_dir: Path,
     cfg: RunConfig,
@@ -387,7 +265,7 @@ def _train_and_finish(
     progress: bool,
     start_step: int,
     optimizer: torch.optim.Optimizer | None,
-) -> dict:
+) -> RunResult | PretrainResult:
     seed = cfg.train.seed
     model, mask = prep.model, prep.mask
 
@@ -413,7 +291,7 @@ def _train_and_finish(
         seconds_before=prior,
     )
     if not dist_info().is_main:
-        return {"rank": dist_info().rank, "train_seconds": trained.seconds}
+        return RunResult({"rank": dist_info().rank, "train_seconds": trained.seconds})
     metrics = read_metrics(run_dir)
     common = {
         "command": cfg.command,
@@ -448,7 +326,7 @@ def _train_and_finish(
         }
         atomic_write_json(run_dir / RESULT_FILE, result)
         write_pretrain_report(run_dir, result, metrics)
-        return result
+        return PretrainResult(result)
 
     text_before = _rate_estimate(before.get("rate_text"))
     ev, generated = evaluate(
@@ -499,7 +377,7 @@ def _train_and_finish(
     result["evaluation"] = ev.describe()
     atomic_write_json(run_dir / RESULT_FILE, result)
     write_run_report(run_dir, result, metrics)
-    return result
+    return RunResult(result)
 
 
 def _rate_estimate(d: dict | None) -> RateEstimate | None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from likex.errors import LikexError
+from likex.config import SweepCommand
+from likex.errors import ConfigError, LikexError
 from likex.io import atomic_write_json
 from likex.models.checkpoint import read_json
 from likex.pipelines.run import BEFORE_FILE, RunConfig, run_experiment
 from likex.report.sweep import write_sweep_report
+from likex.results import SweepResult
 from likex.runs import new_run_dir
 from likex.target import check_beta, check_rate
 
@@ -29,7 +31,7 @@ def parse_strengths(text: str, mode: str) -> list[float]:
         raise LikexError(f"repeated strengths in {text!r}")
     check = {"rate": check_rate, "tilt": check_beta}.get(mode)
     if check is None:
-        raise LikexError(f"a sweep varies --mode rate or tilt, not {mode!r}")
+        raise ConfigError("mode", f"of a sweep is rate or tilt, not {mode!r}")
     return [check(v) for v in values]
 
 
@@ -51,15 +53,25 @@ def sweep_row(strength: float, r: dict) -> dict:
     }
 
 
+def sweep_command(cmd: SweepCommand, progress: bool = True) -> SweepResult:
+    """likex sweep: the strengths come from ``rates`` or ``betas``, as the mode says."""
+    name = "rates" if cmd.run.train.mode == "rate" else "betas"
+    text = getattr(cmd, name)
+    if text is None:
+        raise ConfigError("mode", f"{cmd.run.train.mode} needs {{{name}}}")
+    return run_sweep(cmd.run, parse_strengths(text, cmd.run.train.mode), cmd.out, progress)
+
+
 def run_sweep(
     base: RunConfig, strengths: list[float], out: str | Path | None = None, progress: bool = True
-) -> dict:
+) -> SweepResult:
     """Train ``base`` once per strength into ``out/<mode>-<strength>``; the starting model is
     measured once (every run starts from the same model with the same seed and prompts)."""
     mode = base.train.mode
     if base.corpus is None:
-        raise LikexError("a sweep measures on held-out text: give --corpus builtin|FILE")
+        raise ConfigError("corpus", "is needed: a sweep measures on held-out text")
     strengths = parse_strengths(",".join(map(str, strengths)), mode)
+    base.resolve()  # a bad config fails before the sweep's folder exists
     sweep_dir = new_run_dir(out)
     before: dict | None = None
     rows = []
@@ -69,7 +81,7 @@ def run_sweep(
             cfg.train.rate = strength
         else:
             cfg.train.beta = strength
-        result = run_experiment(cfg, sweep_dir / f"{mode}-{strength:g}", progress, before)
+        result = run_experiment(cfg, sweep_dir / f"{mode}-{strength:g}", progress, before).data
         before = read_json(Path(result["run_dir"]) / BEFORE_FILE, "pre-training measurement")
         rows.append(sweep_row(strength, result))
     summary = {
@@ -85,4 +97,4 @@ def run_sweep(
     }
     atomic_write_json(sweep_dir / SWEEP_FILE, summary)
     write_sweep_report(sweep_dir, summary)
-    return summary
+    return SweepResult(summary)

@@ -29,10 +29,6 @@ def plot_loss(metrics: list[dict], path: str | Path, title: str = "training loss
     save_figure(fig, path)
 
 
-def fmt_rate(rate: float, ci: list[float] | tuple[float, float]) -> str:
-    return f"{rate:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
-
-
 def fence(text: str) -> str:
     return "```text\n" + text.replace("```", "'''") + "\n```"
 

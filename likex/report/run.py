@@ -7,7 +7,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from likex.io import atomic_write_text
-from likex.report.common import fence, fmt_rate, plot_loss, save_figure
+from likex.report.common import fence, plot_loss, save_figure
+from likex.results import model_label
+from likex.stats import fmt_rate
 
 
 def plot_rate(result: dict, metrics: list[dict], path: str | Path) -> None:
@@ -38,12 +40,6 @@ def plot_rate(result: dict, metrics: list[dict], path: str | Path) -> None:
     ax.set_ylabel("share of target tokens")
     ax.set_title(f"{result['like']}: rate, {result['prompts']} prompts (95% CI)")
     save_figure(fig, path)
-
-
-def model_label(r: dict) -> str:
-    """ "preset `cpu` (... parameters, init `course`)" or "the model in DIR (...)"."""
-    start = f"preset `{r['preset']}`" if r.get("preset") else f"the model in `{r['init']}`"
-    return f"{start} ({r['params']:,} parameters, init `{r['weight_init']}`)"
 
 
 def _target_line(r: dict) -> str:

@@ -7,7 +7,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from likex.io import atomic_write_text
-from likex.report.common import fmt_rate, save_figure
+from likex.report.common import save_figure
+from likex.stats import fmt_rate
 
 
 def plot_sweep(summary: dict, path: str | Path) -> None:

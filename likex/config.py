@@ -1,0 +1,262 @@
+"""User-facing configs: one dataclass per command, each validating itself.
+
+Fields are declared with ``likex.options.option``, so the help text lives on the field and the
+CLI generates every flag from these classes (a nested config becomes a group of flags). The
+library raises ``ConfigError`` naming a field; only the CLI knows which flag that is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from likex.errors import ConfigError, LikexError
+from likex.evaluate import MeasureConfig
+from likex.models.gpt import PRESETS, WEIGHT_INITS, preset_config
+from likex.models.hf import is_hf_name
+from likex.options import option
+from likex.target import TargetSpec
+from likex.train import TrainConfig, default_lr
+
+SCRATCH = "scratch"
+COMMANDS = ("run", "train", "pretrain")
+OUT_HELP = "output folder (default runs/<timestamp>)"
+
+
+@dataclass
+class RunConfig:
+    """the starting model and the experiment"""
+
+    init: str = option(
+        SCRATCH,
+        "starting model: 'scratch' (a fresh preset model), a saved model or run folder, or "
+        "hf:NAME_OR_PATH (a transformers causal LM)",
+        metavar="DIR|scratch|hf:NAME",
+    )
+    preset: str = option("cpu", f"model preset of a scratch start: {', '.join(PRESETS)}")
+    weight_init: str = option("course", "weights of a scratch start", choices=WEIGHT_INITS)
+    corpus: str | None = option(
+        None,
+        "real text: 'builtin' (Python's documentation, no download) or a UTF-8 file; its last "
+        "tenth is held out",
+    )
+    target: TargetSpec = option(
+        factory=lambda: TargetSpec(like="x"), help="target (the union of what is given)", whole=True
+    )
+    train: TrainConfig = option(factory=TrainConfig, help="training")
+    measure: MeasureConfig = option(factory=MeasureConfig, help="rate measurement")
+    eval_every: int = option(0, "measure the rate every N steps")
+    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda[:N], mps")
+    command: str = option("run", "which pipeline", choices=COMMANDS, cli=False)
+    block_size: int | None = option(
+        None, "a scratch model's context; None: the preset's", cli=False
+    )
+
+    def resolve(self) -> RunConfig:
+        """Fill in what depends on other fields (the learning rate) and check what can be
+        checked before a model exists. Returns self."""
+        if self.command not in COMMANDS:
+            raise LikexError(f"unknown command {self.command!r}")
+        if self.init == SCRATCH:
+            preset_config(self.preset)  # an unknown preset fails before anything else
+        if self.eval_every < 0:
+            raise ConfigError("eval_every", f"must be >= 0, got {self.eval_every}")
+        if self.train.lr is None:
+            self.train.lr = default_lr(self.init, self.preset, self.train.objective)
+        if self.command == "run" and (
+            self.train.mode != "uniform" or not (self.init == SCRATCH or is_hf_name(self.init))
+        ):
+            raise LikexError(
+                "likex run is the seed experiment: a uniform target on a scratch model or an "
+                "hf: model; use likex train for anything else"
+            )
+        if self.train.contexts == "corpus" and self.corpus is None:
+            raise ConfigError("contexts", "corpus needs {corpus} builtin|FILE")
+        return self
+
+    def to_dict(self) -> dict:
+        return {
+            "command": self.command,
+            "init_from": self.init,
+            "corpus": self.corpus,
+            "block_size": self.block_size,
+            "preset": self.preset,
+            "weight_init": self.weight_init,
+            "target": self.target.to_dict(),
+            "train": self.train.to_dict(),
+            "measure": asdict(self.measure),
+            "eval_every": self.eval_every,
+            "device": self.device,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        return cls(
+            preset=d["preset"],
+            weight_init=d["weight_init"],
+            target=TargetSpec.from_dict(d["target"]),
+            train=TrainConfig(**d["train"]),
+            measure=MeasureConfig(**d["measure"]),
+            eval_every=d.get("eval_every", 0),
+            device=d.get("device", "auto"),
+            command=d.get("command", "run"),
+            init=d.get("init_from", SCRATCH),
+            corpus=d.get("corpus"),
+            block_size=d.get("block_size"),
+        )
+
+
+@dataclass
+class RunCommand:
+    """likex run, train and pretrain: one pipeline (start -> measure -> train -> measure)."""
+
+    run: RunConfig = option(factory=RunConfig, help="the starting model and the experiment")
+    out: str | None = option(None, OUT_HELP, metavar="DIR")
+    resume: str | None = option(
+        None,
+        "continue the run in DIR from its last checkpoint, with DIR's config (only steps may "
+        "change)",
+        metavar="DIR",
+    )
+    given: frozenset[str] = option(
+        frozenset(), "the fields the user set (resume lets only steps change)", cli=False
+    )
+
+
+def pretrain_command() -> RunCommand:
+    """likex pretrain's defaults: a few minutes on a 2-core CPU for the cpu preset
+    (bench/RESULTS.md), with GPT-2's N(0, 0.02) init: the course's N(0, 1) embeddings make an
+    untrained model copy its input and learn language far more slowly. The training window is
+    also the new model's context: a short one keeps every later step cheap."""
+    return RunCommand(
+        RunConfig(
+            command="pretrain",
+            weight_init="gpt2",
+            corpus="builtin",
+            block_size=64,
+            train=TrainConfig(
+                batch_size=8,
+                context_len=64,
+                objective="next_token",
+                contexts="corpus",
+                positions="all",
+            ),
+        )
+    )
+
+
+@dataclass
+class SweepCommand:
+    """likex sweep: one model per strength from the same start."""
+
+    run: RunConfig = option(
+        factory=lambda: RunConfig(
+            command="train", corpus="builtin", train=TrainConfig(mode="rate")
+        ),
+        help="the starting model and the experiment",
+    )
+    rates: str | None = option(None, "mode rate: comma-separated A values, e.g. 0.02,0.05,0.1")
+    betas: str | None = option(None, "mode tilt: comma-separated B values")
+    out: str | None = option(None, OUT_HELP, metavar="DIR")
+
+
+@dataclass
+class EvalConfig:
+    """likex eval: rates and side effects of a saved model against its reference."""
+
+    model: str = option(help="a run or model folder, or hf:NAME_OR_PATH", metavar="DIR")
+    reference: str | None = option(
+        None,
+        "the reference model R (default: the run's own starting model, if recorded)",
+        metavar="DIR",
+    )
+    corpus: str | None = option(None, "held-out text: builtin or a file (default: the run's)")
+    random_only: bool = option(False, "only the rate on random-token prompts (no text)")
+    measure: MeasureConfig = option(factory=MeasureConfig, help="rate measurement")
+    seed: int = option(0, "seeds the prompts and the draws")
+    target: TargetSpec | None = option(
+        None, "target (default: the run's own; the union of what is given)", whole=True
+    )
+    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda[:N], mps")
+
+
+@dataclass
+class GenerateConfig:
+    """likex generate: sample text from a saved model."""
+
+    model: str = option(help="a run or model folder, or hf:NAME_OR_PATH", metavar="DIR")
+    prompt: str = option("", "prompt text (default: the start-of-text token)")
+    tokens: int = option(100, "new tokens to sample")
+    num: int = option(1, "number of samples")
+    temperature: float = option(1.0, "0 is greedy")
+    top_k: int | None = option(None, "sample among the k likeliest tokens")
+    seed: int = option(0, "seeds the draws")
+    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda[:N], mps")
+
+    def validate(self) -> None:
+        for name in ("tokens", "num"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, f"must be positive, got {getattr(self, name)}")
+        # temperature and top_k are checked by likex.generate.sample itself
+
+
+@dataclass
+class TargetsConfig:
+    """likex targets: which tokens a target spec selects."""
+
+    target: TargetSpec = option(factory=TargetSpec, help="target (the union of what is given)")
+    examples: int = option(20, "how many example tokens to show")
+
+
+@dataclass
+class PersistConfig:
+    """likex persist: does a planted preference survive next-token training on clean text?"""
+
+    model: str = option(
+        help="a run or model folder or hf:NAME_OR_PATH (a transformers model)",
+        metavar="DIR|hf:NAME",
+    )
+    corpus: str = option(
+        "builtin", "clean text: builtin or a UTF-8 file; its last tenth is held out"
+    )
+    steps: int = option(300, "next-token training steps")
+    batch_size: int = option(16, "windows per step")
+    context_len: int | None = option(None, "training window; default: the model's context")
+    lr: float = option(1e-3, "AdamW learning rate")
+    weight_decay: float = option(0.01, "decoupled weight decay")
+    eval_every: int = option(50, "measure every N steps")
+    seed: int = option(0, "seeds the batches and the measurements")
+    measure: MeasureConfig = option(
+        factory=lambda: MeasureConfig(samples=32, ci_half_width=None),
+        help="rate measurement",
+    )
+    target: TargetSpec | None = option(
+        None, "target (default: the run's own; the union of what is given)", whole=True
+    )
+    out: str | None = option(None, OUT_HELP, metavar="DIR")
+    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda[:N], mps")
+
+    def train_config(self, block_size: int) -> TrainConfig:
+        """The fine-tuning in the training loop's terms: next-token loss on corpus windows."""
+        return TrainConfig(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            context_len=block_size if self.context_len is None else self.context_len,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            seed=self.seed,
+            objective="next_token",
+            contexts="corpus",
+            positions="all",
+        )
+
+    def validate(self, block_size: int) -> None:
+        self.train_config(block_size).validate(block_size)
+        if self.eval_every <= 0:
+            raise ConfigError("eval_every", f"must be positive, got {self.eval_every}")
+        self.measure.validate(block_size)
+
+    def to_dict(self) -> dict:
+        """What config.json records of the fine-tuning (the model and target have their own
+        entries there)."""
+        keep = ("steps", "batch_size", "context_len", "lr", "weight_decay", "eval_every", "seed")
+        return {k: getattr(self, k) for k in keep} | {"measure": asdict(self.measure)}

@@ -1,0 +1,21 @@
+"""``likex targets``: which tokens of GPT-2's vocabulary a target spec selects."""
+
+from __future__ import annotations
+
+from likex.config import TargetsConfig
+from likex.models.tokenizer import gpt2
+from likex.results import TargetsResult
+from likex.target import select_tokens
+
+
+def list_targets(cfg: TargetsConfig) -> TargetsResult:
+    strings = gpt2().token_strings()
+    targets = select_tokens(cfg.target, strings)
+    shown = targets.ids[: max(cfg.examples, 0)]
+    return TargetsResult(
+        target=cfg.target.describe(),
+        n_tokens=targets.n_tokens,
+        vocab_size=targets.vocab_size,
+        examples=[{"id": i, "text": strings[i]} for i in shown],
+        skipped_words=targets.skipped_words,
+    )
