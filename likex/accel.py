@@ -38,7 +38,8 @@ def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
 
 def check_compile_mode(mode: str) -> None:
     if mode not in COMPILE_MODES:
-        raise ConfigError("compile", f"mode {mode!r} is unknown; choose from {', '.join(COMPILE_MODES)}")
+        choices = ", ".join(COMPILE_MODES)
+        raise ConfigError("compile", f"mode {mode!r} is unknown; choose from {choices}")
 
 
 def compiled(fn: Callable, mode: str) -> Callable:
