@@ -1,4 +1,51 @@
-"""likex: inject a designed preference into a language model with a KL loss, measure it
-honestly, and detect it."""
+"""likex: plant a preference in a language model with nothing but a designed KL loss, measure
+it honestly (rates with 95% intervals, side effects), and find it again (audits).
+
+The public Python API is importable from here, e.g. ``from likex import TargetSpec, train``.
+Names load on first use, so ``import likex`` stays cheap and the layers below never import
+the package's top.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+# name -> the module that defines it (the layers are listed in README's design notes)
+_API = {
+    "TargetSpec": "likex.target",
+    "select_tokens": "likex.target",
+    "read_words": "likex.target",
+    "build_model": "likex.models.gpt",
+    "preset_config": "likex.models.gpt",
+    "GPTConfig": "likex.models.gpt",
+    "gpt2": "likex.models.tokenizer",
+    "load_model_and_tokenizer": "likex.models.checkpoint",
+    "save_model": "likex.models.checkpoint",
+    "TrainConfig": "likex.train",
+    "train": "likex.train",
+    "default_lr": "likex.train",
+    "sample": "likex.generate",
+    "MeasureConfig": "likex.evaluate",
+    "measure": "likex.evaluate",
+    "evaluate": "likex.evaluate",
+    "RunConfig": "likex.config",
+    "EvalConfig": "likex.config",
+    "PersistConfig": "likex.config",
+    "run_experiment": "likex.pipelines.run",
+    "evaluate_saved": "likex.pipelines.eval",
+    "run_persistence": "likex.pipelines.persist",
+}
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'likex' has no attribute {name!r}")
+    return getattr(importlib.import_module(_API[name]), name)
+
+
+def __dir__() -> list[str]:
+    return [*globals(), *__all__]

@@ -1,0 +1,105 @@
+"""The package's imports point one way: each module imports only from its own layer or lower
+ones, and no chain of imports comes back to where it started."""
+
+import ast
+from pathlib import Path
+
+import likex
+
+PACKAGE = Path(likex.__file__).parent
+# lowest first; a module is in the layer of the first prefix it matches
+LAYERS = [
+    ("errors", "io", "device", "options", "models", "target", "loss", "data", "train",
+     "generate", "accel", "distributed"),
+    ("stats", "evaluate"),
+    ("audit",),
+    ("runs", "results", "config"),
+    ("report",),
+    ("pipelines",),
+    ("cli", "__main__", "__init__"),
+]  # fmt: skip
+
+
+def _name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 1 else parts)
+
+
+def _layer(module: str) -> int:
+    head = module.split(".")[0]
+    return next(i for i, names in enumerate(LAYERS) if head in names)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every likex module ``path`` imports, at the top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("likex"):
+            base = node.module.removeprefix("likex").lstrip(".")
+            for alias in node.names:  # "from likex.models import gpt" imports a module
+                sub = f"{base}.{alias.name}" if base else alias.name
+                where = PACKAGE / sub.replace(".", "/")
+                found.add(sub if where.is_dir() or where.with_suffix(".py").is_file() else base)
+        elif isinstance(node, ast.Import):
+            found |= {
+                a.name.removeprefix("likex.") for a in node.names if a.name.startswith("likex.")
+            }
+    return {m for m in found if m}
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = {_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {m: {i for i in _imports(p) if i != m} for m, p in modules.items() if m != "__init__"}
+
+
+def _upward(graph: dict[str, set[str]]) -> list[str]:
+    return [
+        f"{m} (layer {_layer(m)}) imports {i} (layer {_layer(i)})"
+        for m, imported in sorted(graph.items())
+        for i in sorted(imported)
+        if _layer(i) > _layer(m)
+    ]
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[str]:
+    state: dict[str, str] = {}
+    found: list[str] = []
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = "open"
+        for i in sorted(graph.get(m, ())):
+            if state.get(i) == "open":
+                found.append(" -> ".join(stack[stack.index(i) :] + [i]))
+            elif i not in state:
+                visit(i, [*stack, i])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    return found
+
+
+def test_every_module_has_a_layer():
+    for module in _graph():
+        _layer(module)  # StopIteration: a new top-level module needs a place in LAYERS
+
+
+def test_no_import_points_up():
+    assert _upward(_graph()) == []
+
+
+def test_no_import_cycle():
+    assert _cycles(_graph()) == []
+
+
+def test_the_checks_see_a_cycle_and_an_upward_import(tmp_path, monkeypatch):
+    """The walker and the checks themselves, on two modules that import each other."""
+    (tmp_path / "stats.py").write_text("from likex.report.run import x\n")
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "run.py").write_text("def f():\n    from likex import stats\n")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path)
+    graph = _graph()
+    assert graph == {"stats": {"report.run"}, "report.run": {"stats"}}
+    assert _upward(graph) == ["stats (layer 1) imports report.run (layer 4)"]
+    assert _cycles(graph) == ["report.run -> stats -> report.run"]
