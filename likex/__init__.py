@@ -13,7 +13,9 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# name -> the module that defines it (the layers are listed in README's design notes)
+# name -> the module that defines it (the layers are listed in README's design notes). The
+# functions train and evaluate share their modules' names, which an import of the module
+# rebinds on the package: import them from likex.train and likex.evaluate.
 _API = {
     "TargetSpec": "likex.target",
     "select_tokens": "likex.target",
@@ -25,12 +27,10 @@ _API = {
     "load_model_and_tokenizer": "likex.models.checkpoint",
     "save_model": "likex.models.checkpoint",
     "TrainConfig": "likex.train",
-    "train": "likex.train",
     "default_lr": "likex.train",
     "sample": "likex.generate",
     "MeasureConfig": "likex.evaluate",
     "measure": "likex.evaluate",
-    "evaluate": "likex.evaluate",
     "RunConfig": "likex.config",
     "EvalConfig": "likex.config",
     "PersistConfig": "likex.config",
