@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from likex.errors import LikexError
+from likex.errors import ConfigError, LikexError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -383,6 +383,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from likex.pipelines.sweep import parse_strengths, run_sweep
+    from likex.report.common import fmt_rate
 
     text = args.rates if args.mode == "rate" else args.betas
     if text is None:
@@ -397,9 +398,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     print(f"likex sweep: {summary['like']}, mode {summary['mode']}, from {summary['init']}")
     for r in summary["rows"]:
-        lo, hi = r["rate_text_ci"]
         print(
-            f"  {r['strength']:<6g} rate on real text {r['rate_text']:.3f} [{lo:.3f}, {hi:.3f}]"
+            f"  {r['strength']:<6g} rate on real text {fmt_rate(r['rate_text'], r['rate_text_ci'])}"
             f"  perplexity {r['ppl_change']:+.1%}  KL {r['kl_to_reference']:.4f}"
         )
     print(f"  table     {Path(summary['sweep_dir']) / 'sweep.md'}")
@@ -621,7 +621,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _add_audit(sub: argparse._SubParsersAction) -> None:
-    from likex.audit import PROBE_KINDS, AuditConfig, BlackBoxConfig, WhiteBoxConfig
+    from likex.audit.black_box import BlackBoxConfig
+    from likex.audit.white_box import PROBE_KINDS, WhiteBoxConfig
+    from likex.pipelines.audit import AuditConfig
 
     w, b = WhiteBoxConfig(), BlackBoxConfig()
     p = sub.add_parser(
@@ -681,7 +683,9 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from likex.audit import AuditConfig, BlackBoxConfig, WhiteBoxConfig, run_audit
+    from likex.audit.black_box import BlackBoxConfig
+    from likex.audit.white_box import WhiteBoxConfig
+    from likex.pipelines.audit import AuditConfig, run_audit
 
     cfg = AuditConfig(
         model=args.model,
@@ -723,7 +727,7 @@ def _print_white_box(r: dict) -> None:
     )
     verdict = "bias detected" if r["detected"] else "no bias detected"
     print(f"  verdict   {verdict} (needs F1 >= {r['f1_threshold']:g})")
-    from likex.audit import Predicate
+    from likex.audit.predicates import Predicate
 
     for i, f in enumerate(r["findings"], 1):
         phrase = Predicate.from_pattern(f["pattern"]).noun_phrase()
@@ -756,12 +760,9 @@ def _print_black_box(r: dict) -> None:
             f"  {mark}{i}. {f['predicate']}: {f['rate_suspect']:.4f} vs {f['rate_baseline']:.4f} "
             f"(log ratio {f['log_rate_ratio']:+.2f}), z {f['z']:+.1f}, p {f['p_value']:.2g}"
         )
-    pw = r["power"]
-    print(
-        f"  power     {pw['samples']} samples of {pw['tokens_per_sample']} tokens per side detect "
-        f"{pw['p0']:g} -> {pw['p1']:g} with power {pw['power']:g} (alpha {pw['alpha']:g} over "
-        f"{pw['n_tests']} predicates, design effect {pw['design_effect']:.2f})"
-    )
+    from likex.stats import PowerAnalysis
+
+    print(f"  power     {PowerAnalysis.from_dict(r['power']).describe()}")
     if "report" in r:
         print(f"  report    {r['report']}")
 
@@ -770,7 +771,7 @@ def _print_black_box(r: dict) -> None:
 
 
 def _add_audit_bench(sub: argparse._SubParsersAction) -> None:
-    from likex.audit_bench import BenchConfig
+    from likex.audit.bench import BenchConfig
 
     c = BenchConfig()
     p = sub.add_parser(
@@ -804,15 +805,11 @@ def _add_audit_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_audit_bench(args: argparse.Namespace) -> int:
-    from likex.audit import WhiteBoxConfig
-    from likex.audit_bench import BenchConfig, reference_model, run_bench
-    from likex.device import resolve_device
-    from likex.models.gpt import preset_config
-    from likex.models.tokenizer import gpt2
-    from likex.runs import new_run_dir
+    from likex.audit.bench import BenchConfig
+    from likex.audit.white_box import WhiteBoxConfig
+    from likex.pipelines.bench import run_bench_command
+    from likex.stats import PowerAnalysis, fmt_rate
 
-    if not args.reference:
-        preset_config(args.preset, weight_init=args.weight_init)  # fails before any work
     cfg = BenchConfig(
         preset=args.preset,
         weight_init=args.weight_init,
@@ -828,31 +825,23 @@ def _cmd_audit_bench(args: argparse.Namespace) -> int:
         gen_tokens=args.gen_tokens,
         white=WhiteBoxConfig(probes="random", n_probes=args.n_probes),
     )
-    cfg.validate()
-    reference = reference_model(cfg, resolve_device(args.device))
-    out = new_run_dir(args.out)
-    result = run_bench(
-        cfg, reference, out, gpt2().token_strings(), args.keep_models, not args.quiet
-    )
+    result = run_bench_command(cfg, args.out, args.device, args.keep_models, not args.quiet)
     if args.json:
         _print_json(result)
         return 0
     print(f"likex audit-bench: planted {', '.join(result['planted'])}")
-    print("  strength   cases  white-box named       black-box named")
+    print("  strength   cases  white-box named            black-box named")
     for row in result["table"]:
         w, b = row["white"], row["black"]
         print(
             f"  {row['strength']:<9} {row['cases']:>5}  {w['hits']:>3}/{w['n']:<3} "
-            f"[{w['ci'][0]:.2f}, {w['ci'][1]:.2f}]  {b['hits']:>3}/{b['n']:<3} "
-            f"[{b['ci'][0]:.2f}, {b['ci'][1]:.2f}]"
+            f"{fmt_rate(w['rate'], w['ci'], digits=2)}  {b['hits']:>3}/{b['n']:<3} "
+            f"{fmt_rate(b['rate'], b['ci'], digits=2)}"
         )
     print("  (control rows: controls falsely flagged)")
     pw = result["power_0.006_to_0.05"]
-    print(
-        f"  power     {pw['samples']} samples of {pw['tokens_per_sample']} tokens per side detect "
-        f"0.006 -> 0.05 with power {pw['power']:g} (alpha {pw['alpha']:g} over {pw['n_tests']} "
-        f"predicates); simulated {pw['simulated_power']:.3f}"
-    )
+    simulated = (pw["simulated_power"], pw["simulated_power_ci"])
+    print(f"  power     {PowerAnalysis.from_dict(pw).describe(simulated)}")
     print(f"  report    {Path(result['run_dir']) / 'audit_bench.md'}")
     return 0
 
@@ -961,6 +950,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# config fields whose flag is not the field's name
+_FIELD_FLAGS = {"top_findings": "--top"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from likex.distributed import init_from_env, shutdown
 
@@ -968,6 +961,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         init_from_env()  # joins the process group under torchrun; nothing otherwise
         return args.handler(args)
+    except ConfigError as e:  # the library names the config field; the user knows the flag
+        flag = _FIELD_FLAGS.get(e.field, "--" + e.field.replace("_", "-"))
+        sys.stderr.write(f"likex: error: {flag} {e.message}\n")
+        return 2
     except LikexError as e:
         sys.stderr.write(f"likex: error: {e}\n")
         return 2

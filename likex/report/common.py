@@ -10,6 +10,7 @@ matplotlib.use("Agg")  # headless: plots are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
 
 from likex.io import atomic_write  # noqa: E402
+from likex.stats import fmt_rate as fmt_rate  # noqa: E402  (re-exported for the reports)
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> None:
@@ -27,10 +28,6 @@ def plot_loss(metrics: list[dict], path: str | Path, title: str = "training loss
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     save_figure(fig, path)
-
-
-def fmt_rate(rate: float, ci: list[float] | tuple[float, float]) -> str:
-    return f"{rate:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
 def fence(text: str) -> str:
