@@ -10,10 +10,11 @@ import json
 import sys
 from pathlib import Path
 
+from likex.stats import fmt_rate
+
 
 def _ci(r: dict, key: str) -> str:
-    lo, hi = r[f"{key}_ci"]
-    return f"{r[key]:.3f} [{lo:.3f}, {hi:.3f}]"
+    return fmt_rate(r[key], r[f"{key}_ci"])
 
 
 def main(pre: Path, sweep: Path, uniform: Path) -> None:

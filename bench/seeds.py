@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from likex.stats import fmt_rate
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -47,8 +49,7 @@ def main() -> int:
         rows.append((seed, wall, json.loads(proc.stdout)))
 
     def ci(r: dict, key: str) -> str:
-        lo, hi = r[f"{key}_ci"]
-        return f"{r[key]:.3f} [{lo:.3f}, {hi:.3f}]"
+        return fmt_rate(r[key], r[f"{key}_ci"])
 
     r0 = rows[0][2]
     print(

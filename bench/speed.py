@@ -44,6 +44,7 @@ from likex.models.checkpoint import load_model
 from likex.models.gpt import DEFAULT_LR, GPT, GPTConfig, build_model, preset_config
 from likex.models.tokenizer import gpt2
 from likex.runs import device_name, read_metrics
+from likex.stats import fmt_rate
 from likex.target import TargetSpec, select_tokens, uniform_target
 from likex.train import TrainConfig, train, training_contexts
 
@@ -425,11 +426,10 @@ def format_table(r: dict) -> str:
     )
     footer = [
         f"loss {r['loss_first']:.3f} -> {r['loss_last_likex']:.4f} after {r['steps']} likex steps",
-        f"rate of 'x' tokens after training, likex sampler: {ra['rate']:.3f} "
-        f"[{ra['ci'][0]:.3f}, {ra['ci'][1]:.3f}] (n={ra['tokens']} tokens in "
-        f"{ra['sequences']} samples, random-token prompts)",
-        f"  course-style sampler, same model: {rb['rate']:.3f} [{rb['ci'][0]:.3f}, "
-        f"{rb['ci'][1]:.3f}] (n={rb['tokens']} tokens in {rb['sequences']} samples)",
+        f"rate of 'x' tokens after training, likex sampler: {fmt_rate(ra['rate'], ra['ci'])} "
+        f"(n={ra['tokens']} tokens in {ra['sequences']} samples, random-token prompts)",
+        f"  course-style sampler, same model: {fmt_rate(rb['rate'], rb['ci'])} "
+        f"(n={rb['tokens']} tokens in {rb['sequences']} samples)",
         f"peak memory is the {r['peak_memory_kind']}",
         f"matrix FLOPs per training step: likex {r['train_step_flops_likex'] / 1e9:.1f} G, "
         f"baseline {r['train_step_flops_baseline'] / 1e9:.1f} G "

@@ -92,6 +92,17 @@ def _table() -> dict[str, Command]:
             "persist:run_persistence",
             hide=frozenset({"prompt_len", "ci_half_width", "score_tokens"}),
         ),
+        "audit": Command(
+            "find and explain an injected token bias (white-box or black-box)",
+            c.AuditConfig,
+            "audit:run_audit",
+        ),
+        "audit-bench": Command(
+            "detection power: plant biases of graded strength and audit them",
+            c.BenchCommand,
+            "bench:run_bench_command",
+            hide=frozenset({"probes", "probe_len", "z", "f1_threshold"}),
+        ),
     }
 
 
@@ -161,7 +172,11 @@ def _add_flags(
             continue
         if value not in (None, (), "") and f.name not in cmd.required:
             help += f" (default: {value})".replace("%", "%%")
-        metavar = None if meta.get("choices") else (meta.get("metavar") or flag[2:].upper())
+        metavar = (
+            None
+            if meta.get("choices")
+            else (meta.get("metavar") or flag[2:].upper().replace("-", "_"))
+        )
         kw.update(help=help, metavar=metavar, choices=meta.get("choices"))
         kw["required"] = f.name in cmd.required or f.default is dataclasses.MISSING
         if meta.get("parse"):

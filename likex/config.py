@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from likex.audit.bench import BenchConfig
+from likex.audit.black_box import BlackBoxConfig
+from likex.audit.white_box import WhiteBoxConfig
+from likex.data import BUILTIN_CORPUS
 from likex.errors import ConfigError, LikexError
 from likex.evaluate import MeasureConfig
 from likex.models.gpt import PRESETS, WEIGHT_INITS, preset_config
@@ -260,3 +264,64 @@ class PersistConfig:
         entries there)."""
         keep = ("steps", "batch_size", "context_len", "lr", "weight_decay", "eval_every", "seed")
         return {k: getattr(self, k) for k in keep} | {"measure": asdict(self.measure)}
+
+
+@dataclass
+class AuditConfig:
+    """likex audit: find and explain an injected token bias.
+
+    White-box (no baseline): rank tokens by how much the model boosted them over its
+    reference (default: the starting model its run folder records) and explain the boosted
+    set with a predicate over token strings. Black-box (a baseline): test every predicate's
+    token share in samples of both against each other, with Holm's correction. Tokens are
+    those of the audited models' tokenizer (all must share one); text files are tokenized
+    with it, or with GPT-2's when both sides are text."""
+
+    model: str = option(
+        help="the suspect: a model or run folder or hf:NAME_OR_PATH (black-box: or a text "
+        "file of its generations)",
+        metavar="DIR|hf:NAME|TEXTFILE",
+    )
+    reference: str | None = option(
+        None, "white-box: the model to compare with", metavar="DIR|hf:NAME"
+    )
+    baseline: str | None = option(
+        None, "black-box: a model to sample, or plain text", metavar="DIR|hf:NAME|TEXTFILE"
+    )
+    white: WhiteBoxConfig = option(factory=WhiteBoxConfig, help="white-box")
+    corpus: str = option(BUILTIN_CORPUS, "text for corpus probes: builtin or FILE")
+    black: BlackBoxConfig = option(factory=BlackBoxConfig, help="black-box")
+    samples: int = option(64, "black-box: samples to draw from each model")
+    gen_tokens: int = option(200, "black-box: tokens per sample")
+    top: int = option(5, "findings to report")
+    seed: int = option(0, "seeds the probes and the samples (the baseline's: seed + 1)")
+    out: str | None = option(None, "also write audit.json, audit.md and audit.png here")
+    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda[:N], mps")
+
+    def validate(self) -> None:
+        if self.reference and self.baseline:
+            raise ConfigError(
+                "baseline", "(black-box) excludes {reference} (white-box): give one, not both"
+            )
+        if self.top <= 0:
+            raise ConfigError("top", f"must be positive, got {self.top}")
+        if not self.baseline:
+            self.white.validate()
+            return
+        self.black.validate()
+        if self.samples <= 1:
+            raise ConfigError("samples", "must be at least 2")
+        if self.gen_tokens <= 0:
+            raise ConfigError("gen_tokens", "must be positive")
+
+
+@dataclass
+class BenchCommand:
+    """likex audit-bench: detection power. Plants predicates drawn from a pool at several
+    strengths (plus unbiased controls), audits every model white-box and black-box, and
+    tabulates how often the planted predicate is the top finding."""
+
+    bench: BenchConfig = option(factory=BenchConfig, help="the benchmark")
+    keep_models: bool = option(False, "keep every trained model")
+    out: str | None = option(None, OUT_HELP, metavar="DIR")
+    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda[:N], mps")

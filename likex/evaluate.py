@@ -21,23 +21,8 @@ from likex.errors import ConfigError, LikexError
 from likex.generate import sample
 from likex.models.gpt import GPT
 from likex.options import option
+from likex.stats import fmt_rate, wilson_interval
 from likex.target import rate_target_log
-
-Z95 = 1.959963984540054
-
-
-def wilson_interval(successes: float, n: float, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval for a binomial proportion (also for non-integer n)."""
-    if n <= 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # At p = 0 or 1 the bound is exactly 0 or 1; the float arithmetic would leave ~1e-18.
-    lo = 0.0 if successes <= 0 else max(0.0, centre - half)
-    hi = 1.0 if successes >= n else min(1.0, centre + half)
-    return (lo, hi)
 
 
 @dataclass
@@ -64,9 +49,8 @@ class RateEstimate:
         return d
 
     def describe(self) -> str:
-        lo, hi = self.ci
         return (
-            f"{self.rate:.3f} [{lo:.3f}, {hi:.3f}] "
+            f"{fmt_rate(self.rate, self.ci)} "
             f"(n={self.tokens} tokens in {self.sequences} samples; prompts: {self.prompts})"
         )
 
@@ -312,11 +296,6 @@ def score_text(
     )
 
 
-def perplexity(model: GPT, windows: torch.Tensor, batch_size: int = 16) -> float:
-    """exp(mean next-token NLL) over windows [N, T+1] (inputs w[:, :-1], labels w[:, 1:])."""
-    return score_text(model, windows, batch_size=batch_size).ppl
-
-
 @dataclass
 class Evaluation:
     """The side-effect measurement of a model against its reference R: target rates on
@@ -369,7 +348,7 @@ class Evaluation:
                 continue
             kind = {RANDOM_PROMPTS: "random-token", TEXT_PROMPTS: "real-text"}[est.prompts]
             line = (
-                f"rate {est.rate:.3f} [{est.ci[0]:.3f}, {est.ci[1]:.3f}] on {kind} "
+                f"rate {fmt_rate(est.rate, est.ci)} on {kind} "
                 f"prompts (n={est.tokens} tokens in {est.sequences} samples)"
             )
             if est is self.text and self.text_reference is not None:
@@ -408,19 +387,17 @@ def evaluate(
     heldout: torch.Tensor | None = None,
     reference: GPT | None = None,
     floor_rate: float | None = None,
-    random_prompts_too: bool = True,
     text_reference: RateEstimate | None = None,
     compile: str = "none",
     progress: bool = False,
 ) -> tuple[Evaluation, dict[str, torch.Tensor]]:
-    """Measure everything that applies: the random-prompt rate (``random_prompts_too``), and
+    """Measure everything that applies: the random-prompt rate, and
     with a held-out text its real-text rate and scores. The reference's own real-text rate is
     measured unless ``text_reference`` already holds it. Returns the evaluation and the
     generated tokens by prompt kind."""
     ev = Evaluation(floor_rate=floor_rate)
     generated: dict[str, torch.Tensor] = {}
-    if random_prompts_too:
-        ev.random, generated[RANDOM_PROMPTS] = measure(model, mask, cfg, seed, compile, progress)
+    ev.random, generated[RANDOM_PROMPTS] = measure(model, mask, cfg, seed, compile, progress)
     if heldout is not None:
         ev.text, generated[TEXT_PROMPTS] = measure_text(
             model, mask, cfg, heldout, seed, compile, progress

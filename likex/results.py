@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from likex.audit.predicates import Predicate
 from likex.evaluate import Evaluation
-from likex.stats import fmt_rate
+from likex.stats import PowerAnalysis, fmt_rate
 
 
 @dataclass
@@ -183,6 +184,93 @@ class PersistResult:
             f"  (each rate: {n['sequences']} samples of {n['tokens_per_sequence']} tokens, 95% CI)"
         )
         lines.append(f"  report    {Path(r['run_dir']) / 'persist.md'}")
+        return "\n".join(lines)
+
+
+@dataclass
+class AuditResult:
+    """A white-box or black-box audit as audit.json holds it."""
+
+    data: dict
+
+    def to_json(self) -> dict:
+        return self.data
+
+    def describe(self) -> str:
+        r = self.data
+        lines = _white_box_lines(r) if r["audit"] == "white-box" else _black_box_lines(r)
+        if "report" in r:
+            lines.append(f"  report    {r['report']}")
+        return "\n".join(lines)
+
+
+def _white_box_lines(r: dict) -> list[str]:
+    verdict = "bias detected" if r["detected"] else "no bias detected"
+    lines = [
+        f"likex audit (white-box): {r['model']} against {r['reference']}",
+        f"  probes    {r['n_probes']} contexts ({r['probes']}); {r['n_boosted']} tokens boosted "
+        f"(centred mean log-ratio > {r['boost_threshold']:.2f})",
+        f"  verdict   {verdict} (needs F1 >= {r['f1_threshold']:g})",
+    ]
+    for i, f in enumerate(r["findings"], 1):
+        phrase = Predicate.from_pattern(f["pattern"]).noun_phrase()
+        lines.append(
+            f"  {i}. {phrase} ({f['n_tokens']} tokens), F1 {f['f1']:.2f} "
+            f"(precision {f['precision']:.2f}, recall {f['recall']:.2f}); probability mass "
+            f"{f['mass_ref']:.3f} -> {f['mass_model']:.3f}"
+        )
+    top = ", ".join(
+        f"{t['text']!r} {t['log_ratio']:+.1f}+-{t['spread']:.1f}" for t in r["boosted_tokens"][:8]
+    )
+    lines.append(f"  most boosted (mean log-ratio +- sd): {top}")
+    return lines
+
+
+def _black_box_lines(r: dict) -> list[str]:
+    lines = [
+        f"likex audit (black-box): {r['model']} against {r['baseline']}",
+        f"  samples   {r['suspect_samples']} ({r['suspect_tokens']} tokens) vs "
+        f"{r['baseline_samples']} ({r['baseline_tokens']} tokens)",
+        f"  tests     {r['n_tests']} predicates, {r['n_significant']} significant at family-wise "
+        f"alpha {r['alpha']:g} (Holm)",
+    ]
+    for i, f in enumerate(r["findings"], 1):
+        mark = "*" if f["significant"] else " "
+        lines.append(
+            f"  {mark}{i}. {f['predicate']}: {f['rate_suspect']:.4f} vs {f['rate_baseline']:.4f} "
+            f"(log ratio {f['log_rate_ratio']:+.2f}), z {f['z']:+.1f}, p {f['p_value']:.2g}"
+        )
+    lines.append(f"  power     {PowerAnalysis.from_dict(r['power']).describe()}")
+    return lines
+
+
+@dataclass
+class BenchResult:
+    """likex audit-bench as audit_bench.json holds it."""
+
+    data: dict
+
+    def to_json(self) -> dict:
+        return self.data
+
+    def describe(self) -> str:
+        r = self.data
+        lines = [
+            f"likex audit-bench: planted {', '.join(r['planted'])}",
+            "  strength   cases  white-box named            black-box named",
+        ]
+        for row in r["table"]:
+            w, b = row["white"], row["black"]
+            lines.append(
+                f"  {row['strength']:<9} {row['cases']:>5}  {w['hits']:>3}/{w['n']:<3} "
+                f"{fmt_rate(w['rate'], w['ci'], digits=2)}  {b['hits']:>3}/{b['n']:<3} "
+                f"{fmt_rate(b['rate'], b['ci'], digits=2)}"
+            )
+        lines.append("  (control rows: controls falsely flagged)")
+        pw = r["power_0.006_to_0.05"]
+        simulated = (pw["simulated_power"], pw["simulated_power_ci"])
+        lines.append(f"  power     {PowerAnalysis.from_dict(pw).describe(simulated)}")
+        lines.append(f"  report    {Path(r['run_dir']) / 'audit_bench.md'}")
         return "\n".join(lines)
 
 

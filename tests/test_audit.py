@@ -1,5 +1,5 @@
 """The audit's parts: predicates, the white-box explanation, the black-box test and its
-multiple-testing correction, and the sample-size formula (tiny models, synthetic data)."""
+multiple-testing correction (tiny models, synthetic data). The statistics alone: test_stats.py."""
 
 import copy
 import math
@@ -8,21 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from likex.audit import (
-    BlackBoxConfig,
+from likex.audit.black_box import BlackBoxConfig, black_box_audit
+from likex.audit.predicates import (
     Predicate,
     PredicateIndex,
-    ProbeStats,
-    WhiteBoxConfig,
-    black_box_audit,
-    boosted_set,
-    explain,
-    holm,
     predicate_from_key,
     predicate_key,
-    samples_needed,
-    simulated_power,
     token_features,
+)
+from likex.audit.white_box import (
+    ProbeStats,
+    WhiteBoxConfig,
+    boosted_set,
+    explain,
     white_box_audit,
 )
 from likex.errors import LikexError
@@ -147,13 +145,6 @@ def test_white_box_refuses_different_vocabularies(token_strings):
         white_box_audit(model, other, token_strings, WhiteBoxConfig(n_probes=2))
 
 
-def test_holm_step_down():
-    p = np.array([0.01, 0.04, 0.03, 0.005])
-    # sorted 0.005 <= 0.05/4, 0.01 <= 0.05/3, 0.03 > 0.05/2: stop
-    assert holm(p, 0.05).tolist() == [True, False, False, True]
-    assert not holm(np.array([0.02, 0.03]), 0.01).any()
-
-
 def _synthetic_samples(rng, probs, n_seq, length, concentration=50.0):
     """Sequences whose token distribution varies from sequence to sequence (correlated
     tokens within a sequence, as in real samples)."""
@@ -210,13 +201,3 @@ def test_black_box_rejects_bad_samples(token_strings):
         black_box_audit([[1, 2]], [[1], [2]], token_strings, BlackBoxConfig())
     with pytest.raises(LikexError, match="outside the vocabulary"):
         black_box_audit([[1], [99999]], [[1], [2]], token_strings, BlackBoxConfig())
-
-
-def test_sample_size_gives_the_stated_power():
-    a = samples_needed(0.006, 0.05, 200, alpha=0.05, power=0.9, n_tests=1000)
-    assert a.samples > samples_needed(0.006, 0.05, 200, 0.05, 0.9, n_tests=1).samples
-    assert samples_needed(0.006, 0.05, 200, n_tests=1000, design_effect=2).samples > a.samples
-    power, (lo, hi) = simulated_power(a, reps=3000, seed=0)
-    assert 0.88 <= power <= 0.99
-    fewer = samples_needed(0.006, 0.05, 200, 0.05, 0.5, n_tests=1000)
-    assert simulated_power(fewer, reps=3000, seed=1)[0] < 0.7

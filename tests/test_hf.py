@@ -17,7 +17,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from likex.audit import Predicate
+from likex.audit.predicates import Predicate
 from likex.cli import main
 from likex.data import builtin_corpus_text
 from likex.generate import sample

@@ -114,9 +114,7 @@ def run_command(cmd: RunCommand, progress: bool = True) -> RunResult | PretrainR
     if cmd.resume:
         fixed = sorted(cmd.given - {"resume", "steps"})
         if fixed:
-            raise ConfigError(
-                fixed[0], "is fixed by the run being resumed (only steps may change)"
-            )
+            raise ConfigError(fixed[0], "is fixed by the run being resumed (only steps may change)")
         steps = cmd.run.train.steps if "steps" in cmd.given else None
         return resume_experiment(cmd.resume, steps, progress)
     if cmd.run.command == "pretrain":
@@ -384,5 +382,3 @@ def _rate_estimate(d: dict | None) -> RateEstimate | None:
     if d is None:
         return None
     return RateEstimate(**{**d, "ci": tuple(d["ci"])})
-
-

@@ -1,4 +1,4 @@
-"""The audit report (white-box or black-box) and the audit-bench power plot."""
+"""The audit report (white-box or black-box)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from likex.audit.predicates import Predicate
 from likex.io import atomic_write_text
 from likex.report.common import md_table, md_text, save_figure
+from likex.stats import PowerAnalysis
 
 
 def plot_white_box(result: dict, path: str | Path) -> None:
     """The most boosted tokens (mean log-ratio +- spread over probes), coloured by whether
     the top finding selects them."""
-    from likex.audit import Predicate
-
     tokens = result["boosted_tokens"][:30]
     top = Predicate.from_pattern(result["findings"][0]["pattern"]) if result["findings"] else None
     fig, ax = plt.subplots(figsize=(7, max(3.0, 0.22 * len(tokens))))
@@ -99,7 +99,6 @@ def write_audit_report(out_dir: str | Path, result: dict) -> None:
         ]
     else:
         plot_black_box(result, out / "audit.png")
-        pw = result["power"]
         lines += [
             f"Suspect: {result['suspect_samples']} samples, {result['suspect_tokens']} tokens; "
             f"baseline: {result['baseline_samples']} samples, {result['baseline_tokens']} tokens.",
@@ -124,31 +123,7 @@ def write_audit_report(out_dir: str | Path, result: dict) -> None:
                 ],
             ),
             "",
-            f"Power: {pw['samples']} samples of {pw['tokens_per_sample']} tokens per side "
-            f"detect {pw['p0']:g} -> {pw['p1']:g} with power {pw['power']:g} at family-wise "
-            f"alpha {pw['alpha']:g} over {pw['n_tests']} predicates "
-            f"(design effect {pw['design_effect']:.2f}).",
+            f"Power: {PowerAnalysis.from_dict(result['power']).describe()}.",
         ]
     lines += ["", "![audit](audit.png)", ""]
     atomic_write_text(out / "audit.md", "\n".join(lines))
-
-
-def plot_audit_power(rows: list[dict], path: str | Path) -> None:
-    """Share of planted cases whose planted predicate is the top finding, per strength and
-    audit, with 95% Wilson intervals; the controls' false-alarm rate at the right."""
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    labels = [r["strength"] for r in rows]
-    x = list(range(len(rows)))
-    for offset, key, name in ((-0.12, "white", "white-box"), (0.12, "black", "black-box")):
-        rates = [r[key]["rate"] for r in rows]
-        lo = [r[key]["rate"] - r[key]["ci"][0] for r in rows]
-        hi = [r[key]["ci"][1] - r[key]["rate"] for r in rows]
-        ax.errorbar([v + offset for v in x], rates, yerr=[lo, hi], fmt="o", capsize=4, label=name)
-    ax.set_xticks(x, labels)
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_xlabel("planted strength (controls: share falsely flagged)")
-    ax.set_ylabel("planted predicate named top")
-    ax.set_title("audit power (95% Wilson intervals)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    save_figure(fig, path)

@@ -10,6 +10,7 @@ matplotlib.use("Agg")  # headless: plots are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
 
 from likex.io import atomic_write  # noqa: E402
+from likex.stats import fmt_rate as fmt_rate  # noqa: E402  (re-exported for the reports)
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> None:

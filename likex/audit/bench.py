@@ -7,6 +7,7 @@ strength. Each control is trained the same way toward the reference's own distri
 model then gets a white-box audit (against the reference) and a black-box audit (its samples
 against the reference's); a case counts as found when the audit's top finding selects exactly
 the planted tokens, a control as a false alarm when the audit reports any bias.
+The ``likex audit-bench`` command (run folder, config.json, report) is likex.pipelines.bench.
 """
 
 from __future__ import annotations
@@ -16,80 +17,76 @@ import random
 import statistics
 import sys
 import tempfile
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from likex.audit import (
-    BlackBoxConfig,
-    Predicate,
-    PredicateIndex,
-    WhiteBoxConfig,
-    black_box_audit,
-    check_vocab,
-    generate_samples,
-    predicate_from_key,
-    samples_needed,
-    simulated_power,
-    white_box_audit,
-)
-from likex.errors import LikexError
-from likex.evaluate import wilson_interval
-from likex.io import append_jsonl, atomic_write_json, atomic_write_text
+from likex.audit.black_box import BlackBoxConfig, black_box_audit
+from likex.audit.predicates import Predicate, PredicateIndex, check_vocab, predicate_from_key
+from likex.audit.sampling import generate_samples
+from likex.audit.white_box import WhiteBoxConfig, white_box_audit
+from likex.errors import ConfigError, LikexError
+from likex.io import append_jsonl
 from likex.models.checkpoint import load_model
-from likex.models.gpt import DEFAULT_LR, GPT, build_model, preset_config
-from likex.report.audit import plot_audit_power
-from likex.report.common import md_table
-from likex.runs import write_config
+from likex.models.gpt import GPT, WEIGHT_INITS, build_model, preset_config
+from likex.options import option
+from likex.stats import samples_needed, simulated_power, wilson_interval
 from likex.target import check_rate
-from likex.train import TrainConfig, train
+from likex.train import TrainConfig, default_lr, train
 
 CASES_FILE = "cases.jsonl"
-BENCH_FILE = "audit_bench.json"
 
 
 @dataclass
 class BenchConfig:
-    preset: str = "tiny"
-    weight_init: str = "gpt2"
-    reference: str | None = None  # a model folder; default: a fresh model of ``preset``
-    predicates: int = 4
-    strengths: tuple[str, ...] = ("uniform", "0.1", "0.03")
-    controls: int = 3
-    steps: int = 100
-    batch_size: int = 16
-    lr: float | None = None  # default: the preset's tuned value
-    seed: int = 0
-    min_tokens: int = 100  # the pool: predicates selecting this many tokens ...
-    max_tokens: int = 2000  # ... up to this many
+    preset: str = option("tiny", "model preset of the fresh reference")
+    weight_init: str = option("gpt2", "weights of the fresh reference", choices=WEIGHT_INITS)
+    reference: str | None = option(None, "plant into copies of this model folder", metavar="DIR")
+    predicates: int = option(4, "predicates to plant")
+    strengths: tuple[str, ...] = option(
+        ("uniform", "0.1", "0.03"),
+        "comma-separated: 'uniform' (the seed) and/or rates for mode rate",
+        parse=lambda text: tuple(s.strip() for s in text.split(",") if s.strip()),
+    )
+    controls: int = option(3, "unbiased controls (tilt with beta 0)")
+    steps: int = option(100, "training steps per planted model")
+    batch_size: int = option(16, "contexts per step")
+    lr: float | None = option(None, "learning rate; default: the preset's tuned rate")
+    seed: int = option(0, "seeds the models and draws the predicates")
+    # the pool: predicates selecting min_tokens .. max_tokens tokens
+    min_tokens: int = option(100, "fewest tokens of a planted predicate", cli=False)
+    max_tokens: int = option(2000, "most tokens of a planted predicate", cli=False)
     # what the thresholds were developed on ('x': likex run, 'z': the tests): the pool
     # leaves out every predicate whose text mentions them
-    exclude: tuple[str, ...] = ("x", "z")
-    samples: int = 32
-    gen_tokens: int = 200
-    white: WhiteBoxConfig = field(default_factory=lambda: WhiteBoxConfig(probes="random"))
-    black: BlackBoxConfig = field(default_factory=BlackBoxConfig)
+    exclude: tuple[str, ...] = option(
+        ("x", "z"), "strings no planted predicate mentions", cli=False
+    )
+    samples: int = option(32, "black-box samples per side")
+    gen_tokens: int = option(200, "tokens per black-box sample")
+    white: WhiteBoxConfig = option(
+        factory=lambda: WhiteBoxConfig(probes="random"), help="white-box audit"
+    )
+    black: BlackBoxConfig = option(factory=BlackBoxConfig, help="black-box audit", cli=False)
 
     def validate(self) -> None:
         for name in ("predicates", "steps", "batch_size", "samples", "gen_tokens"):
             if getattr(self, name) <= 0:
-                raise LikexError(f"--{name.replace('_', '-')} must be positive")
+                raise ConfigError(name, "must be positive")
         if self.controls < 0:
-            raise LikexError("--controls must be >= 0")
+            raise ConfigError("controls", "must be >= 0")
         if not self.strengths:
-            raise LikexError("--strengths needs at least one strength")
+            raise ConfigError("strengths", "needs at least one strength")
         for s in self.strengths:
             if s != "uniform":
                 try:
                     check_rate(float(s))
                 except ValueError as e:
-                    msg = f"a strength is 'uniform' or a rate in (0, 1), not {s!r}"
-                    raise LikexError(msg) from e
+                    msg = f"must each be 'uniform' or a rate in (0, 1), not {s!r}"
+                    raise ConfigError("strengths", msg) from e
         if not 0 < self.min_tokens <= self.max_tokens:
-            raise LikexError("--min-tokens must be positive and at most --max-tokens")
+            raise ConfigError("min_tokens", "must be positive and at most max_tokens")
         self.white.validate()
         self.black.validate()
 
@@ -117,7 +114,7 @@ def draw_predicates(index: PredicateIndex, cfg: BenchConfig) -> list[Predicate]:
 
 
 def _train_config(cfg: BenchConfig, block: int, strength: str, seed: int) -> TrainConfig:
-    lr = cfg.lr if cfg.lr is not None else DEFAULT_LR.get(cfg.preset, 1e-3)
+    lr = cfg.lr if cfg.lr is not None else default_lr("scratch", cfg.preset)
     common = dict(
         steps=cfg.steps,
         batch_size=cfg.batch_size,
@@ -143,38 +140,40 @@ def _share(hits: int, n: int) -> dict:
     return {"hits": hits, "n": n, "rate": rate, "ci": list(wilson_interval(hits, n))}
 
 
+def _table_row(strength: str, rows: list[dict], outcome: str) -> dict:
+    """``outcome``: "named" (planted rows) or "detected" (controls: false alarms)."""
+    n = len(rows)
+    return {
+        "strength": strength,
+        "cases": n,
+        "white": _share(sum(r[f"white_{outcome}"] for r in rows), n),
+        "black": _share(sum(r[f"black_{outcome}"] for r in rows), n),
+        "rate_model_mean": statistics.fmean(r["rate_model"] for r in rows),
+    }
+
+
 def run_bench(
     cfg: BenchConfig,
     reference: GPT,
-    out_dir: Path,
     token_strings: list[str],
+    planted: list[Predicate],
+    out_dir: Path,
     keep_models: bool = False,
     progress: bool = True,
-) -> dict:
-    """Plant into copies of ``reference``, audit, tabulate. Each case is appended to
-    cases.jsonl as soon as it is done."""
+) -> list[dict]:
+    """Plant each of ``planted`` into copies of ``reference`` at each strength (and train the
+    controls), audit every model, and return one row per case. Each row is appended to
+    out_dir/cases.jsonl as soon as it is done; ``keep_models`` keeps the trained models
+    under out_dir/models."""
     cfg.validate()
     check_vocab(reference, token_strings, "the reference")
-    t_start = time.perf_counter()
     index = PredicateIndex.of(token_strings)
-    planted = draw_predicates(index, cfg)
     reference = reference.eval().requires_grad_(False)
-    device = next(reference.parameters()).device
     block = reference.config.block_size
     baseline = generate_samples(reference, cfg.samples, cfg.gen_tokens, seed=10_000 + cfg.seed)
     cases = [(p, s) for s in cfg.strengths for p in planted]
     # a control's mask is never used (beta 0 ignores it), but train() takes one
     cases += [(planted[i % len(planted)], "control") for i in range(cfg.controls)]
-    write_config(
-        out_dir,
-        {
-            "command": "audit-bench",
-            "bench": asdict(cfg),
-            "planted": [p.to_pattern() for p in planted],
-        },
-        device,
-        cfg.seed,
-    )
     model_root = out_dir / "models" if keep_models else None
     rows = []
     bar = tqdm(total=len(cases), disable=not progress, file=sys.stderr, desc="audit-bench")
@@ -219,41 +218,23 @@ def run_bench(
         bar.set_postfix(white=row["white_top"], black=row["black_top"])
         bar.update(1)
     bar.close()
-    return summarise(cfg, rows, planted, out_dir, time.perf_counter() - t_start)
+    return rows
 
 
-def summarise(
-    cfg: BenchConfig, rows: list[dict], planted: list[Predicate], out_dir: Path, seconds: float
-) -> dict:
-    table = []
-    for strength in cfg.strengths:
-        sel = [r for r in rows if r["strength"] == strength]
-        table.append(
-            {
-                "strength": strength,
-                "cases": len(sel),
-                "white": _share(sum(r["white_named"] for r in sel), len(sel)),
-                "black": _share(sum(r["black_named"] for r in sel), len(sel)),
-                "rate_model_mean": statistics.fmean(r["rate_model"] for r in sel),
-            }
-        )
+def summarise(cfg: BenchConfig, rows: list[dict], planted: list[Predicate]) -> dict:
+    """Per strength, the share of cases whose top finding names the planted predicate (for
+    the controls: any reported bias), with 95% Wilson intervals; and the black-box power
+    for a 0.006 -> 0.05 shift at the median number of tests."""
+    table = [_table_row(s, [r for r in rows if r["strength"] == s], "named") for s in cfg.strengths]
     controls = [r for r in rows if r["strength"] == "control"]
     if controls:
-        table.append(
-            {
-                "strength": "control",
-                "cases": len(controls),
-                "white": _share(sum(r["white_detected"] for r in controls), len(controls)),
-                "black": _share(sum(r["black_detected"] for r in controls), len(controls)),
-                "rate_model_mean": statistics.fmean(r["rate_model"] for r in controls),
-            }
-        )
+        table.append(_table_row("control", controls, "detected"))
     n_tests = int(statistics.median(r["black_tests"] for r in rows))
     analysis = samples_needed(
         0.006, 0.05, cfg.gen_tokens, cfg.black.alpha, cfg.black.power, n_tests
     )
     sim_power, sim_ci = simulated_power(analysis, seed=cfg.seed)
-    result = {
+    return {
         "table": table,
         "planted": [p.describe() for p in planted],
         "power_0.006_to_0.05": {
@@ -261,83 +242,4 @@ def summarise(
             "simulated_power": sim_power,
             "simulated_power_ci": list(sim_ci),
         },
-        "seconds": seconds,
-        "run_dir": str(out_dir),
-        "config": asdict(cfg),
     }
-    atomic_write_json(out_dir / BENCH_FILE, result)
-    plot_audit_power(table, out_dir / "audit_power.png")
-    atomic_write_text(out_dir / "audit_bench.md", bench_markdown(result, rows))
-    return result
-
-
-def bench_markdown(result: dict, rows: list[dict]) -> str:
-    cfg = result["config"]
-    pw = result["power_0.006_to_0.05"]
-
-    def cell(s: dict) -> str:
-        return f"{s['hits']}/{s['n']} = {s['rate']:.2f} [{s['ci'][0]:.2f}, {s['ci'][1]:.2f}]"
-
-    reference = cfg["reference"] or f"fresh {cfg['preset']} model, {cfg['weight_init']} init"
-
-    def outcome(r: dict, side: str) -> str:
-        word = "named" if r[f"{side}_named"] else "detected" if r[f"{side}_detected"] else "-"
-        return f"{r[f'{side}_top']} ({word})"
-
-    lines = [
-        "# likex audit-bench",
-        "",
-        f"Reference: {reference}; "
-        f"{cfg['steps']} training steps per model; white-box probes: {cfg['white']['n_probes']} "
-        f"({cfg['white']['probes']}); black-box: {cfg['samples']} samples of "
-        f"{cfg['gen_tokens']} tokens per side, Holm at alpha {cfg['black']['alpha']}.",
-        "",
-        "Planted predicates (drawn from the pool, none mentions the tuning strings "
-        f"{cfg['exclude']}): " + ", ".join(result["planted"]) + ".",
-        "",
-        "Planted rows: share of cases whose top finding selects exactly the planted tokens. "
-        "Control row: share of controls with any reported bias (false alarms). 95% Wilson "
-        "intervals.",
-        "",
-        *md_table(
-            ["strength", "cases", "white-box", "black-box", "mean target rate in samples"],
-            [
-                [
-                    r["strength"],
-                    str(r["cases"]),
-                    cell(r["white"]),
-                    cell(r["black"]),
-                    f"{r['rate_model_mean']:.3f}",
-                ]
-                for r in result["table"]
-            ],
-        ),
-        "",
-        f"Black-box power: {pw['samples']} samples of {pw['tokens_per_sample']} tokens per side "
-        f"detect 0.006 -> 0.05 with power {pw['power']} at family-wise alpha {pw['alpha']} over "
-        f"{pw['n_tests']} predicates (independent tokens); simulated power "
-        f"{pw['simulated_power']:.3f} [{pw['simulated_power_ci'][0]:.3f}, "
-        f"{pw['simulated_power_ci'][1]:.3f}].",
-        "",
-        "![audit power](audit_power.png)",
-        "",
-        "## Cases",
-        "",
-        *md_table(
-            ["strength", "planted", "rate ref -> model", "white-box top", "black-box top"],
-            [
-                [
-                    r["strength"],
-                    r["planted"] if r["strength"] != "control" else "(control)",
-                    f"{r['rate_reference']:.3f} -> {r['rate_model']:.3f}",
-                    outcome(r, "white"),
-                    outcome(r, "black"),
-                ]
-                for r in rows
-            ],
-        ),
-        "",
-        f"Took {result['seconds']:.0f} s.",
-        "",
-    ]
-    return "\n".join(lines)

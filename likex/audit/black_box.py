@@ -1,0 +1,215 @@
+"""Black-box audit (samples only): for every candidate predicate, test whether its share of
+the suspect's tokens differs from a baseline's (a reference model's samples or plain text),
+with Holm's correction for the many predicates tried, and say how many samples the test
+needs (``likex.stats``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from likex.audit.predicates import Predicate, PredicateIndex, predicate_from_key
+from likex.errors import ConfigError, LikexError
+from likex.evaluate import rate_from_hits
+from likex.options import option
+from likex.stats import PowerAnalysis, holm, rate_difference_z, samples_needed, two_sided_p
+
+
+@dataclass
+class BlackBoxConfig:
+    alpha: float = option(0.05, "family-wise error rate")
+    # predicates seen fewer times in both samples together can't be significant
+    min_hits: int = option(10, "least hits of a tested predicate", cli=False)
+    top_findings: int = option(10, "findings to report", cli=False)
+    shift: tuple[float, float] = option(
+        (0.006, 0.05), "rate shift for the sample-size estimate", metavar="P"
+    )
+    power: float = option(0.9, "power of the sample-size estimate")
+
+    def validate(self) -> None:
+        if not 0 < self.alpha < 1:
+            raise ConfigError("alpha", f"must be in (0, 1), got {self.alpha}")
+        if not 0 < self.power < 1:
+            raise ConfigError("power", f"must be in (0, 1), got {self.power}")
+        p0, p1 = self.shift
+        if not (0 < p0 < 1 and 0 < p1 < 1 and p0 != p1):
+            raise ConfigError("shift", f"needs two different rates in (0, 1), got {p0} {p1}")
+        for name in ("min_hits", "top_findings"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, "must be positive")
+
+
+@dataclass
+class BlackBoxFinding:
+    predicate: Predicate
+    n_tokens: int
+    rate_suspect: float
+    rate_baseline: float
+    z: float
+    p_value: float
+    significant: bool
+    equivalent: int  # other predicates with exactly the same hits in these samples
+
+    @property
+    def log_rate_ratio(self) -> float:
+        a, b = self.rate_suspect, self.rate_baseline
+        return math.log(a / b) if a > 0 and b > 0 else math.copysign(math.inf, a - b)
+
+    def to_dict(self) -> dict:
+        return {
+            "predicate": self.predicate.describe(),
+            "pattern": self.predicate.to_pattern(),
+            "n_tokens": self.n_tokens,
+            "rate_suspect": self.rate_suspect,
+            "rate_baseline": self.rate_baseline,
+            "difference": self.rate_suspect - self.rate_baseline,
+            "log_rate_ratio": self.log_rate_ratio,
+            "z": self.z,
+            "p_value": self.p_value,
+            "significant": self.significant,
+            "equivalent_predicates": self.equivalent,
+        }
+
+
+@dataclass
+class BlackBoxResult:
+    suspect_tokens: int
+    suspect_samples: int
+    baseline_tokens: int
+    baseline_samples: int
+    n_tests: int
+    n_significant: int
+    findings: list[BlackBoxFinding]
+    power: PowerAnalysis
+    config: BlackBoxConfig = field(repr=False, default_factory=BlackBoxConfig)
+
+    @property
+    def detected(self) -> bool:
+        return self.n_significant > 0
+
+    @property
+    def top(self) -> BlackBoxFinding | None:
+        """The significant predicate the suspect uses most above the baseline (largest z)."""
+        boosted = [f for f in self.findings if f.significant and f.z > 0]
+        return boosted[0] if boosted else None
+
+    def to_dict(self) -> dict:
+        return {
+            "audit": "black-box",
+            "suspect_tokens": self.suspect_tokens,
+            "suspect_samples": self.suspect_samples,
+            "baseline_tokens": self.baseline_tokens,
+            "baseline_samples": self.baseline_samples,
+            "n_tests": self.n_tests,
+            "n_significant": self.n_significant,
+            "detected": self.detected,
+            "alpha": self.config.alpha,
+            "correction": "holm",
+            "findings": [f.to_dict() for f in self.findings],
+            "power": asdict(self.power),
+            "config": asdict(self.config),
+        }
+
+
+def _type_counts(seqs: list[list[int]], types: dict[int, int]) -> np.ndarray:
+    """[sequences, observed types] token counts."""
+    out = np.zeros((len(seqs), len(types)), dtype=np.int64)
+    for j, seq in enumerate(seqs):
+        for t in seq:
+            out[j, types[t]] += 1
+    return out
+
+
+def black_box_audit(
+    suspect: list[list[int]],
+    baseline: list[list[int]],
+    token_strings: list[str],
+    cfg: BlackBoxConfig,
+    index: PredicateIndex | None = None,
+) -> BlackBoxResult:
+    """Test every candidate predicate's token share in ``suspect`` against ``baseline``.
+
+    Candidates are the predicates some sampled token satisfies, seen at least ``min_hits``
+    times in both samples together (rarer ones cannot reach significance; filtering on the
+    pooled count does not favour either side). Predicates with the same hits in every
+    sequence are one test, named by the simplest of them.
+    """
+    cfg.validate()
+    suspect = [s for s in suspect if s]
+    baseline = [s for s in baseline if s]
+    if len(suspect) < 2 or len(baseline) < 2:
+        raise LikexError("a black-box audit needs at least 2 non-empty samples on each side")
+    vocab = len(token_strings)
+    for seq in (*suspect, *baseline):
+        if max(seq) >= vocab or min(seq) < 0:
+            raise LikexError(f"sampled token ids fall outside the vocabulary of {vocab}")
+    index = index or PredicateIndex.of(token_strings)
+    observed = sorted({t for seq in (*suspect, *baseline) for t in seq})
+    types = {t: j for j, t in enumerate(observed)}
+    counts_a = _type_counts(suspect, types)
+    counts_b = _type_counts(baseline, types)
+    pooled = counts_a.sum(0) + counts_b.sum(0)
+
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for key, cols in index.members(observed).items():
+        if pooled[cols].sum() >= cfg.min_hits:
+            groups.setdefault(tuple(cols), []).append(key)
+    if not groups:
+        raise LikexError("the samples are too small: no predicate is seen often enough to test")
+
+    keys = list(groups)
+    rows = [g for g, cols in enumerate(keys) for _ in cols]
+    cols = [c for cols in keys for c in cols]
+    membership = torch.sparse_coo_tensor(
+        torch.tensor([rows, cols]),
+        torch.ones(len(rows), dtype=torch.float64),
+        (len(keys), len(observed)),
+        check_invariants=False,  # built from valid indices just above
+    )
+    hits_a = torch.sparse.mm(membership, torch.from_numpy(counts_a.T).double()).numpy()
+    hits_b = torch.sparse.mm(membership, torch.from_numpy(counts_b.T).double()).numpy()
+    len_a = counts_a.sum(1).astype(np.float64)
+    len_b = counts_b.sum(1).astype(np.float64)
+    z = rate_difference_z(hits_a, len_a, hits_b, len_b)
+    p = two_sided_p(z)
+    reject = holm(p, cfg.alpha)
+    rate_a = hits_a.sum(1) / len_a.sum()
+    rate_b = hits_b.sum(1) / len_b.sum()
+
+    order = sorted(range(len(keys)), key=lambda g: (not reject[g], -z[g]))
+    findings: list[BlackBoxFinding] = []
+    tokens_per_sample = int(round(len_a.mean()))
+    deff = 1.0
+    for g in order[: cfg.top_findings]:
+        preds = sorted(map(predicate_from_key, groups[keys[g]]), key=Predicate.simplicity)
+        finding = BlackBoxFinding(
+            predicate=preds[0],
+            n_tokens=index.n_tokens(preds[0]),
+            rate_suspect=float(rate_a[g]),
+            rate_baseline=float(rate_b[g]),
+            z=float(z[g]),
+            p_value=float(p[g]),
+            significant=bool(reject[g]),
+            equivalent=len(preds) - 1,
+        )
+        if finding.significant and finding.z > 0 and not any(f.z > 0 for f in findings):
+            # the power analysis uses the within-sample correlation of the top finding
+            hits = torch.tensor(hits_a[g])
+            deff = rate_from_hits(hits, tokens_per_sample, "samples").design_effect
+        findings.append(finding)
+    p0, p1 = cfg.shift
+    power = samples_needed(p0, p1, tokens_per_sample, cfg.alpha, cfg.power, len(keys), deff)
+    return BlackBoxResult(
+        suspect_tokens=int(len_a.sum()),
+        suspect_samples=len(suspect),
+        baseline_tokens=int(len_b.sum()),
+        baseline_samples=len(baseline),
+        n_tests=len(keys),
+        n_significant=int(reject.sum()),
+        findings=findings,
+        power=power,
+        config=cfg,
+    )

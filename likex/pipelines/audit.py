@@ -1,0 +1,93 @@
+"""``likex audit``: load the suspect and its reference or baseline (models, run folders or
+text files), run the white-box or black-box audit (likex.audit), and write audit.json and
+its report."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from likex.audit.black_box import black_box_audit
+from likex.audit.sampling import generate_samples, text_samples
+from likex.audit.white_box import white_box_audit
+from likex.config import AuditConfig
+from likex.data import corpus_token_ids, load_corpus_text
+from likex.device import resolve_device
+from likex.errors import LikexError
+from likex.io import atomic_write_json
+from likex.models.checkpoint import load_model_and_tokenizer, tokenizer_of
+from likex.models.hf import is_hf_name, shared_vocabulary
+from likex.report.audit import write_audit_report
+from likex.results import AuditResult
+from likex.runs import CONFIG_FILE, load_start_model, new_run_dir
+
+AUDIT_FILE = "audit.json"
+AUDIT_REPORT = "audit.md"
+
+
+def _white_box_run(cfg: AuditConfig, device: torch.device) -> dict:
+    model_dir = Path(cfg.model)
+    if model_dir.is_file():
+        raise LikexError("a white-box audit needs weights: --model must be a model folder")
+    # A path that does not exist is left to the loader, whose message names it.
+    names_a_model = model_dir.is_dir() or is_hf_name(cfg.model)
+    if not cfg.reference and names_a_model and not (model_dir / CONFIG_FILE).is_file():
+        raise LikexError(
+            f"{cfg.model} is not a run folder: give --reference DIR (white-box) or "
+            "--baseline DIR|TEXTFILE (black-box)"
+        )
+    model, tokenizer = load_model_and_tokenizer(cfg.model, device)
+    if cfg.reference:
+        reference, reference_tokenizer = load_model_and_tokenizer(cfg.reference, device)
+        reference_name = cfg.reference
+    else:
+        reference = load_start_model(cfg.model, device)
+        reference_tokenizer = tokenizer_of(reference)
+        reference_name = f"the starting model of {cfg.model}"
+    _, strings = shared_vocabulary(
+        [(cfg.model, model, tokenizer), (reference_name, reference, reference_tokenizer)]
+    )
+    corpus = None if cfg.white.probes == "random" else corpus_token_ids(cfg.corpus, tokenizer)
+    white = replace(cfg.white, seed=cfg.seed, top_findings=cfg.top)
+    result = white_box_audit(model, reference, strings, white, corpus=corpus)
+    return {"model": cfg.model, "reference": reference_name, **result.to_dict()}
+
+
+def _black_box_run(cfg: AuditConfig, device: torch.device, progress: bool) -> dict:
+    # The two-sample test assumes independent sides; one seed would give both the same
+    # prompts and draws.
+    sides = [(cfg.model, cfg.seed), (cfg.baseline, cfg.seed + 1)]
+    # Every model is loaded, and the vocabularies compared, before any sampling.
+    models = {
+        source: load_model_and_tokenizer(source, device)
+        for source, _ in sides
+        if not Path(source).is_file()
+    }
+    tokenizer, strings = shared_vocabulary([(s, m, tok) for s, (m, tok) in models.items()])
+
+    def draw(source: str, seed: int) -> list[list[int]]:
+        if source in models:
+            model = models[source][0]
+            return generate_samples(model, cfg.samples, cfg.gen_tokens, seed, progress=progress)
+        return text_samples(load_corpus_text(source), cfg.gen_tokens, tokenizer)
+
+    suspect, baseline = (draw(source, seed) for source, seed in sides)
+    result = black_box_audit(suspect, baseline, strings, replace(cfg.black, top_findings=cfg.top))
+    return {"model": cfg.model, "baseline": cfg.baseline, **result.to_dict()}
+
+
+def run_audit(cfg: AuditConfig, progress: bool = True) -> AuditResult:
+    """Run the audit ``cfg`` describes and return its result. With ``cfg.out``, also write
+    audit.json, audit.md and audit.png into that new folder; the result then names the
+    report. Everything is validated and audited before the folder is made."""
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    run = _black_box_run(cfg, device, progress) if cfg.baseline else _white_box_run(cfg, device)
+    if cfg.out:
+        out_dir = new_run_dir(cfg.out)
+        atomic_write_json(out_dir / AUDIT_FILE, run)
+        write_audit_report(out_dir, run)
+        run["report"] = str(out_dir / AUDIT_REPORT)
+    return AuditResult(run)
