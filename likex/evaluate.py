@@ -63,6 +63,10 @@ class RateEstimate:
         d["ci"] = list(self.ci)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> RateEstimate:
+        return cls(**{**d, "ci": tuple(d["ci"])})
+
     def describe(self) -> str:
         lo, hi = self.ci
         return (
