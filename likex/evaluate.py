@@ -48,6 +48,10 @@ class RateEstimate:
         d["ci"] = list(self.ci)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> RateEstimate:
+        return cls(**{**d, "ci": tuple(d["ci"])})
+
     def describe(self) -> str:
         return (
             f"{fmt_rate(self.rate, self.ci)} "

@@ -19,7 +19,7 @@ from likex.models.checkpoint import load_model_and_tokenizer
 from likex.models.gpt import GPT
 from likex.models.hf import token_strings_for
 from likex.report.persist import write_persistence_report
-from likex.results import PersistResult
+from likex.results import PersistPoint, PersistResult
 from likex.runs import checkpoint_init, new_run_dir, run_target, write_config
 from likex.target import select_tokens
 from likex.train import train
@@ -27,15 +27,12 @@ from likex.train import train
 PERSIST_FILE = "persist.json"
 
 
-def _measurement(model: GPT, mask: torch.Tensor, cfg: PersistConfig, heldout: torch.Tensor) -> dict:
+def _measurement(
+    step: int, model: GPT, mask: torch.Tensor, cfg: PersistConfig, heldout: torch.Tensor
+) -> PersistPoint:
     """One timeline entry: the rates on random-token and on held-out real-text prompts, and
     the held-out perplexity."""
-    ev, _ = evaluate(model, mask, cfg.measure, cfg.seed, heldout)
-    return {
-        "rate_random": ev.random.to_dict(),
-        "rate_text": ev.text.to_dict(),
-        "perplexity": ev.scores.ppl,
-    }
+    return PersistPoint(step, evaluate(model, mask, cfg.measure, cfg.seed, heldout)[0])
 
 
 def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
@@ -75,14 +72,13 @@ def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
         next(model.parameters()).device,
         cfg.seed,
     )
-    timeline = [{"step": 0, **_measurement(model, mask, cfg, heldout)}]
+    timeline = [_measurement(0, model, mask, cfg, heldout)]
 
     def on_step(step: int) -> dict | None:
         if step % cfg.eval_every and step != cfg.steps:
             return None
-        row = _measurement(model, mask, cfg, heldout)
-        timeline.append({"step": step, **row})
-        return row
+        timeline.append(_measurement(step, model, mask, cfg, heldout))
+        return timeline[-1].to_json()  # logged on the step's metrics line
 
     trained = train(
         model,
@@ -93,25 +89,16 @@ def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
         progress=progress,
         on_step=on_step,
     )
-    first, last = timeline[0], timeline[-1]
-    result = {
-        "model": str(model_dir),
-        "target": spec.describe(),
-        "corpus": corpus,
-        "steps": cfg.steps,
-        "lr": cfg.lr,
-        "loss_first": trained.loss_first,
-        "loss_last": trained.loss_last,
-        "train_seconds": trained.seconds,
-        "rate_random_before": first["rate_random"]["rate"],
-        "rate_random_after": last["rate_random"]["rate"],
-        "rate_text_before": first["rate_text"]["rate"],
-        "rate_text_after": last["rate_text"]["rate"],
-        "perplexity_before": first["perplexity"],
-        "perplexity_after": last["perplexity"],
-        "timeline": timeline,
-        "run_dir": str(out_dir),
-    }
-    atomic_write_json(out_dir / PERSIST_FILE, result)
-    write_persistence_report(out_dir, result)
-    return PersistResult(result)
+    result = PersistResult(
+        model=str(model_dir),
+        target=spec,
+        corpus=corpus,
+        steps=cfg.steps,
+        lr=cfg.lr,
+        trained=trained,
+        timeline=timeline,
+        run_dir=out_dir,
+    )
+    atomic_write_json(out_dir / PERSIST_FILE, result.to_json())
+    write_persistence_report(result)
+    return result

@@ -25,7 +25,6 @@ from likex.errors import ConfigError, LikexError
 from likex.evaluate import (
     RANDOM_PROMPTS,
     TEXT_PROMPTS,
-    RateEstimate,
     evaluate,
     heldout_windows,
     measure,
@@ -44,7 +43,15 @@ from likex.models.gpt import GPT, build_model, preset_config
 from likex.models.hf import token_strings_for
 from likex.models.tokenizer import Tokenizer, gpt2
 from likex.report.run import write_pretrain_report, write_run_report
-from likex.results import PretrainResult, RunResult
+from likex.results import (
+    Before,
+    LanguageCheck,
+    PretrainResult,
+    RankResult,
+    RunResult,
+    StartModel,
+    TrainingRun,
+)
 from likex.runs import (
     CONFIG_FILE,
     checkpoint_init,
@@ -58,7 +65,7 @@ from likex.runs import (
     write_config,
 )
 from likex.target import select_tokens
-from likex.train import METRICS_FILE, make_optimizer, train
+from likex.train import METRICS_FILE, TrainResult, make_optimizer, train
 
 BEFORE_FILE = "before.json"
 RESULT_FILE = "result.json"
@@ -74,7 +81,7 @@ class _Prepared:
 
     model: GPT
     tokenizer: Tokenizer
-    init: dict
+    init: dict  # config.json's "init": how to rebuild the start model
     mask: torch.Tensor
     train_tokens: torch.Tensor | None
     heldout: torch.Tensor | None
@@ -109,12 +116,16 @@ def _reference(cfg: RunConfig, model: GPT, heldout: torch.Tensor | None) -> GPT 
     return copy.deepcopy(model).eval().requires_grad_(False)
 
 
-def run_command(cmd: RunCommand, progress: bool = True) -> RunResult | PretrainResult:
+def run_command(
+    cmd: RunCommand, progress: bool = True
+) -> RunResult | PretrainResult | RankResult:
     """likex run, train and pretrain: a new run, or ``resume`` an interrupted one."""
     if cmd.resume:
         fixed = sorted(cmd.given - {"resume", "steps"})
         if fixed:
-            raise ConfigError(fixed[0], "is fixed by the run being resumed (only steps may change)")
+            raise ConfigError(
+                fixed[0], "is fixed by the run being resumed (only steps may change)"
+            )
         steps = cmd.run.train.steps if "steps" in cmd.given else None
         return resume_experiment(cmd.resume, steps, progress)
     if cmd.run.command == "pretrain":
@@ -126,14 +137,14 @@ def run_experiment(
     cfg: RunConfig,
     out: str | Path | None = None,
     progress: bool = True,
-    before: dict | None = None,
-) -> RunResult | PretrainResult:
+    before: Before | None = None,
+) -> RunResult | PretrainResult | RankResult:
     """Run the pipeline; everything is validated before anything is written.
 
     ``before``: the pre-training measurement of an identical start (same model, seed, prompts
     and corpus), e.g. from the first run of a sweep; measuring again would give the same.
     Under torchrun every rank trains (see likex.train); rank 0 alone measures and writes, and
-    the other ranks return ``{"rank": r}``.
+    the other ranks return a ``RankResult``.
     """
     ranks = dist_info()
     if ranks.active:
@@ -145,7 +156,7 @@ def run_experiment(
     prep = _prepare(cfg, device)
     reference = _reference(cfg, prep.model, prep.heldout)
 
-    def start() -> tuple[Path, dict]:
+    def start() -> tuple[Path, Before | LanguageCheck]:
         run_dir = new_run_dir(out)
         write_config(
             run_dir,
@@ -158,64 +169,64 @@ def run_experiment(
             device,
             cfg.train.seed,
         )
-        doc = before or _measure_before(cfg, prep, progress)
-        atomic_write_json(run_dir / BEFORE_FILE, doc)
-        return run_dir, doc
+        measured = before or _measure_before(cfg, prep, progress)
+        atomic_write_json(run_dir / BEFORE_FILE, measured.to_json())
+        return run_dir, measured
 
     # Other ranks get None: under torchrun --out names the folder and only rank 0 reports.
-    run_dir, before = on_main_rank(start) or (Path(str(out)), {})
+    run_dir, before = on_main_rank(start) or (Path(str(out)), None)
     return _train_and_finish(run_dir, cfg, prep, reference, before, progress, 0, None)
 
 
-def _measure_before(cfg: RunConfig, prep: _Prepared, progress: bool) -> dict:
-    t0 = time.perf_counter()
-    model, heldout = prep.model, prep.heldout
+def _measure_before(cfg: RunConfig, prep: _Prepared, progress: bool) -> Before | LanguageCheck:
     if cfg.train.objective == "next_token":
-        doc = _language_sample(model, prep.tokenizer, heldout, cfg.train.seed)
-        windows = heldout_windows(heldout, model.config.block_size, cfg.measure.score_tokens)
-        doc["ppl"] = score_text(model, windows).ppl
-    else:
-        ev, generated = evaluate(
-            model,
-            prep.mask,
-            cfg.measure,
-            cfg.train.seed,
-            heldout,
-            compile=cfg.train.compile,
-            progress=progress,
-        )
-        doc = {
-            "rate": ev.random.to_dict(),
-            "rate_text": ev.text.to_dict() if ev.text is not None else None,
-            "ppl": ev.scores.ppl if ev.scores is not None else None,
-            "sample_text": _sample_text(generated[RANDOM_PROMPTS], prep.tokenizer),
-        }
-    doc["seconds"] = time.perf_counter() - t0
-    return doc
+        return _language_check(cfg, prep, _windows(cfg, prep))
+    t0 = time.perf_counter()
+    ev, generated = evaluate(
+        prep.model,
+        prep.mask,
+        cfg.measure,
+        cfg.train.seed,
+        prep.heldout,
+        compile=cfg.train.compile,
+        progress=progress,
+    )
+    return Before(
+        rate=ev.random,
+        rate_text=ev.text,
+        ppl=ev.scores.ppl if ev.scores is not None else None,
+        sample_text=_sample_text(generated[RANDOM_PROMPTS], prep.tokenizer),
+        seconds=time.perf_counter() - t0,
+    )
 
 
-def _language_sample(
-    model: GPT,
-    tokenizer: Tokenizer,
-    heldout: torch.Tensor,
-    seed: int,
-    prompt_len: int = 32,
-    n_new: int = 80,
-) -> dict:
-    """A continuation of the start of the held-out text: does the model write language?"""
-    prompt = text_prompts(heldout, 1, min(prompt_len, model.config.block_size))
+def _windows(cfg: RunConfig, prep: _Prepared) -> torch.Tensor:
+    """The held-out windows a pretraining run's perplexity is scored on."""
+    return heldout_windows(prep.heldout, prep.model.config.block_size, cfg.measure.score_tokens)
+
+
+def _language_check(
+    cfg: RunConfig, prep: _Prepared, windows: torch.Tensor, prompt_len: int = 32, n_new: int = 80
+) -> LanguageCheck:
+    """The model's continuation of the start of the held-out text (does it write language?)
+    and its perplexity on ``windows``."""
+    t0 = time.perf_counter()
+    model, tokenizer = prep.model, prep.tokenizer
+    prompt = text_prompts(prep.heldout, 1, min(prompt_len, model.config.block_size))
     device = next(model.parameters()).device
-    gen = torch.Generator(device=device).manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
     new = sample(model, prompt.to(device), n_new, gen).cpu()
-    return {
-        "sample_prompt": tokenizer.decode(prompt[0].tolist()),
-        "sample": tokenizer.decode(new[0].tolist()),
-    }
+    return LanguageCheck(
+        sample_prompt=tokenizer.decode(prompt[0].tolist()),
+        sample=tokenizer.decode(new[0].tolist()),
+        ppl=score_text(model, windows).ppl,
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def resume_experiment(
     run_dir: str | Path, steps: int | None = None, progress: bool = True
-) -> RunResult | PretrainResult:
+) -> RunResult | PretrainResult | RankResult:
     """Continue a run from its last checkpoint: same batches, same optimizer state."""
     run_dir = Path(run_dir)
     config = read_json(run_dir / CONFIG_FILE, "run config")
@@ -223,7 +234,8 @@ def resume_experiment(
         cfg = RunConfig.from_dict(config)
     except (KeyError, TypeError) as e:
         raise LikexError(f"{run_dir / CONFIG_FILE} is not a likex run config: {e}") from e
-    before = read_json(run_dir / BEFORE_FILE, "pre-training measurement")
+    measured = read_json(run_dir / BEFORE_FILE, "pre-training measurement")
+    before = (LanguageCheck if cfg.train.objective == "next_token" else Before).from_json(measured)
     if steps is not None:
         cfg.train.steps = steps
     check_same_on_all_ranks({"resume": str(run_dir), "steps": cfg.train.steps}, "resume arguments")
@@ -259,11 +271,13 @@ def _train_and_finish(
     cfg: RunConfig,
     prep: _Prepared,
     reference: GPT | None,
-    before: dict,
+    before: Before | LanguageCheck | None,
     progress: bool,
     start_step: int,
     optimizer: torch.optim.Optimizer | None,
-) -> RunResult | PretrainResult:
+) -> RunResult | PretrainResult | RankResult:
+    """Train, then on rank 0 measure, write result.json and the report; ``before`` is the
+    start's measurement (None on the other ranks)."""
     seed = cfg.train.seed
     model, mask = prep.model, prep.mask
 
@@ -289,44 +303,39 @@ def _train_and_finish(
         seconds_before=prior,
     )
     if not dist_info().is_main:
-        return RunResult({"rank": dist_info().rank, "train_seconds": trained.seconds})
+        return RankResult(dist_info().rank, trained.seconds)
     metrics = read_metrics(run_dir)
-    common = {
-        "command": cfg.command,
-        "preset": cfg.preset if cfg.init == SCRATCH else None,
-        "init": cfg.init,
-        # a transformers start model has no likex weight init of its own
-        "weight_init": getattr(model.config, "weight_init", "transformers checkpoint"),
-        "corpus": cfg.corpus,
-        "params": model.num_params(),
-        "steps": cfg.train.steps,
-        "loss_first": metrics[0]["loss"],
-        "loss_last": metrics[-1]["loss"],
-        "train_seconds": trained.seconds,
-        "device": device_name(next(model.parameters()).device),
-        "seed": seed,
-        "run_dir": str(run_dir),
-    }
-    t0 = time.perf_counter()
+    run = TrainingRun(
+        command=cfg.command,
+        start=StartModel(
+            init_from=cfg.init,
+            preset=cfg.preset if cfg.init == SCRATCH else None,
+            # a transformers start model has no likex weight init of its own
+            weight_init=getattr(model.config, "weight_init", "transformers checkpoint"),
+            params=model.num_params(),
+        ),
+        corpus=cfg.corpus,
+        steps=cfg.train.steps,
+        seed=seed,
+        device=device_name(next(model.parameters()).device),
+        # the losses of the whole run (a resumed one's earlier steps too)
+        trained=TrainResult([m["loss"] for m in metrics], trained.seconds),
+        run_dir=run_dir,
+    )
     if cfg.train.objective == "next_token":
-        after = _language_sample(model, prep.tokenizer, prep.heldout, seed)
-        windows = heldout_windows(prep.heldout, model.config.block_size, cfg.measure.score_tokens)
-        result = {
-            **common,
-            "train_tokens": prep.train_tokens.numel(),
-            "heldout_tokens": windows[:, 1:].numel(),
-            "ppl_before": before["ppl"],
-            "ppl_after": score_text(model, windows).ppl,
-            "sample_prompt": after["sample_prompt"],
-            "sample_before": before["sample"],
-            "sample_after": after["sample"],
-            "measure_seconds": before["seconds"] + time.perf_counter() - t0,
-        }
-        atomic_write_json(run_dir / RESULT_FILE, result)
-        write_pretrain_report(run_dir, result, metrics)
-        return PretrainResult(result)
+        windows = _windows(cfg, prep)
+        result: RunResult | PretrainResult = PretrainResult(
+            run=run,
+            train_tokens=prep.train_tokens.numel(),
+            heldout_tokens=windows[:, 1:].numel(),
+            before=before,
+            after=_language_check(cfg, prep, windows),
+        )
+        atomic_write_json(run_dir / RESULT_FILE, result.to_json())
+        write_pretrain_report(result, metrics)
+        return result
 
-    text_before = _rate_estimate(before.get("rate_text"))
+    t0 = time.perf_counter()
     ev, generated = evaluate(
         model,
         mask,
@@ -335,50 +344,30 @@ def _train_and_finish(
         prep.heldout,
         reference,
         floor_rate=cfg.train.rate if cfg.train.mode == "rate" else None,
-        text_reference=text_before,
+        text_reference=before.rate_text,
         compile=cfg.train.compile,
         progress=progress,
     )
-    after = ev.random
-    rate_before = before["rate"]
-    result = {
-        **common,
-        "mode": cfg.train.mode,
-        "rate_requested": cfg.train.rate,
-        "beta": cfg.train.beta,
-        "contexts": cfg.train.contexts,
-        "positions": cfg.train.positions,
-        "like": cfg.target.describe(),
-        "target": cfg.target.to_dict(),
-        "n_target_tokens": int(mask.sum()),
-        "vocab_size": int(mask.numel()),
-        "x_before": rate_before["first_sample_hits"],
-        "x_after": after.first_sample_hits,
-        "gen_tokens": cfg.measure.gen_tokens,
-        "rate_before": rate_before["rate"],
-        "rate_before_ci": rate_before["ci"],
-        "rate_after": after.rate,
-        "rate_after_ci": list(after.ci),
-        "samples": after.sequences,
-        "samples_before": rate_before["sequences"],
-        "tokens_measured": after.tokens,
-        "prompts": after.prompts,
-        "measure_seconds": before["seconds"] + time.perf_counter() - t0,
-        "sample_before": before["sample_text"],
-        "sample_after": _sample_text(generated[RANDOM_PROMPTS], prep.tokenizer),
-    }
-    if text_before is not None:
-        result["rate_text_before"] = text_before.rate
-        result["rate_text_before_ci"] = list(text_before.ci)
-        result["sample_text_after"] = _sample_text(generated[TEXT_PROMPTS], prep.tokenizer)
-    result |= {k: v for k, v in ev.to_dict().items() if k not in result}
-    result["evaluation"] = ev.describe()
-    atomic_write_json(run_dir / RESULT_FILE, result)
-    write_run_report(run_dir, result, metrics)
-    return RunResult(result)
-
-
-def _rate_estimate(d: dict | None) -> RateEstimate | None:
-    if d is None:
-        return None
-    return RateEstimate(**{**d, "ci": tuple(d["ci"])})
+    result = RunResult(
+        run=run,
+        mode=cfg.train.mode,
+        rate_requested=cfg.train.rate,
+        beta=cfg.train.beta,
+        contexts=cfg.train.contexts,
+        positions=cfg.train.positions,
+        target=cfg.target,
+        n_target_tokens=int(mask.sum()),
+        vocab_size=int(mask.numel()),
+        before=before,
+        after=ev,
+        sample_after=_sample_text(generated[RANDOM_PROMPTS], prep.tokenizer),
+        sample_text_after=(
+            _sample_text(generated[TEXT_PROMPTS], prep.tokenizer)
+            if TEXT_PROMPTS in generated
+            else None
+        ),
+        measure_seconds=before.seconds + time.perf_counter() - t0,
+    )
+    atomic_write_json(run_dir / RESULT_FILE, result.to_json())
+    write_run_report(result, metrics)
+    return result
