@@ -1,14 +1,20 @@
 """examples/like_x.ipynb runs top to bottom, so it never rots."""
 
+import os
 from pathlib import Path
 
 import nbclient
 import nbformat
 
-NOTEBOOK = Path(__file__).parents[1] / "examples" / "like_x.ipynb"
+ROOT = Path(__file__).parents[1]
+NOTEBOOK = ROOT / "examples" / "like_x.ipynb"
 
 
-def test_notebook_runs_top_to_bottom(tmp_path):
+def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
+    # the kernel imports this checkout's likex, whatever an installed one says
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    )
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbclient.NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
