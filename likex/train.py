@@ -158,7 +158,7 @@ class TrainConfig:
             raise ConfigError(
                 "batch_size",
                 f"{self.batch_size} needs at least {need / 2**30:,.1f} GiB, more than the "
-                f"{have / 2**30:,.1f} GiB of {device.type} memory; lower it or {{context_len}}",
+                f"{have / 2**30:,.1f} GiB of {device.type} memory; lower it",
             )
 
     def to_dict(self) -> dict:

@@ -209,9 +209,8 @@ def _on_failure(run_dir: Path, remove: bool = False) -> Iterator[None]:
         if isinstance(e, LikexError):
             raise LikexError(f"{e}{note}") from e
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LikexError(
-            f"out of memory ({first}); lower --batch-size or --context-len{note}"
-        ) from e
+        message = f"is too large: out of memory ({first}){note}"
+        raise ConfigError("batch_size", literal(message)) from e
 
 
 def _out_of_memory(e: RuntimeError) -> bool:
