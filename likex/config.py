@@ -12,13 +12,13 @@ from dataclasses import asdict, dataclass
 from likex.audit.bench import BenchConfig
 from likex.audit.black_box import BlackBoxConfig
 from likex.audit.white_box import WhiteBoxConfig
-from likex.data import BUILTIN_CORPUS
+from likex.data import BUILTIN_CORPUS, check_seed
 from likex.errors import ConfigError, LikexError
-from likex.evaluate import MeasureConfig
+from likex.evaluate import MAX_GEN_TOKENS, MeasureConfig
 from likex.models.gpt import PRESETS, WEIGHT_INITS, preset_config
 from likex.models.hf import is_hf_name
 from likex.options import option
-from likex.target import TargetSpec
+from likex.target import TargetSpec, check_text
 from likex.train import TrainConfig, default_lr
 
 SCRATCH = "scratch"
@@ -64,6 +64,7 @@ class RunConfig:
             preset_config(self.preset)  # an unknown preset fails before anything else
         if self.eval_every < 0:
             raise ConfigError("eval_every", f"must be >= 0, got {self.eval_every}")
+        check_seed(self.train.seed)  # it seeds the model, built before the training is checked
         if self.train.lr is None:
             self.train.lr = default_lr(self.init, self.preset, self.train.objective)
         if self.command == "run" and (
@@ -182,6 +183,10 @@ class EvalConfig:
     )
     device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda[:N], mps")
 
+    def validate(self, block_size: int) -> None:
+        check_seed(self.seed)
+        self.measure.validate(block_size)
+
 
 @dataclass
 class GenerateConfig:
@@ -198,8 +203,12 @@ class GenerateConfig:
 
     def validate(self) -> None:
         for name in ("tokens", "num"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(name, f"must be positive, got {getattr(self, name)}")
+            if not 0 < getattr(self, name) <= MAX_GEN_TOKENS:
+                raise ConfigError(
+                    name, f"must be in 1..{MAX_GEN_TOKENS:_}, got {getattr(self, name)}"
+                )
+        check_seed(self.seed)
+        check_text(self.prompt, "prompt")
         # temperature and top_k are checked by likex.generate.sample itself
 
 
@@ -305,10 +314,12 @@ class AuditConfig:
             )
         if self.top <= 0:
             raise ConfigError("top", f"must be positive, got {self.top}")
-        if not self.baseline:
-            self.white.validate()
-            return
+        check_seed(self.seed)
+        # both kinds' options are checked, so a bad value is refused whichever audit runs
+        self.white.validate()
         self.black.validate()
+        if not self.baseline:
+            return
         if self.samples <= 1:
             raise ConfigError("samples", "must be at least 2")
         if self.gen_tokens <= 0:

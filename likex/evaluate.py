@@ -142,6 +142,10 @@ def random_prompts(n: int, length: int, vocab_size: int, seed: int) -> torch.Ten
 SCORED_TOKENS = 4096
 
 
+# Bounds far beyond a useful measurement (the seed samples 200 tokens once): a larger value
+# is a typo that would otherwise sample for days.
+MAX_GEN_TOKENS = 1_000_000
+MAX_SAMPLES = 100_000
 RANDOM_PROMPTS = "random tokens"
 TEXT_PROMPTS = "real text"
 
@@ -167,10 +171,12 @@ class MeasureConfig:
     )
 
     def validate(self, block_size: int) -> None:
-        if self.samples <= 0:
-            raise ConfigError("samples", f"must be positive, got {self.samples}")
-        if self.gen_tokens <= 0:
-            raise ConfigError("gen_tokens", f"must be positive, got {self.gen_tokens}")
+        if not 0 < self.gen_tokens <= MAX_GEN_TOKENS:
+            raise ConfigError(
+                "gen_tokens", f"must be in 1..{MAX_GEN_TOKENS:_}, got {self.gen_tokens}"
+            )
+        if not 0 < self.samples <= MAX_SAMPLES:
+            raise ConfigError("samples", f"must be in 1..{MAX_SAMPLES:_}, got {self.samples}")
         if self.prompt_len is not None and not 0 < self.prompt_len <= block_size:
             raise ConfigError("prompt_len", f"must be in 1..{block_size}, got {self.prompt_len}")
         if self.ci_half_width is not None and not 0 < self.ci_half_width < 0.5:

@@ -157,6 +157,8 @@ class Before:
     rate_text: RateEstimate | None  # on held-out real-text prompts (with a corpus)
     ppl: float | None  # held-out perplexity (with a corpus)
     sample_text: str  # the start of the first sample after a random-token prompt
+    # the same sample token by token, each marked when it is a target (for report.html)
+    sample_pieces: list[tuple[str, bool]]
     seconds: float  # measuring time
 
     def to_json(self) -> dict:
@@ -165,6 +167,7 @@ class Before:
             "rate_text": None if self.rate_text is None else self.rate_text.to_dict(),
             "ppl": self.ppl,
             "sample_text": self.sample_text,
+            "sample_pieces": [list(p) for p in self.sample_pieces],
             "seconds": self.seconds,
         }
 
@@ -176,6 +179,7 @@ class Before:
             rate_text=None if text is None else RateEstimate.from_dict(text),
             ppl=d["ppl"],
             sample_text=d["sample_text"],
+            sample_pieces=[tuple(p) for p in d.get("sample_pieces", [])],
             seconds=d["seconds"],
         )
 

@@ -71,7 +71,10 @@ def new_run_dir(out: str | Path | None) -> Path:
     path = Path(out)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise LikexError(f"output folder {path} already exists and is not empty")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a parent is a file, no permission, ...
+        raise LikexError(f"cannot create output folder {path}: {e.strerror}") from e
     return path
 
 

@@ -12,13 +12,14 @@ distributions are built on it (R is the frozen reference model's next-token dist
 from __future__ import annotations
 
 import math
-import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import regex
 import torch
 
-from likex.errors import ConfigError, LikexError
+from likex.errors import ConfigError, LikexError, literal
 from likex.options import option
 
 TARGET_MODES = ("uniform", "rate", "tilt")
@@ -109,12 +110,57 @@ def read_words(path: str | Path) -> tuple[str, ...]:
     return words
 
 
+def check_text(text: str | None, field: str) -> None:
+    """Any Unicode is welcome; what is not Unicode (a lone invalid byte on the command line
+    arrives as a surrogate) is refused by name rather than failing deep in a tokenizer."""
+    try:
+        (text or "").encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = text[e.start : e.end].encode("utf-8", "surrogateescape")
+        message = f"is not valid UTF-8 text (bytes {bad!r} at {e.start})"
+        raise ConfigError(field, literal(message)) from e
+
+
+# The `regex` package, not `re`: its searches take a timeout, so a pattern that backtracks
+# catastrophically (say ^(.+)+\x00$ on a long token) is refused in seconds instead of running
+# for hours; `re` cannot be interrupted short of running it in another process.
+REGEX_SECONDS_PER_TOKEN = 0.05
+REGEX_SECONDS_TOTAL = 10.0
+
+
+def _regex_mask(source: str, ignore_case: bool, token_strings: list[str]) -> torch.Tensor:
+    try:
+        pattern = regex.compile(source, regex.IGNORECASE if ignore_case else 0)
+    except regex.error as e:
+        raise ConfigError("regex", literal(f"{source!r}: invalid regex: {e}")) from e
+    deadline = time.monotonic() + REGEX_SECONDS_TOTAL
+    hits = []
+    for i, s in enumerate(token_strings):
+        left = deadline - time.monotonic()
+        try:
+            hits.append(pattern.search(s, timeout=min(REGEX_SECONDS_PER_TOKEN, left)) is not None)
+        except TimeoutError as e:
+            where = (
+                f"over {REGEX_SECONDS_PER_TOKEN} s on token {i} ({s[:20]!r})"
+                if left > REGEX_SECONDS_PER_TOKEN
+                else f"over {REGEX_SECONDS_TOTAL:g} s for the vocabulary"
+            )
+            raise ConfigError(
+                "regex", literal(f"{source!r} took {where}: simplify it (no nested repetition)")
+            ) from e
+    return torch.tensor(hits, dtype=torch.bool)
+
+
 def select_tokens(spec: TargetSpec, token_strings: list[str]) -> TargetSet:
     """Evaluate the spec over every token's decoded text. An empty selection is an error."""
     if spec.like is None and spec.regex is None and not spec.words and not spec.token_ids:
         raise LikexError(f"no target given: {NO_TARGET}")
     if spec.like == "":
         raise ConfigError("like", "needs a non-empty string")
+    check_text(spec.like, "like")
+    check_text(spec.regex, "regex")
+    for word in spec.words or ():
+        check_text(word, "words")
     vocab = len(token_strings)
     mask = torch.zeros(vocab, dtype=torch.bool)
     fold = (lambda s: s.lower()) if spec.ignore_case else (lambda s: s)
@@ -123,11 +169,7 @@ def select_tokens(spec: TargetSpec, token_strings: list[str]) -> TargetSet:
         needle = fold(spec.like)
         mask |= torch.tensor([needle in fold(s) for s in token_strings])
     if spec.regex is not None:
-        try:
-            pattern = re.compile(spec.regex, re.IGNORECASE if spec.ignore_case else 0)
-        except re.error as e:
-            raise LikexError(f"invalid regex {spec.regex!r}: {e}") from e
-        mask |= torch.tensor([pattern.search(s) is not None for s in token_strings])
+        mask |= _regex_mask(spec.regex, spec.ignore_case, token_strings)
     skipped: list[str] = []
     if spec.words:
         by_text: dict[str, list[int]] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -24,12 +25,12 @@ from likex.accel import (
     compiled,
     to_device,
 )
-from likex.data import corpus_windows, random_contexts, step_generator
+from likex.data import check_seed, corpus_windows, random_contexts, step_generator
 from likex.distributed import barrier, check_same_on_all_ranks, dist_info, mean_over_ranks
 from likex.errors import ConfigError, LikexError
 from likex.io import append_jsonl
 from likex.loss import KLToTarget, next_token_loss
-from likex.models.checkpoint import save_model, save_optimizer
+from likex.models.checkpoint import save_checkpoint
 from likex.models.gpt import DEFAULT_LR, GPT
 from likex.options import option
 from likex.target import (
@@ -54,6 +55,8 @@ METRICS_FILE = "metrics.jsonl"
 FINETUNE_LR = 3e-3
 # Next-token pretraining of a scratch model (likex pretrain; bench/RESULTS.md).
 PRETRAIN_LR = 3e-3
+# Far beyond any run this tool is for (the seed takes 200); a larger count is a typo.
+MAX_STEPS = 10_000_000
 
 
 def default_lr(init: str, preset: str | None, objective: str = "kl") -> float:
@@ -103,8 +106,9 @@ class TrainConfig:
 
     def validate(self, block_size: int, device: torch.device | None = None) -> None:
         """Checks the numbers and names; with ``device``, also that the step can run there."""
-        if self.steps <= 0:
-            raise ConfigError("steps", f"must be positive, got {self.steps}")
+        if not 0 < self.steps <= MAX_STEPS:
+            raise ConfigError("steps", f"must be in 1..{MAX_STEPS:_}, got {self.steps}")
+        check_seed(self.seed)
         if self.batch_size <= 0:
             raise ConfigError("batch_size", f"must be positive, got {self.batch_size}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
@@ -129,6 +133,9 @@ class TrainConfig:
                 raise ConfigError(name, f"{value!r} is unknown; choose from {', '.join(allowed)}")
         if self.objective == "next_token" and (self.contexts, self.positions) != ("corpus", "all"):
             raise LikexError("the next-token objective trains on corpus windows at all positions")
+        for name, mode in (("rate", "rate"), ("beta", "tilt")):
+            if getattr(self, name) is not None and self.mode != mode:
+                raise ConfigError(name, f"needs {{mode}} {mode} (the mode is {self.mode})")
         if self.mode == "rate":
             if self.rate is None:
                 raise ConfigError("mode", "rate needs {rate} A with 0 < A < 1")
@@ -138,8 +145,33 @@ class TrainConfig:
                 raise ConfigError("mode", "tilt needs {beta} B")
             check_beta(self.beta)
 
+    def check_memory(self, model: nn.Module, device: torch.device) -> None:
+        """Refuse a batch that cannot fit, with the estimate: at least the int64 contexts and,
+        at every trained position, the float32 log-probabilities over the vocabulary and their
+        gradient (weights and hidden activations come on top)."""
+        positions = self.context_len if self.positions == "all" else 1
+        need = self.batch_size * (
+            self.context_len * 8 + positions * model.config.vocab_size * 4 * 2
+        )
+        have = device_memory(device)
+        if have is not None and need > have:
+            raise ConfigError(
+                "batch_size",
+                f"{self.batch_size} needs at least {need / 2**30:,.1f} GiB, more than the "
+                f"{have / 2**30:,.1f} GiB of {device.type} memory; lower it",
+            )
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def device_memory(device: torch.device) -> int | None:
+    """Total memory of ``device`` in bytes (None where unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[1]
+    if device.type == "cpu" and hasattr(os, "sysconf"):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return None
 
 
 @dataclass
@@ -234,6 +266,7 @@ def train(
     """
     device = next(model.parameters()).device
     cfg.validate(model.config.block_size, device)
+    cfg.check_memory(model, device)
     if cfg.lr is None:
         raise ConfigError("lr", "is not set (likex.train.default_lr gives the usual one)")
     out = Path(out_dir)
@@ -257,8 +290,10 @@ def train(
             gpus = [device.index if device.index is not None else torch.cuda.current_device()]
         net = DistributedDataParallel(model, device_ids=gpus)
     forward = compiled(net, cfg.compile)
+    params = list(model.parameters())
 
     def step_once(idx: torch.Tensor, next_tokens: torch.Tensor | None) -> torch.Tensor:
+        """One optimizer step; returns [loss, gradient norm] on the device."""
         optimizer.zero_grad(set_to_none=True)
         with autocast_for(device):
             log_p = forward(idx, positions=cfg.positions)
@@ -271,8 +306,10 @@ def train(
                     q, is_log = target_log_probs(cfg, mask, reference, idx)
                 loss = criteria[is_log](log_p, q)
         loss.backward()
+        # the gradients' norm, for the NaN/inf guard; computed on the device, read with the loss
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
         optimizer.step()
-        return loss.detach()
+        return torch.stack([loss.detach().float(), grad_norm.float()])
 
     run_step: Callable[..., torch.Tensor] = GraphedStep(step_once) if cfg.cuda_graph else step_once
     bar = tqdm(
@@ -293,12 +330,13 @@ def train(
     batch = batch_on_device(start_step + 1)
     for step in range(start_step + 1, cfg.steps + 1):
         t0 = time.perf_counter()
-        loss = run_step(*batch)
+        loss_and_norm = run_step(*batch)
         if step < cfg.steps:
             batch = batch_on_device(step + 1)  # made on the CPU while the GPU runs this step
         # syncs, so the time below is the step's real time
-        loss_value = float(mean_over_ranks(loss))
+        loss_value, grad_norm = mean_over_ranks(loss_and_norm).tolist()
         train_seconds += time.perf_counter() - t0
+        check_finite(step, loss_value, grad_norm, cfg.lr)
         result.losses.append(loss_value)
         if ranks.is_main:
             row: dict = {"step": step, "loss": loss_value, "seconds": train_seconds}
@@ -311,7 +349,7 @@ def train(
         bar.update(1)
     bar.close()
     result.seconds = train_seconds
-    if ranks.is_main:
+    if ranks.is_main and start_step < cfg.steps:
         save_checkpoint(model, optimizer, cfg.steps, out)
     barrier()  # no rank returns before the final checkpoint exists
     return result
@@ -331,6 +369,14 @@ def _launch_fingerprint(
     }
 
 
-def save_checkpoint(model: GPT, optimizer: torch.optim.Optimizer, step: int, out: Path) -> None:
-    save_optimizer(optimizer, step, out)
-    save_model(model, out, step=step)
+def check_finite(step: int, loss: float, grad_norm: float, lr: float | None) -> None:
+    """The NaN/inf guard: a non-finite loss or gradient stops training before anything of
+    this step is logged or saved (the weights in memory are already spoiled)."""
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        return
+    what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {grad_norm}"
+    raise ConfigError(
+        "lr",
+        f"{lr:g} is the likely cause: training diverged at step {step} ({what}); "
+        "lower the learning rate",
+    )

@@ -159,7 +159,7 @@ def small_vocab_model(tmp_path_factory):
         (["audit", "--model", "{run}", "--n-probes", "0"], "must be positive"),
         (["audit", "--model", "{run}", "--baseline", "{run}", "--alpha", "2"], "--alpha"),
         (["persist", "--model", "{run}", "--corpus", "/nonexistent.txt"], "not found"),
-        (["persist", "--model", "{run}", "--steps", "0"], "--steps must be positive"),
+        (["persist", "--model", "{run}", "--steps", "0"], "--steps must be in 1..10_000_000"),
         (["persist", "--model", "{small}"], "no target given"),
         (["audit-bench", "--strengths", "0.1,huge"], "strength"),
         (["audit-bench", "--reference", "/nonexistent/dir"], "not found"),

@@ -48,8 +48,8 @@ def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
     Returns what persist.json holds: before/after values and the timeline of measurements.
     """
     model_dir, corpus = cfg.model, cfg.corpus
-    spec = cfg.target if cfg.target is not None else run_target(model_dir)
     model, tokenizer = load_model_and_tokenizer(model_dir, resolve_device(cfg.device))
+    spec = cfg.target if cfg.target is not None else run_target(model_dir)
     mask = select_tokens(spec, token_strings_for(model, tokenizer)).mask
     block = model.config.block_size
     cfg.validate(block)

@@ -10,8 +10,11 @@ model with its start, the reference R.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from likex.config import SCRATCH, RunCommand, RunConfig
 from likex.data import corpus_split
 from likex.device import resolve_device
 from likex.distributed import check_same_on_all_ranks, dist_info, on_main_rank
-from likex.errors import ConfigError, LikexError
+from likex.errors import ConfigError, LikexError, literal
 from likex.evaluate import (
     RANDOM_PROMPTS,
     TEXT_PROMPTS,
@@ -34,14 +37,15 @@ from likex.evaluate import (
 from likex.generate import sample
 from likex.io import atomic_write_json
 from likex.models.checkpoint import (
+    latest_checkpoint,
     load_model_and_tokenizer,
     load_optimizer,
-    model_step,
     read_json,
 )
 from likex.models.gpt import GPT, build_model, preset_config
 from likex.models.hf import token_strings_for
 from likex.models.tokenizer import Tokenizer, gpt2
+from likex.report.html import token_pieces, write_html_report
 from likex.report.run import write_pretrain_report, write_run_report
 from likex.results import (
     Before,
@@ -75,6 +79,13 @@ def _sample_text(tokens: torch.Tensor, tokenizer: Tokenizer, n: int = 60) -> str
     return tokenizer.decode(tokens[0, :n].tolist())
 
 
+def _sample_pieces(
+    tokens: torch.Tensor, tokenizer: Tokenizer, mask: torch.Tensor, n: int = 60
+) -> list[tuple[str, bool]]:
+    """The same sample as _sample_text, token by token, each marked when it is a target."""
+    return token_pieces(tokens[0, :n].tolist(), tokenizer, mask)
+
+
 @dataclass
 class _Prepared:
     """Everything a run needs, built and validated before anything is written."""
@@ -101,6 +112,7 @@ def _prepare(cfg: RunConfig, device: torch.device) -> _Prepared:
     block = model.config.block_size
     cfg.train.context_len = min(cfg.train.context_len, block)
     cfg.train.validate(block, device)
+    cfg.train.check_memory(model, device)
     cfg.measure.validate(block)
     mask = select_tokens(cfg.target, token_strings_for(model, tokenizer)).mask
     train_tokens = heldout = None
@@ -156,8 +168,11 @@ def run_experiment(
     prep = _prepare(cfg, device)
     reference = _reference(cfg, prep.model, prep.heldout)
 
-    def start() -> tuple[Path, Before | LanguageCheck]:
-        run_dir = new_run_dir(out)
+    made = out is None or not Path(out).exists()
+    # Other ranks get None: under torchrun --out names the folder and only rank 0 reports.
+    run_dir = on_main_rank(lambda: new_run_dir(out)) or Path(str(out))
+
+    def start() -> Before | LanguageCheck:
         write_config(
             run_dir,
             {
@@ -171,11 +186,46 @@ def run_experiment(
         )
         measured = before or _measure_before(cfg, prep, progress)
         atomic_write_json(run_dir / BEFORE_FILE, measured.to_json())
-        return run_dir, measured
+        return measured
 
-    # Other ranks get None: under torchrun --out names the folder and only rank 0 reports.
-    run_dir, before = on_main_rank(start) or (Path(str(out)), None)
-    return _train_and_finish(run_dir, cfg, prep, reference, before, progress, 0, None)
+    with _on_failure(run_dir, remove=made):
+        measured = on_main_rank(start)
+        return _train_and_finish(run_dir, cfg, prep, reference, measured, progress, 0, None)
+
+
+@contextlib.contextmanager
+def _on_failure(run_dir: Path, remove: bool = False) -> Iterator[None]:
+    """A failed run leaves its folder resumable (a complete checkpoint is kept) or removes what
+    it half-wrote (the folder itself where ``remove``: this run made it), and says which. Out
+    of memory becomes a one-line error like any other."""
+    try:
+        yield
+    except (LikexError, torch.OutOfMemoryError, MemoryError, KeyboardInterrupt, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not _out_of_memory(e):
+            raise
+        if not dist_info().is_main:
+            raise
+        try:
+            _, step = latest_checkpoint(run_dir)
+            note = f"; {run_dir} is kept: --resume {run_dir} continues from step {step}"
+        except LikexError:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if not remove:
+                run_dir.mkdir(parents=True, exist_ok=True)  # the empty folder it was given
+            note = f"; removed the half-written {run_dir}"
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        if isinstance(e, ConfigError):
+            raise ConfigError(e.field, e.message + literal(note)) from e
+        if isinstance(e, LikexError):
+            raise LikexError(f"{e}{note}") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        message = f"is too large: out of memory ({first}){note}"
+        raise ConfigError("batch_size", literal(message)) from e
+
+
+def _out_of_memory(e: RuntimeError) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e)
 
 
 def _measure_before(cfg: RunConfig, prep: _Prepared, progress: bool) -> Before | LanguageCheck:
@@ -196,6 +246,7 @@ def _measure_before(cfg: RunConfig, prep: _Prepared, progress: bool) -> Before |
         rate_text=ev.text,
         ppl=ev.scores.ppl if ev.scores is not None else None,
         sample_text=_sample_text(generated[RANDOM_PROMPTS], prep.tokenizer),
+        sample_pieces=_sample_pieces(generated[RANDOM_PROMPTS], prep.tokenizer, prep.mask),
         seconds=time.perf_counter() - t0,
     )
 
@@ -240,14 +291,13 @@ def resume_experiment(
         cfg.train.steps = steps
     check_same_on_all_ranks({"resume": str(run_dir), "steps": cfg.train.steps}, "resume arguments")
     device = resolve_device(cfg.device)
-    model, tokenizer = load_model_and_tokenizer(run_dir, device)
+    checkpoint, start = latest_checkpoint(run_dir)
+    if start > cfg.train.steps or (start == cfg.train.steps and (run_dir / RESULT_FILE).exists()):
+        raise LikexError(f"{run_dir} already has {start} steps; pass --steps N with N > {start}")
+    model, tokenizer = load_model_and_tokenizer(checkpoint, device)
     cfg.train.validate(model.config.block_size, device)
     optimizer = make_optimizer(model, cfg.train)
-    start = load_optimizer(optimizer, run_dir)
-    if model_step(run_dir) != start:
-        raise LikexError(f"checkpoint in {run_dir} is inconsistent: weights and optimizer differ")
-    if start >= cfg.train.steps:
-        raise LikexError(f"{run_dir} already has {start} steps; pass --steps N with N > {start}")
+    load_optimizer(optimizer, checkpoint)
     train_tokens = heldout = None
     if cfg.corpus is not None:
         train_tokens, heldout = corpus_split(cfg.corpus, tokenizer, model.config.block_size)
@@ -263,7 +313,8 @@ def resume_experiment(
 
     on_main_rank(restart)
     prep = _Prepared(model, tokenizer, config["init"], mask, train_tokens, heldout)
-    return _train_and_finish(run_dir, cfg, prep, reference, before, progress, start, optimizer)
+    with _on_failure(run_dir):
+        return _train_and_finish(run_dir, cfg, prep, reference, before, progress, start, optimizer)
 
 
 def _train_and_finish(
@@ -331,8 +382,8 @@ def _train_and_finish(
             before=before,
             after=_language_check(cfg, prep, windows),
         )
-        atomic_write_json(run_dir / RESULT_FILE, result.to_json())
         write_pretrain_report(result, metrics)
+        atomic_write_json(run_dir / RESULT_FILE, result.to_json())  # last: the run finished
         return result
 
     t0 = time.perf_counter()
@@ -368,6 +419,8 @@ def _train_and_finish(
         ),
         measure_seconds=before.seconds + time.perf_counter() - t0,
     )
-    atomic_write_json(run_dir / RESULT_FILE, result.to_json())
     write_run_report(result, metrics)
+    after_pieces = _sample_pieces(generated[RANDOM_PROMPTS], prep.tokenizer, mask)
+    write_html_report(result, after_pieces)
+    atomic_write_json(run_dir / RESULT_FILE, result.to_json())  # last: the run finished
     return result
