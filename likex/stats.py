@@ -158,7 +158,7 @@ Z95 = z_quantile(0.975)
 # --- rate of a target set in sampled sequences ---------------------------------------------
 
 
-def wilson_interval(successes: float, n: float, z: float) -> tuple[float, float]:
+def wilson_interval(successes: float, n: float, z: float = Z95) -> tuple[float, float]:
     """Wilson score interval (also for non-integer counts). It depends on z and n only
     through z**2 / n, so Wilson at n_eff with z = t_{df} equals Wilson at the df-adjusted
     effective size n_eff * (z_norm / t_df)**2 (Korn & Graubard's adjustment)."""

@@ -392,3 +392,75 @@ def test_simulated_power_brackets_the_planned_power():
     assert 0.88 <= power <= 0.99 and lo < power < hi
     fewer = stats.PowerAnalysis(**{**a.__dict__, "samples": a.samples // 2})
     assert stats.simulated_power(fewer, reps=3000, seed=1)[0] < 0.6
+
+
+# --- more independent references (found by the mutation run, bench/mutation.sh) -------------
+
+
+def test_design_effect_bound_hand():
+    hits, lengths = [0, 4, 1, 9, 2, 0, 3, 5], [100] * 8
+    d = stats.design_effect(hits, lengths)
+    # d (k-1) / chi2_{0.2, 7}; the chi-square table gives 3.822 (Wilson-Hilferty: 3.836)
+    assert stats.design_effect_bound(hits, lengths) == pytest.approx(d * 7 / 3.822, rel=0.005)
+    assert stats.design_effect_bound(hits, lengths, 0.9) == pytest.approx(d * 7 / 2.833, rel=0.01)
+    assert stats.design_effect_bound([5, 5, 5, 5], [100] * 4) == 1.0  # floored at 1
+    assert math.isnan(stats.design_effect_bound([0, 0, 0], [100] * 3))
+
+
+def test_welch_rows_and_lengths_are_independent_tests():
+    a = np.array([[1.0, 2, 3, 4], [0, 0, 1, 3]])
+    b = np.array([[2.0, 4, 6, 8, 10], [1, 1, 0, 2, 2]])
+    t, df, p = stats.welch_t_test(a, b)
+    for row in range(2):
+        t1, df1, p1 = stats.welch_t_test(a[row], b[row])
+        assert (t[row], df[row], p[row]) == pytest.approx((t1[0], df1[0], p1[0]))
+    assert t[0] != pytest.approx(t[1])
+    # hit counts with lengths are per-sequence rates
+    la, lb = np.array([10.0, 20, 40, 80]), np.array([5.0, 10, 20, 40, 50])
+    th, dfh, ph = stats.welch_t_test(a, b, la, lb)
+    tr, dfr, pr = stats.welch_t_test(a / la, b / lb)
+    assert np.allclose(th, tr) and np.allclose(dfh, dfr) and np.allclose(ph, pr)
+    # one side without spread: df is the other side's n - 1
+    t, df, _ = stats.welch_t_test([0.1] * 4, [0.1, 0.2, 0.3, 0.4])
+    assert df[0] == pytest.approx(3.0) and t[0] < 0
+
+
+def test_permutation_rows_pooled_rates_and_monte_carlo_floor():
+    rng = np.random.default_rng(5)
+    ha, hb = rng.integers(0, 20, (2, 5)), rng.integers(0, 20, (2, 5))
+    la, lb = rng.integers(40, 90, 5), rng.integers(40, 90, 5)
+    both = stats.permutation_p(ha, la, hb, lb, alpha=0.5, studentized=False)
+    L = np.concatenate([la, lb])
+    for row in range(2):
+        h = np.concatenate([ha[row], hb[row]])
+
+        def diff(ix, h=h):
+            rest = np.delete(np.arange(10), list(ix))
+            return abs(h[list(ix)].sum() / L[list(ix)].sum() - h[rest].sum() / L[rest].sum())
+
+        obs = diff(range(5))
+        splits = list(itertools.combinations(range(10), 5))
+        expect = sum(diff(s) >= obs - 1e-12 for s in splits) / len(splits)
+        assert both[row] == pytest.approx(expect)
+    # all-or-nothing sides: exactly 2 of the C(12, 6) splits are as extreme
+    exact = stats.permutation_p([[50] * 6], [50] * 6, [[0] * 6], [50] * 6)
+    assert exact[0] == pytest.approx(2 / math.comb(12, 6))
+    # Monte Carlo p-values are (1 + count) / (1 + n_perm): about the exact one, never 0
+    mc = stats.permutation_p([[50] * 6], [50] * 6, [[0] * 6], [50] * 6, max_exact=1, n_perm=9999)
+    assert abs(mc[0] - exact[0]) < 0.0012
+    assert abs(mc[0] * 10000 - round(mc[0] * 10000)) < 1e-6 and mc[0] > 0
+
+
+def test_simulated_power_agrees_with_the_formula_at_design_effect_one():
+    a = stats.PowerAnalysis(0.02, 0.04, 0.9, 0.05, 1, 200, 1.0, 10)
+    v0, v1 = 0.02 * 0.98 / 200, 0.04 * 0.96 / 200
+    formula = stats._power_welch(10, 0.02, v0, v1, 0.05)
+    power, (lo, hi) = stats.simulated_power(a, reps=4000, seed=2)
+    assert abs(power - formula) < 0.05
+    assert (lo, hi) == stats.wilson_interval(round(power * 4000), 4000, stats.Z95)
+    # a decrease is detected as well as an increase (the sign is checked, not assumed)
+    down = stats.PowerAnalysis(0.04, 0.02, 0.9, 0.05, 1, 200, 1.0, 10)
+    assert abs(stats.simulated_power(down, reps=4000, seed=2)[0] - power) < 0.05
+    # a larger design effect lowers the power of the same n
+    worse = stats.PowerAnalysis(0.02, 0.04, 0.9, 0.05, 1, 200, 3.0, 10)
+    assert stats.simulated_power(worse, reps=4000, seed=2)[0] < power - 0.2
