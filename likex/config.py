@@ -18,6 +18,7 @@ from likex.evaluate import MAX_GEN_TOKENS, MeasureConfig
 from likex.models.gpt import PRESETS, WEIGHT_INITS, preset_config
 from likex.models.hf import is_hf_name
 from likex.options import option
+from likex.stats import MIN_SAMPLES
 from likex.target import TargetSpec, check_text
 from likex.train import TrainConfig, default_lr
 
@@ -279,10 +280,11 @@ class PersistConfig:
 class AuditConfig:
     """likex audit: find and explain an injected token bias.
 
-    White-box (no baseline): rank tokens by how much the model boosted them over its
-    reference (default: the starting model its run folder records) and explain the boosted
-    set with a predicate over token strings. Black-box (a baseline): test every predicate's
-    token share in samples of both against each other, with Holm's correction. Tokens are
+    White-box (no baseline): the predicate over token strings whose probability mass the
+    model moved relative to its reference (default: the starting model its run folder
+    records), by share of the KL and held-out logit-mass shift. Black-box (a baseline): test
+    every predicate's token share in samples of both against each other (Welch's t over
+    samples), with Holm's correction. Tokens are
     those of the audited models' tokenizer (all must share one); text files are tokenized
     with it, or with GPT-2's when both sides are text."""
 
@@ -320,8 +322,8 @@ class AuditConfig:
         self.black.validate()
         if not self.baseline:
             return
-        if self.samples <= 1:
-            raise ConfigError("samples", "must be at least 2")
+        if self.samples < MIN_SAMPLES:
+            raise ConfigError("samples", f"must be at least {MIN_SAMPLES} (more for many tests)")
         if self.gen_tokens <= 0:
             raise ConfigError("gen_tokens", "must be positive")
 

@@ -1,10 +1,11 @@
 """Measurement: target rates with 95% intervals, perplexity, KL to a reference.
 
 Tokens sampled in one sequence are not independent (a model that has started writing x tends
-to go on), so a rate's interval is a Wilson score interval at the *effective* sample size:
-the token count divided by the design effect estimated from the spread between sequences.
-With a single sequence, or a rate of exactly 0 or 1, the design effect cannot be estimated
-and the plain token count is used.
+to go on), so a rate's interval is ``likex.stats.rate_interval``: Wilson at the token count
+divided by the design effect (estimated from the spread between sequences) joined with a
+skew-corrected t interval, both with the t quantile on k-1 degrees of freedom; with no target
+token at all, the exact bound over sequences. "Sample until the interval is narrow" looks
+only at 16, 32, 64, ... sequences, the same on every device.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from likex.errors import ConfigError, LikexError
 from likex.generate import sample
 from likex.models.gpt import GPT
 from likex.options import option
-from likex.stats import fmt_rate, wilson_interval
+from likex.stats import check_points, fmt_rate, perplexity_floor, rate_interval
 from likex.target import rate_target_log
 
 
@@ -64,19 +65,13 @@ def rate_from_hits(
 ) -> RateEstimate:
     hits = hits_per_sequence.double()
     k = hits.numel()
-    n = k * tokens_per_sequence
+    p, lo, hi, _, deff = rate_interval(hits.numpy(), [tokens_per_sequence] * k)
     total = float(hits.sum())
-    p = total / n
-    deff = 1.0
-    if k > 1 and 0.0 < p < 1.0:
-        between = float((hits / tokens_per_sequence).var(unbiased=True)) / k
-        deff = max(1.0, between / (p * (1 - p) / n))
-    lo, hi = wilson_interval(p * n / deff, n / deff)
     return RateEstimate(
         rate=p,
         ci=(lo, hi),
         hits=int(total),
-        tokens=n,
+        tokens=k * tokens_per_sequence,
         sequences=k,
         tokens_per_sequence=tokens_per_sequence,
         design_effect=deff,
@@ -98,8 +93,10 @@ def measure_rate(
 ) -> tuple[RateEstimate, torch.Tensor]:
     """Sample ``cfg.gen_tokens`` after prompt rows and count target tokens.
 
-    Prompts are used in batches, in order; with ``cfg.ci_half_width`` sampling stops as soon
-    as the 95% interval is that narrow (the prompts are then a cap, not a quota). Returns the
+    Prompts are used in order; with ``cfg.ci_half_width`` sampling stops at the first check
+    point (16, 32, 64, ... sequences, and all of them; ``likex.stats.check_points``) where the
+    95% interval is that narrow (the prompts are then a cap, not a quota). The check points
+    do not depend on the batch size, so a CPU and a GPU stop at the same count. Returns the
     estimate and the generated tokens [K, gen_tokens] on the CPU. The generator is seeded
     from ``seed``, so before/after measurements see the same prompts and the same draws.
     ``compile`` is passed to ``sample`` (likex.accel modes).
@@ -110,6 +107,7 @@ def measure_rate(
     gen = torch.Generator(device=device).manual_seed(seed)
     cpu_mask = mask.cpu()
     outs: list[torch.Tensor] = []
+    done = 0
     bar = tqdm(
         total=prompts.shape[0],
         desc="measure",
@@ -119,12 +117,14 @@ def measure_rate(
         leave=False,
         dynamic_ncols=True,
     )
-    for start in range(0, prompts.shape[0], batch_size):
-        chunk = prompts[start : start + batch_size].to(device)
-        outs.append(sample(model, chunk, gen_tokens, generator=gen, compile=compile).cpu())
+    for point in check_points(prompts.shape[0]):
+        while done < point:
+            chunk = prompts[done : min(done + batch_size, point)].to(device)
+            outs.append(sample(model, chunk, gen_tokens, generator=gen, compile=compile).cpu())
+            done += chunk.shape[0]
+            bar.update(chunk.shape[0])
         generated = torch.cat(outs)
         estimate = rate_from_hits(cpu_mask[generated].sum(dim=1), gen_tokens, prompt_kind)
-        bar.update(chunk.shape[0])
         bar.set_postfix(rate=f"{estimate.rate:.3f}", pm=f"{estimate.half_width:.3f}")
         if ci_half_width is not None and estimate.half_width <= ci_half_width:
             break
@@ -241,8 +241,12 @@ def heldout_windows(
 class TextScores:
     """How a model predicts held-out text, next to its reference R (when given).
 
-    ``kl_to_reference`` is the mean over scored positions of KL(R || P) in nats; ``ppl_floor``
-    is the perplexity of the exact rate-A projection of R (the price of the bias alone).
+    ``kl_to_reference`` is the mean over scored positions of KL(R || P) in nats. ``ppl_floor``
+    is the lowest expected perplexity of any model whose target rate is A on average over the
+    scored contexts (``likex.stats.perplexity_floor``: R tilted with one multiplier shared by
+    all contexts, the price of the bias alone); ``ppl_projection`` is that of the per-context
+    rate-A projection of R (``likex.target.rate_target_log``: rate A in *every* context, a
+    target, not a lower bound).
     """
 
     tokens: int
@@ -251,6 +255,7 @@ class TextScores:
     ppl_reference: float | None = None
     kl_to_reference: float | None = None
     ppl_floor: float | None = None
+    ppl_projection: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -268,7 +273,8 @@ def score_text(
     """Perplexity and more over windows [N, T+1] (inputs w[:, :-1], labels w[:, 1:]).
 
     ``mask`` adds the share of target tokens in the text itself; ``reference`` adds its
-    perplexity and KL(R || P); ``floor_rate`` (with both) the rate-A projection's perplexity.
+    perplexity and KL(R || P); ``floor_rate`` (with both) the perplexity floor and the
+    rate-A projection's perplexity.
     """
     if floor_rate is not None and (reference is None or mask is None):
         raise LikexError("the perplexity floor needs a reference model and a target")
@@ -277,8 +283,10 @@ def score_text(
     modes = [m.training for m in models]
     for m in models:
         m.eval()
-    nll = nll_ref = nll_floor = kl = 0.0
+    nll = nll_ref = nll_projection = kl = 0.0
     hits, count = 0, 0
+    # per scored position, for the floor: R(M | c), log R(label | c), label in M
+    floor_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     for start in range(0, windows.shape[0], batch_size):
         w = windows[start : start + batch_size].to(device)
         labels = w[:, 1:, None]
@@ -292,17 +300,28 @@ def score_text(
             nll_ref -= float(log_r.gather(-1, labels).double().sum())
             kl += float((log_r.exp() * (log_r - log_p)).sum(dtype=torch.float64))
             if floor_rate is not None:
-                log_q = rate_target_log(log_r, mask.to(device), floor_rate)
-                nll_floor -= float(log_q.gather(-1, labels).double().sum())
+                on_mask = mask.to(device)
+                mass = torch.logsumexp(log_r.masked_fill(~on_mask, -math.inf), -1).exp()
+                floor_parts.append(
+                    (mass.flatten(), log_r.gather(-1, labels).flatten(), on_mask[labels].flatten())
+                )
+                log_q = rate_target_log(log_r, on_mask, floor_rate)
+                nll_projection -= float(log_q.gather(-1, labels).double().sum())
     for m, mode in zip(models, modes, strict=True):
         m.train(mode)
+    ppl_floor = ppl_projection = None
+    if floor_rate is not None:
+        mass, label_log_r, on = (torch.cat(p).cpu() for p in zip(*floor_parts, strict=True))
+        ppl_floor, _ = perplexity_floor(mass, label_log_r, on, floor_rate)
+        ppl_projection = math.exp(nll_projection / count)
     return TextScores(
         tokens=count,
         ppl=math.exp(nll / count),
         text_target_frequency=hits / count if mask is not None else None,
         ppl_reference=math.exp(nll_ref / count) if reference is not None else None,
         kl_to_reference=kl / count if reference is not None else None,
-        ppl_floor=math.exp(nll_floor / count) if floor_rate is not None else None,
+        ppl_floor=ppl_floor,
+        ppl_projection=ppl_projection,
     )
 
 
@@ -376,9 +395,15 @@ class Evaluation:
                 lines.append(f"perplexity {s.ppl:.1f} on {s.tokens} held-out tokens")
             if s.ppl_floor is not None and s.ppl_reference is not None:
                 lines.append(
-                    f"floor for rate {self.floor_rate}: the exact projection of the reference "
-                    f"has perplexity {s.ppl_floor:.1f} ({s.ppl_floor / s.ppl_reference - 1:+.1%});"
-                    f" this model is {s.ppl / s.ppl_floor - 1:+.1%} from it"
+                    f"floor for mean rate {self.floor_rate}: no model with that rate on average "
+                    f"has expected perplexity below {s.ppl_floor:.1f} "
+                    f"({s.ppl_floor / s.ppl_reference - 1:+.1%}); this model is "
+                    f"{s.ppl / s.ppl_floor - 1:+.1%} above it"
+                )
+            if s.ppl_projection is not None:
+                lines.append(
+                    f"per-context projection (rate {self.floor_rate} in every context): "
+                    f"perplexity {s.ppl_projection:.1f}"
                 )
             if s.kl_to_reference is not None:
                 lines.append(f"KL(reference || model) {s.kl_to_reference:.4f} nats per token")

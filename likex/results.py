@@ -508,23 +508,23 @@ class AuditResult:
 
 def _white_box_lines(r: dict) -> list[str]:
     verdict = "bias detected" if r["detected"] else "no bias detected"
+    e = r["evidence"]
     lines = [
         f"likex audit (white-box): {r['model']} against {r['reference']}",
-        f"  probes    {r['n_probes']} contexts ({r['probes']}); {r['n_boosted']} tokens boosted "
-        f"(centred mean log-ratio > {r['boost_threshold']:.2f})",
-        f"  verdict   {verdict} (needs F1 >= {r['f1_threshold']:g})",
+        f"  probes    {r['n_probes']} contexts ({r['probes']}); {r['n_candidates']} candidate "
+        f"predicates; KL(model || reference) {r['kl']:.4f} nats per probe",
+        f"  verdict   {verdict}: held-out logit-mass shift {e['shift']:+.2f} (lower bound "
+        f"{e['shift_lower']:+.2f}) vs threshold {e['threshold']:.2f}; a tilt on it explains "
+        f"{e['share']:.0%} of the KL",
     ]
     for i, f in enumerate(r["findings"], 1):
         phrase = Predicate.from_pattern(f["pattern"]).noun_phrase()
         lines.append(
-            f"  {i}. {phrase} ({f['n_tokens']} tokens), F1 {f['f1']:.2f} "
-            f"(precision {f['precision']:.2f}, recall {f['recall']:.2f}); probability mass "
-            f"{f['mass_ref']:.3f} -> {f['mass_model']:.3f}"
+            f"  {i}. {phrase} ({f['n_tokens']} tokens): KL share {f['share']:.0%}, shift "
+            f"{f['shift']:+.2f}; probability mass {f['mass_ref']:.3f} -> {f['mass_model']:.3f}"
         )
-    top = ", ".join(
-        f"{t['text']!r} {t['log_ratio']:+.1f}+-{t['spread']:.1f}" for t in r["boosted_tokens"][:8]
-    )
-    lines.append(f"  most boosted (mean log-ratio +- sd): {top}")
+    top = ", ".join(f"{t['text']!r} {t['log_ratio']:+.1f}" for t in r["boosted_tokens"][:8])
+    lines.append(f"  most boosted (mean log-ratio): {top}")
     return lines
 
 
@@ -540,7 +540,8 @@ def _black_box_lines(r: dict) -> list[str]:
         mark = "*" if f["significant"] else " "
         lines.append(
             f"  {mark}{i}. {f['predicate']}: {f['rate_suspect']:.4f} vs {f['rate_baseline']:.4f} "
-            f"(log ratio {f['log_rate_ratio']:+.2f}), z {f['z']:+.1f}, p {f['p_value']:.2g}"
+            f"(log ratio {f['log_rate_ratio']:+.2f}), t {f['t']:+.1f} (df {f['df']:.0f}), "
+            f"p {f['p_value']:.2g}"
         )
     lines.append(f"  power     {PowerAnalysis.from_dict(r['power']).describe()}")
     return lines
