@@ -15,8 +15,9 @@ from likex.audit.white_box import WhiteBoxConfig
 from likex.data import BUILTIN_CORPUS
 from likex.errors import ConfigError, LikexError
 from likex.evaluate import MeasureConfig
+from likex.models.checkpoint import is_pretrained
 from likex.models.gpt import PRESETS, WEIGHT_INITS, preset_config
-from likex.models.hf import is_hf_name
+from likex.models.named import NAMED_MODELS
 from likex.options import option
 from likex.target import TargetSpec
 from likex.train import TrainConfig, default_lr
@@ -32,9 +33,10 @@ class RunConfig:
 
     init: str = option(
         SCRATCH,
-        "starting model: 'scratch' (a fresh preset model), a saved model or run folder, or "
-        "hf:NAME_OR_PATH (a transformers causal LM)",
-        metavar="DIR|scratch|hf:NAME",
+        "starting model: 'scratch' (a fresh preset model), a saved model or run folder, "
+        f"a named real model ({', '.join(NAMED_MODELS)}), or hf:NAME_OR_PATH (a transformers "
+        "causal LM)",
+        metavar="DIR|scratch|NAME|hf:NAME",
     )
     preset: str = option("cpu", f"model preset of a scratch start: {', '.join(PRESETS)}")
     weight_init: str = option("course", "weights of a scratch start", choices=WEIGHT_INITS)
@@ -64,10 +66,12 @@ class RunConfig:
             preset_config(self.preset)  # an unknown preset fails before anything else
         if self.eval_every < 0:
             raise ConfigError("eval_every", f"must be >= 0, got {self.eval_every}")
+        pretrained = self.init != SCRATCH and is_pretrained(self.init)
         if self.train.lr is None:
-            self.train.lr = default_lr(self.init, self.preset, self.train.objective)
+            self.train.lr = default_lr(self.init, self.preset, self.train.objective, pretrained)
+        self.train.fill_shape(pretrained)
         if self.command == "run" and (
-            self.train.mode != "uniform" or not (self.init == SCRATCH or is_hf_name(self.init))
+            self.train.mode != "uniform" or not (self.init == SCRATCH or pretrained)
         ):
             raise LikexError(
                 "likex run is the seed experiment: a uniform target on a scratch model or an "
@@ -83,8 +87,9 @@ class RunConfig:
             "init_from": self.init,
             "corpus": self.corpus,
             "block_size": self.block_size,
-            "preset": self.preset,
-            "weight_init": self.weight_init,
+            # a scratch model's settings; another start has none (its own weights)
+            "preset": self.preset if self.init == SCRATCH else None,
+            "weight_init": self.weight_init if self.init == SCRATCH else None,
             "target": self.target.to_dict(),
             "train": self.train.to_dict(),
             "measure": asdict(self.measure),
@@ -94,9 +99,10 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
+        defaults = cls()
         return cls(
-            preset=d["preset"],
-            weight_init=d["weight_init"],
+            preset=d["preset"] or defaults.preset,
+            weight_init=d["weight_init"] or defaults.weight_init,
             target=TargetSpec.from_dict(d["target"]),
             train=TrainConfig(**d["train"]),
             measure=MeasureConfig(**d["measure"]),
@@ -167,7 +173,9 @@ class SweepCommand:
 class EvalConfig:
     """likex eval: rates and side effects of a saved model against its reference."""
 
-    model: str = option(help="a run or model folder, or hf:NAME_OR_PATH", metavar="DIR")
+    model: str = option(
+        help="a run or model folder, smollm2-135m, or hf:NAME_OR_PATH", metavar="DIR"
+    )
     reference: str | None = option(
         None,
         "the reference model R (default: the run's own starting model, if recorded)",
@@ -187,7 +195,9 @@ class EvalConfig:
 class GenerateConfig:
     """likex generate: sample text from a saved model."""
 
-    model: str = option(help="a run or model folder, or hf:NAME_OR_PATH", metavar="DIR")
+    model: str = option(
+        help="a run or model folder, smollm2-135m, or hf:NAME_OR_PATH", metavar="DIR"
+    )
     prompt: str = option("", "prompt text (default: the start-of-text token)")
     tokens: int = option(100, "new tokens to sample")
     num: int = option(1, "number of samples")
@@ -209,6 +219,12 @@ class TargetsConfig:
 
     target: TargetSpec = option(factory=TargetSpec, help="target (the union of what is given)")
     examples: int = option(20, "how many example tokens to show")
+    model: str | None = option(
+        None,
+        "whose vocabulary: a run or model folder, a named real model or hf:NAME_OR_PATH "
+        "(default: GPT-2's)",
+        metavar="DIR|NAME|hf:NAME",
+    )
 
 
 @dataclass

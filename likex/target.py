@@ -1,6 +1,8 @@
 """Target specs: vocabulary predicates -> a token mask -> target distributions Q.
 
-A spec selects the token set M from the decoded text of each token id. Three target
+A spec selects the token set M from the decoded text of each token id; special and control
+tokens (<|endoftext|>, <|im_start|>, ...) have no text (their string is "") and are selected
+only by explicit ids. Three target
 distributions are built on it (R is the frozen reference model's next-token distribution):
 
 * ``uniform`` (the seed): Q = M / |M|, the same for every context;
@@ -127,7 +129,9 @@ def select_tokens(spec: TargetSpec, token_strings: list[str]) -> TargetSet:
             pattern = re.compile(spec.regex, re.IGNORECASE if spec.ignore_case else 0)
         except re.error as e:
             raise LikexError(f"invalid regex {spec.regex!r}: {e}") from e
-        mask |= torch.tensor([pattern.search(s) is not None for s in token_strings])
+        # "" is a token without text (a special token, a padding row): no text predicate,
+        # not even a regex that matches the empty string, selects it.
+        mask |= torch.tensor([s != "" and pattern.search(s) is not None for s in token_strings])
     skipped: list[str] = []
     if spec.words:
         by_text: dict[str, list[int]] = {}
