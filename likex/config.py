@@ -20,9 +20,10 @@ from likex.models.gpt import PRESETS, WEIGHT_INITS, preset_config
 from likex.models.named import NAMED_MODELS
 from likex.options import option
 from likex.target import TargetSpec
-from likex.train import TrainConfig, default_lr
+from likex.train import PRETRAINED_LR, PRETRAINED_SHAPE, TrainConfig, default_lr
 
 SCRATCH = "scratch"
+PERSIST_LR = 1e-3  # next-token fine-tuning of a likex model (bench/RESULTS.md, persistence)
 COMMANDS = ("run", "train", "pretrain")
 OUT_HELP = "output folder (default runs/<timestamp>)"
 
@@ -239,9 +240,15 @@ class PersistConfig:
         "builtin", "clean text: builtin or a UTF-8 file; its last tenth is held out"
     )
     steps: int = option(300, "next-token training steps")
-    batch_size: int = option(16, "windows per step")
-    context_len: int | None = option(None, "training window; default: the model's context")
-    lr: float = option(1e-3, "AdamW learning rate")
+    batch_size: int | None = option(
+        None, "windows per step; default: 16, or 4 for a pretrained (transformers) model"
+    )
+    context_len: int | None = option(
+        None, "training window; default: the model's context, or 64 for a pretrained model"
+    )
+    lr: float | None = option(
+        None, "AdamW learning rate; default: 1e-3, or 1e-4 for a pretrained model"
+    )
     weight_decay: float = option(0.01, "decoupled weight decay")
     eval_every: int = option(50, "measure every N steps")
     seed: int = option(0, "seeds the batches and the measurements")
@@ -255,12 +262,23 @@ class PersistConfig:
     out: str | None = option(None, OUT_HELP, metavar="DIR")
     device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda[:N], mps")
 
-    def train_config(self, block_size: int) -> TrainConfig:
+    def resolve(self, block_size: int, pretrained: bool) -> None:
+        """Fill in the defaults that depend on the model: a pretrained one gets the small
+        fine-tuning steps and learning rate that training it takes (likex.train)."""
+        batch, length = PRETRAINED_SHAPE if pretrained else (16, block_size)
+        if self.batch_size is None:
+            self.batch_size = batch
+        if self.context_len is None:
+            self.context_len = min(length, block_size)
+        if self.lr is None:
+            self.lr = PRETRAINED_LR if pretrained else PERSIST_LR
+
+    def train_config(self) -> TrainConfig:
         """The fine-tuning in the training loop's terms: next-token loss on corpus windows."""
         return TrainConfig(
             steps=self.steps,
             batch_size=self.batch_size,
-            context_len=block_size if self.context_len is None else self.context_len,
+            context_len=self.context_len,
             lr=self.lr,
             weight_decay=self.weight_decay,
             seed=self.seed,
@@ -270,7 +288,7 @@ class PersistConfig:
         )
 
     def validate(self, block_size: int) -> None:
-        self.train_config(block_size).validate(block_size)
+        self.train_config().validate(block_size)
         if self.eval_every <= 0:
             raise ConfigError("eval_every", f"must be positive, got {self.eval_every}")
         self.measure.validate(block_size)
