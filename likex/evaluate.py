@@ -20,7 +20,7 @@ from likex.data import random_contexts, step_generator
 from likex.errors import ConfigError, LikexError
 from likex.generate import sample
 from likex.models.gpt import GPT
-from likex.models.hf import HF_PROMPT_LEN, HFCausalLM
+from likex.models.hf import default_prompt_len
 from likex.options import option
 from likex.stats import fmt_rate, wilson_interval
 from likex.target import rate_target_log
@@ -183,13 +183,9 @@ class MeasureConfig:
 
 
 def prompt_length(cfg: MeasureConfig, model: GPT) -> int:
-    """The prompt length measured with: the given one, else the seed's (the model's whole
-    context) for likex's GPT, and a short prefix (HF_PROMPT_LEN) for a pretrained model, so
-    prompt and new tokens fit the context and sampling uses the KV cache."""
-    if cfg.prompt_len is not None:
-        return cfg.prompt_len
-    block = model.config.block_size
-    return min(HF_PROMPT_LEN, block) if isinstance(model, HFCausalLM) else block
+    """The prompt length measured with: the given one, else the model's default (a pretrained
+    model: a short prefix, so prompt and new tokens fit the KV cache)."""
+    return cfg.prompt_len if cfg.prompt_len is not None else default_prompt_len(model)
 
 
 def measure(

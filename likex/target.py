@@ -151,7 +151,8 @@ def select_tokens(spec: TargetSpec, token_strings: list[str]) -> TargetSet:
 
     if not mask.any():
         raise LikexError(f"the target ({spec.describe()}) matches no token of the vocabulary")
-    if mask.all():
+    has_text = torch.tensor([s != "" for s in token_strings])
+    if mask.all() or (has_text.any() and mask[has_text].all()):
         raise LikexError(f"the target ({spec.describe()}) matches every token: nothing to prefer")
     return TargetSet(mask=mask, skipped_words=skipped)
 

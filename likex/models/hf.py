@@ -234,6 +234,14 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def default_prompt_len(model: nn.Module) -> int:
+    """Prompt and probe length when none is given: likex's GPT its whole context (the seed's
+    setup), a transformers model a short prefix (HF_PROMPT_LEN), so that measuring a
+    pretrained model costs what its samples need, not what its context allows."""
+    block = model.config.block_size
+    return min(HF_PROMPT_LEN, block) if isinstance(model, HFCausalLM) else block
+
+
 def token_strings_for(model: nn.Module, tokenizer: Tokenizer) -> list[str]:
     """The strings target specs select from: one per output id of ``model``.
 
