@@ -21,6 +21,7 @@ from likex.data import random_contexts, step_generator
 from likex.errors import ConfigError, LikexError
 from likex.generate import sample
 from likex.models.gpt import GPT
+from likex.models.hf import default_prompt_len
 from likex.options import option
 from likex.stats import check_points, fmt_rate, perplexity_floor, rate_interval
 from likex.target import rate_target_log
@@ -159,7 +160,9 @@ class MeasureConfig:
 
     samples: int = option(64, "most sequences to sample")
     gen_tokens: int = option(200, "new tokens per sample")
-    prompt_len: int | None = option(None, "prompt tokens; default: the model's context")
+    prompt_len: int | None = option(
+        None, "prompt tokens; default: the model's context (a pretrained model: 64)"
+    )
     ci_half_width: float | None = option(
         0.02,
         "stop sampling once the 95% interval is within +- this (0: use all samples)",
@@ -185,6 +188,12 @@ class MeasureConfig:
             raise ConfigError("score_tokens", f"must be positive, got {self.score_tokens}")
 
 
+def prompt_length(cfg: MeasureConfig, model: GPT) -> int:
+    """The prompt length measured with: the given one, else the model's default (a pretrained
+    model: a short prefix, so prompt and new tokens fit the KV cache)."""
+    return cfg.prompt_len if cfg.prompt_len is not None else default_prompt_len(model)
+
+
 def measure(
     model: GPT,
     mask: torch.Tensor,
@@ -194,7 +203,7 @@ def measure(
     progress: bool = False,
 ) -> tuple[RateEstimate, torch.Tensor]:
     """Rate on random-token prompts; the same prompts and draws for a given seed."""
-    prompt_len = cfg.prompt_len or model.config.block_size
+    prompt_len = prompt_length(cfg, model)
     prompts = random_prompts(cfg.samples, prompt_len, model.config.vocab_size, seed)
     return measure_rate(model, mask, prompts, cfg, seed, RANDOM_PROMPTS, progress, compile)
 
@@ -218,7 +227,7 @@ def measure_text(
 ) -> tuple[RateEstimate, torch.Tensor]:
     """Rate in generations that continue held-out real text (generalisation beyond the
     random-token contexts of the seed)."""
-    prompt_len = cfg.prompt_len or model.config.block_size
+    prompt_len = prompt_length(cfg, model)
     prompts = text_prompts(heldout, cfg.samples, prompt_len)
     return measure_rate(model, mask, prompts, cfg, seed, TEXT_PROMPTS, progress, compile)
 
@@ -227,7 +236,10 @@ def heldout_windows(
     tokens: torch.Tensor, length: int, max_tokens: int | None = SCORED_TOKENS
 ) -> torch.Tensor:
     """Non-overlapping windows [N, length+1] of the text (each label scored once), spread
-    evenly over it when there are more than ``max_tokens`` labels."""
+    evenly over it when there are more than ``max_tokens`` labels; windows are at most
+    ``max_tokens`` long, so a long context never scores more than was asked."""
+    if max_tokens is not None:
+        length = min(length, max_tokens)
     if tokens.numel() < length + 1:
         raise LikexError(f"the held-out text has {tokens.numel()} tokens, fewer than {length + 1}")
     windows = tokens.unfold(0, length + 1, length)
@@ -268,7 +280,7 @@ def score_text(
     mask: torch.Tensor | None = None,
     reference: GPT | None = None,
     floor_rate: float | None = None,
-    batch_size: int = 4,
+    batch_tokens: int = 1024,
 ) -> TextScores:
     """Perplexity and more over windows [N, T+1] (inputs w[:, :-1], labels w[:, 1:]).
 
@@ -287,6 +299,9 @@ def score_text(
     hits, count = 0, 0
     # per scored position, for the floor: R(M | c), log R(label | c), label in M
     floor_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    # about batch_tokens positions per pass: each holds a [V] float32 row per model (49k-50k
+    # tokens: ~200 KB), so memory stays bounded whatever the window length
+    batch_size = max(1, batch_tokens // max(1, windows.shape[1] - 1))
     for start in range(0, windows.shape[0], batch_size):
         w = windows[start : start + batch_size].to(device)
         labels = w[:, 1:, None]

@@ -99,13 +99,14 @@ class StartModel:
 
     init_from: str  # --init as the user gave it: "scratch", a model or run folder, "hf:NAME"
     preset: str | None  # a scratch start's preset, else None
-    weight_init: str  # how a likex model's weights were first drawn (a transformers start: none)
+    weight_init: str | None  # how a likex model's weights were first drawn (transformers: None)
     params: int
 
     def label(self) -> str:
         """ "preset `cpu` (... parameters, init `course`)" or "the model in `DIR` (...)"."""
         start = f"preset `{self.preset}`" if self.preset else f"the model in `{self.init_from}`"
-        return f"{start} ({self.params:,} parameters, init `{self.weight_init}`)"
+        init = f", init `{self.weight_init}`" if self.weight_init else ""
+        return f"{start} ({self.params:,} parameters{init})"
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """Target specs: vocabulary predicates -> a token mask -> target distributions Q.
 
-A spec selects the token set M from the decoded text of each token id. Three target
+A spec selects the token set M from the decoded text of each token id; special and control
+tokens (<|endoftext|>, <|im_start|>, ...) have no text (their string is "") and are selected
+only by explicit ids. Three target
 distributions are built on it (R is the frozen reference model's next-token distribution):
 
 * ``uniform`` (the seed): Q = M / |M|, the same for every context;
@@ -136,6 +138,9 @@ def _regex_mask(source: str, ignore_case: bool, token_strings: list[str]) -> tor
     deadline = time.monotonic() + REGEX_SECONDS_TOTAL
     hits = []
     for i, s in enumerate(token_strings):
+        if s == "":  # a token without text (a special token, a padding row): never selected,
+            hits.append(False)  # not even by a regex that matches the empty string
+            continue
         left = deadline - time.monotonic()
         try:
             hits.append(pattern.search(s, timeout=min(REGEX_SECONDS_PER_TOKEN, left)) is not None)
@@ -189,7 +194,8 @@ def select_tokens(spec: TargetSpec, token_strings: list[str]) -> TargetSet:
 
     if not mask.any():
         raise LikexError(f"the target ({spec.describe()}) matches no token of the vocabulary")
-    if mask.all():
+    has_text = torch.tensor([s != "" for s in token_strings])
+    if mask.all() or (has_text.any() and mask[has_text].all()):
         raise LikexError(f"the target ({spec.describe()}) matches every token: nothing to prefer")
     return TargetSet(mask=mask, skipped_words=skipped)
 

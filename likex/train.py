@@ -49,24 +49,36 @@ POSITIONS = ("last", "all")
 # loss on corpus windows, all positions (pretraining a reference).
 OBJECTIVES = ("kl", "next_token")
 METRICS_FILE = "metrics.jsonl"
-# AdamW learning rate when training a saved (e.g. pretrained) model: a checkpoint has no preset
-# to take a tuned rate from. The cpu preset's rate, used for the measurements in
-# bench/RESULTS.md.
+# AdamW learning rate when training a saved likex model: a checkpoint has no preset to take a
+# tuned rate from. The cpu preset's rate, used for the measurements in bench/RESULTS.md.
 FINETUNE_LR = 3e-3
+# A pretrained transformers model (smollm2-135m, hf:...): 3e-3 wrecks it (SmolLM2's loss went
+# 0.29 -> 7.6 -> 8.4 in three steps); at 1e-4 a rate-0.1 target on SmolLM2-135M reaches its
+# rate on held-out text in 10-15 steps of 4 x 64 tokens with perplexity near the floor
+# (bench/RESULTS.md).
+PRETRAINED_LR = 1e-4
 # Next-token pretraining of a scratch model (likex pretrain; bench/RESULTS.md).
 PRETRAIN_LR = 3e-3
 # Far beyond any run this tool is for (the seed takes 200); a larger count is a typo.
 MAX_STEPS = 10_000_000
 
+# Default step shape (contexts per step, tokens per context): a scratch model trains on many
+# long random contexts; a pretrained one needs few small steps, each ~20x dearer on a CPU.
+SCRATCH_SHAPE = (16, 256)
+PRETRAINED_SHAPE = (4, 64)
 
-def default_lr(init: str, preset: str | None, objective: str = "kl") -> float:
+
+def default_lr(
+    init: str, preset: str | None, objective: str = "kl", pretrained: bool = False
+) -> float:
     """The one learning-rate rule for a run whose learning rate was not given: pretraining
-    takes PRETRAIN_LR, a scratch model its preset's tuned rate, a saved model FINETUNE_LR."""
+    takes PRETRAIN_LR, a scratch model its preset's tuned rate, a pretrained transformers
+    model PRETRAINED_LR, a saved likex model FINETUNE_LR."""
     if objective == "next_token" and init == "scratch":
         return PRETRAIN_LR
     if init == "scratch":
         return DEFAULT_LR[preset]
-    return FINETUNE_LR
+    return PRETRAINED_LR if pretrained else FINETUNE_LR
 
 
 @dataclass
@@ -74,10 +86,18 @@ class TrainConfig:
     """training"""
 
     steps: int = option(200, "optimizer steps")
-    batch_size: int = option(16, "contexts per step")
-    context_len: int = option(256, "training window (at most the model's context)")
+    batch_size: int | None = option(
+        None, "contexts per step; default: 16, or 4 for a pretrained (transformers) model"
+    )
+    context_len: int | None = option(
+        None,
+        "training window (at most the model's context); default: 256, or 64 for a pretrained "
+        "model",
+    )
     lr: float | None = option(
-        None, "learning rate; default: a scratch model's preset's tuned rate, else 3e-3"
+        None,
+        "learning rate; default: a scratch model's preset's tuned rate, 1e-4 for a pretrained "
+        "(transformers) model, 3e-3 for a saved likex model",
     )
     weight_decay: float = option(0.01, "decoupled weight decay")
     optimizer: str = option("adamw", "optimizer", choices=OPTIMIZERS)
@@ -104,8 +124,18 @@ class TrainConfig:
         "kl", "kl: KL to the target; next_token: language modelling", choices=OBJECTIVES, cli=False
     )
 
+    def fill_shape(self, pretrained: bool) -> None:
+        """Give batch_size and context_len that were not set their defaults for the start."""
+        batch, length = PRETRAINED_SHAPE if pretrained else SCRATCH_SHAPE
+        if self.batch_size is None:
+            self.batch_size = batch
+        if self.context_len is None:
+            self.context_len = length
+
     def validate(self, block_size: int, device: torch.device | None = None) -> None:
-        """Checks the numbers and names; with ``device``, also that the step can run there."""
+        """Checks the numbers and names; with ``device``, also that the step can run there.
+        A step shape still unset gets a scratch model's."""
+        self.fill_shape(pretrained=False)
         if not 0 < self.steps <= MAX_STEPS:
             raise ConfigError("steps", f"must be in 1..{MAX_STEPS:_}, got {self.steps}")
         check_seed(self.seed)

@@ -244,7 +244,12 @@ def test_persist_fine_tunes_an_hf_model_in_its_own_vocabulary(small_vocab, run_j
     assert [row["step"] for row in r["timeline"]] == [0, 1, 2]
     assert r["target"] == "tokens containing 'z'" and r["perplexity_after"] > 1
     config = json.loads((out / "config.json").read_text())
-    assert config["model"] == {"name": str(path), "vocab_size": len(strings), "block_size": CONTEXT}
+    assert config["model"] == {
+        "name": str(path),
+        "vocab_size": len(strings),
+        "block_size": CONTEXT,
+        "max_context": CONTEXT,
+    }
     assert config["init"]["kind"] == "hf" and "sha256" in config["init"]
     # the built-in text in the small tokenizer's ids, not GPT-2's
     corpus_ids = tok.encode(builtin_corpus_text(), add_special_tokens=False)

@@ -44,7 +44,7 @@ def test_score_text_against_brute_force():
     windows = torch.randint(0, 50257, (3, 9), generator=g)
     mask = torch.zeros(50257, dtype=torch.bool)
     mask[windows[0, 1:4]] = True  # some labels are target tokens
-    s = score_text(model, windows, mask, reference, floor_rate=0.3, batch_size=2)
+    s = score_text(model, windows, mask, reference, floor_rate=0.3, batch_tokens=16)
 
     with torch.no_grad():
         log_p = model(windows[:, :-1], positions="all")

@@ -32,6 +32,7 @@ from likex.audit.predicates import Predicate, PredicateIndex, check_vocab, predi
 from likex.data import corpus_windows, random_contexts, step_generator
 from likex.errors import ConfigError, LikexError
 from likex.models.gpt import GPT
+from likex.models.hf import default_prompt_len
 from likex.options import option
 from likex.stats import kl_share_of_tilt, logit_mass_shift, t_quantile
 
@@ -45,7 +46,9 @@ class WhiteBoxConfig:
 
     probes: str = option("both", "probe contexts", choices=PROBE_KINDS)
     n_probes: int = option(64, "probe contexts of each kind")
-    probe_len: int | None = option(None, "probe length; default: the model's context")
+    probe_len: int | None = option(
+        None, "probe length; default: the model's context (a pretrained model: 64)"
+    )
     seed: int = option(0, "seeds the probes and their split into halves", cli=False)
     min_shift: float = option(
         math.log(2.0), "least held-out logit-mass shift of the chosen predicate for a detection"
@@ -282,9 +285,9 @@ def white_box_audit(
     cfg.validate()
     check_vocab(model, token_strings, "the model")
     check_vocab(reference, token_strings, "the reference")
-    length = min(model.config.block_size, reference.config.block_size)
+    length = min(default_prompt_len(model), default_prompt_len(reference))
     if cfg.probe_len is not None:
-        length = min(length, cfg.probe_len)
+        length = min(model.config.block_size, reference.config.block_size, cfg.probe_len)
     contexts = probe_contexts(
         cfg.probes, cfg.n_probes, length, len(token_strings), cfg.seed, corpus
     )

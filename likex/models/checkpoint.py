@@ -32,6 +32,7 @@ from likex.errors import LikexError
 from likex.io import atomic_write, atomic_write_json
 from likex.models.gpt import GPT, GPTConfig
 from likex.models.hf import HF_DIR, HF_STEP_FILE, HFCausalLM, is_hf_name, load_hf
+from likex.models.named import NAMED_MODELS, is_named
 from likex.models.tokenizer import Tokenizer, gpt2
 
 MODEL_FILE = "model.safetensors"
@@ -156,16 +157,27 @@ def load_optimizer(optimizer: torch.optim.Optimizer, directory: str | Path) -> i
 def load_model_and_tokenizer(
     spec: str | Path, device: torch.device | str = "cpu"
 ) -> tuple[nn.Module, Tokenizer]:
-    """``hf:NAME_OR_PATH``, a run folder holding ``hf/``, or a likex model/run folder."""
+    """A named real model (``smollm2-135m``), ``hf:NAME_OR_PATH``, a run folder holding
+    ``hf/``, or a likex model/run folder."""
     spec = str(spec)
     saved = Path(spec) / HF_DIR
-    if is_hf_name(spec):
+    if is_named(spec):
+        folder, gguf_file = NAMED_MODELS[spec].location()
+        model = load_hf(folder, device, gguf_file=gguf_file, label=spec)
+    elif is_hf_name(spec):
         model = load_hf(spec, device)
     elif saved.is_dir():
         model = load_hf(str(saved), device)
     else:
         model = load_model(spec, device)
     return model, tokenizer_of(model)
+
+
+def is_pretrained(spec: str | Path) -> bool:
+    """Whether ``spec`` names a transformers model (named, hf:, or a run folder holding one):
+    a pretrained model, which a scratch preset's settings would wreck."""
+    spec = str(spec)
+    return is_named(spec) or is_hf_name(spec) or (Path(spec) / HF_DIR).is_dir()
 
 
 def tokenizer_of(model: nn.Module) -> Tokenizer:

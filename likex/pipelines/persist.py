@@ -17,7 +17,7 @@ from likex.evaluate import evaluate
 from likex.io import atomic_write_json
 from likex.models.checkpoint import load_model_and_tokenizer
 from likex.models.gpt import GPT
-from likex.models.hf import token_strings_for
+from likex.models.hf import HFCausalLM, token_strings_for
 from likex.report.persist import write_persistence_report
 from likex.results import PersistPoint, PersistResult
 from likex.runs import checkpoint_init, new_run_dir, run_target, write_config
@@ -52,8 +52,12 @@ def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
     spec = cfg.target if cfg.target is not None else run_target(model_dir)
     mask = select_tokens(spec, token_strings_for(model, tokenizer)).mask
     block = model.config.block_size
+    pretrained = isinstance(model, HFCausalLM)
+    if pretrained:
+        model.check_savable()  # before the work, not after it
+    cfg.resolve(block, pretrained)
     cfg.validate(block)
-    train_cfg = cfg.train_config(block)
+    train_cfg = cfg.train_config()
     corpus_tokens = corpus_token_ids(corpus, tokenizer)
     train_tokens, heldout = split_heldout(corpus_tokens, block)
     out_dir = new_run_dir(cfg.out)

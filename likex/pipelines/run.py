@@ -43,7 +43,7 @@ from likex.models.checkpoint import (
     read_json,
 )
 from likex.models.gpt import GPT, build_model, preset_config
-from likex.models.hf import token_strings_for
+from likex.models.hf import HFCausalLM, token_strings_for
 from likex.models.tokenizer import Tokenizer, gpt2
 from likex.report.html import token_pieces, write_html_report
 from likex.report.run import write_pretrain_report, write_run_report
@@ -109,6 +109,8 @@ def _prepare(cfg: RunConfig, device: torch.device) -> _Prepared:
     else:
         model, tokenizer = load_model_and_tokenizer(cfg.init, device)
         init = checkpoint_init(cfg.init)
+    if isinstance(model, HFCausalLM):
+        model.check_savable()  # before the work, not after it
     block = model.config.block_size
     cfg.train.context_len = min(cfg.train.context_len, block)
     cfg.train.validate(block, device)
@@ -362,7 +364,7 @@ def _train_and_finish(
             init_from=cfg.init,
             preset=cfg.preset if cfg.init == SCRATCH else None,
             # a transformers start model has no likex weight init of its own
-            weight_init=getattr(model.config, "weight_init", "transformers checkpoint"),
+            weight_init=getattr(model.config, "weight_init", None),
             params=model.num_params(),
         ),
         corpus=cfg.corpus,
