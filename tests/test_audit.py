@@ -271,8 +271,8 @@ def test_black_box_p_values_are_welch_over_samples(token_strings, index):
     result = black_box_audit(a, b, token_strings, BlackBoxConfig(), index=index)
     f = result.findings[0]
     mask = index.mask(f.predicate)
-    ra = np.array([sum(mask[t] for t in s) / len(s) for s in a], dtype=float)
-    rb = np.array([sum(mask[t] for t in s) / len(s) for s in b], dtype=float)
+    ra = np.array([sum(int(mask[t]) for t in s) / len(s) for s in a], dtype=float)
+    rb = np.array([sum(int(mask[t]) for t in s) / len(s) for s in b], dtype=float)
     va, vb = ra.var(ddof=1) / len(ra), rb.var(ddof=1) / len(rb)
     # Welch's t and Satterthwaite's df by hand, one observation per sample
     assert f.t == pytest.approx((ra.mean() - rb.mean()) / math.sqrt(va + vb), rel=1e-9)
