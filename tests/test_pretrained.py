@@ -14,6 +14,7 @@ from transformers import (
 )
 
 from likex.config import RunConfig
+from likex.errors import LikexError
 from likex.evaluate import MeasureConfig, heldout_windows, prompt_length
 from likex.models.checkpoint import load_model_and_tokenizer
 from likex.models.hf import HF_CONTEXT_CAP, HF_DIR, HF_PROMPT_LEN, token_strings_for
@@ -71,7 +72,9 @@ def test_special_tokens_are_never_text_targets(tiny_llama):
         chosen = select_tokens(spec, strings)
         assert {strings[i] for i in chosen.ids} == words_with_x
     # a regex that matches the empty string still selects no special token
-    assert not set(select_tokens(TargetSpec(regex="^"), strings).ids) & set(special)
+    assert not set(select_tokens(TargetSpec(regex="^(?!six)"), strings).ids) & set(special)
+    with pytest.raises(LikexError, match="matches every token"):  # all text is no preference
+        select_tokens(TargetSpec(regex="^"), strings)
     # an explicit id does select one
     assert select_tokens(TargetSpec(token_ids=(special[0],)), strings).ids == [special[0]]
 
