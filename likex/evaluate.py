@@ -280,7 +280,7 @@ def score_text(
     mask: torch.Tensor | None = None,
     reference: GPT | None = None,
     floor_rate: float | None = None,
-    batch_tokens: int = 1024,
+    batch_tokens: int = 512,
 ) -> TextScores:
     """Perplexity and more over windows [N, T+1] (inputs w[:, :-1], labels w[:, 1:]).
 
@@ -299,8 +299,8 @@ def score_text(
     hits, count = 0, 0
     # per scored position, for the floor: R(M | c), log R(label | c), label in M
     floor_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    # about batch_tokens positions per pass: each holds a [V] float32 row per model (49k-50k
-    # tokens: ~200 KB), so memory stays bounded whatever the window length
+    # about batch_tokens positions per pass: each holds several [V] float32 rows per model
+    # (49k-50k tokens: ~200 KB each), so memory stays bounded whatever the window length
     batch_size = max(1, batch_tokens // max(1, windows.shape[1] - 1))
     for start in range(0, windows.shape[0], batch_size):
         w = windows[start : start + batch_size].to(device)
