@@ -73,7 +73,7 @@ def test_floor_and_projection_from_a_full_recompute():
     mask = torch.zeros(300, dtype=torch.bool)
     mask[::7] = True
     windows = torch.randint(0, 300, (6, 33), generator=torch.Generator().manual_seed(0))
-    s = score_text(model, windows, mask, reference, floor_rate=0.3, batch_size=4)
+    s = score_text(model, windows, mask, reference, floor_rate=0.3, batch_tokens=4 * 32)
     with torch.no_grad():
         log_r = reference(windows[:, :-1], positions="all").double().reshape(-1, 300)
     labels = windows[:, 1:].reshape(-1)
