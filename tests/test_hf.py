@@ -211,7 +211,7 @@ def test_white_box_audit_uses_the_models_own_vocabulary(small_vocab, planted_sma
     r = run_json(["audit", "--model", str(planted_small), "--probes", "corpus", *common])
     assert r["findings"][0]["predicate"] == "contains 'z'"
     same = run_json(["audit", "--model", f"hf:{path}", "--reference", f"hf:{path}", *common])
-    assert not same["detected"] and same["n_boosted"] == 0
+    assert not same["detected"] and same["kl"] < 1e-6  # a model against itself: no shift
     assert {t["text"] for t in same["boosted_tokens"]} <= set(strings) | {""}
 
 
@@ -233,7 +233,7 @@ def test_black_box_audit_tokenizes_text_with_the_models_tokenizer(
     # both sides sampled from models; the planted one uses more z-words
     r = run_json(["audit", "--model", str(planted_small), "--baseline", f"hf:{path}", *args])
     assert r["suspect_tokens"] == r["baseline_tokens"] == 160
-    assert r["findings"][0]["predicate"] == "contains 'z'" and r["findings"][0]["z"] > 0
+    assert r["findings"][0]["predicate"] == "contains 'z'" and r["findings"][0]["t"] > 0
 
 
 def test_persist_fine_tunes_an_hf_model_in_its_own_vocabulary(small_vocab, run_json, tmp_path):
