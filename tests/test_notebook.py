@@ -22,7 +22,7 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs)
-    assert "897 of 50257 tokens" in text and "loss " in text
+    assert "896 of 50257 tokens" in text and "loss " in text
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the plot
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert "<mark>" in html  # x-tokens highlighted in the sample after training
