@@ -80,8 +80,8 @@ class RunConfig:
                 "likex run is the seed experiment: a uniform target on a scratch model or an "
                 "hf: model; use likex train for anything else"
             )
-        if self.train.contexts == "corpus" and self.corpus is None:
-            raise ConfigError("contexts", "corpus needs {corpus} builtin|FILE")
+        if self.train.contexts != "random" and self.corpus is None:
+            raise ConfigError("contexts", f"{self.train.contexts} needs {{corpus}} builtin|FILE")
         return self
 
     def to_dict(self) -> dict:

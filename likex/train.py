@@ -28,6 +28,7 @@ from likex.accel import (
 from likex.data import check_seed, corpus_windows, random_contexts, step_generator
 from likex.distributed import barrier, check_same_on_all_ranks, dist_info, mean_over_ranks
 from likex.errors import ConfigError, LikexError
+from likex.generate import sample
 from likex.io import append_jsonl
 from likex.loss import KLToTarget, next_token_loss
 from likex.models.checkpoint import save_checkpoint
@@ -43,7 +44,7 @@ from likex.target import (
 )
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
-CONTEXTS = ("random", "corpus")
+CONTEXTS = ("random", "corpus", "generated")
 POSITIONS = ("last", "all")
 # "kl": KL(Q || P) to a designed target (every mode). "next_token": the ordinary language-model
 # loss on corpus windows, all positions (pretraining a reference).
@@ -106,7 +107,11 @@ class TrainConfig:
     rate: float | None = option(None, "mode rate: target mass A on M, 0 < A < 1")
     beta: float | None = option(None, "mode tilt: Q proportional to R exp(B [i in M])")
     contexts: str = option(
-        "random", "training contexts: random tokens or corpus windows", choices=CONTEXTS
+        "random",
+        "training contexts: random tokens, corpus windows, or generated: a quarter-window of "
+        "corpus text continued by the model being trained (its own text, where a rate is "
+        "measured)",
+        choices=CONTEXTS,
     )
     positions: str = option("last", "positions that enter the loss", choices=POSITIONS)
     save_every: int = option(0, "checkpoint every N steps (0: only at the end)")
@@ -235,23 +240,40 @@ def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def training_batch(
-    cfg: TrainConfig, step: int, vocab_size: int, corpus_tokens: torch.Tensor | None, rank: int = 0
+    cfg: TrainConfig,
+    step: int,
+    vocab_size: int,
+    corpus_tokens: torch.Tensor | None,
+    rank: int = 0,
+    model: GPT | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(contexts, next tokens) for ``step``: a pure function of (seed, rank, step), so resume
-    is exact. Random contexts have no next tokens (None)."""
+    """(contexts, next tokens) for ``step``: a pure function of (seed, rank, step) and, for
+    generated contexts, of the model's weights, so resume is exact. Random and generated
+    contexts have no next tokens (None). Generated contexts are on the model's device."""
     gen = step_generator(cfg.seed, step, rank)
     if cfg.contexts == "random":
         return random_contexts(cfg.batch_size, cfg.context_len, vocab_size, gen), None
     if corpus_tokens is None:
-        raise LikexError("--contexts corpus needs a corpus")
+        raise LikexError(f"--contexts {cfg.contexts} needs a corpus")
     windows = corpus_windows(corpus_tokens, cfg.batch_size, cfg.context_len, gen)
-    return windows[:, :-1], windows[:, 1:]
+    if cfg.contexts == "corpus":
+        return windows[:, :-1], windows[:, 1:]
+    if model is None:
+        raise LikexError("--contexts generated needs the model being trained")
+    # A rate is measured on the model's own continuations, and a short run moves the model
+    # most where its training contexts were: corpus text alone leaves its own (target-rich)
+    # text, where copying raises the rate, untrained. So most of each window is its own text.
+    device = next(model.parameters()).device
+    prompt = windows[:, : max(1, cfg.context_len // 4)].to(device)
+    sampler = torch.Generator(device).manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
+    new = sample(model, prompt, cfg.context_len - prompt.shape[1], generator=sampler)
+    return torch.cat([prompt, new], dim=1), None
 
 
 def training_contexts(
     cfg: TrainConfig, step: int, vocab_size: int, corpus_tokens: torch.Tensor | None, rank: int = 0
 ) -> torch.Tensor:
-    """The inputs of the batch for ``step``."""
+    """The inputs of the batch for ``step`` (random or corpus contexts)."""
     return training_batch(cfg, step, vocab_size, corpus_tokens, rank)[0]
 
 
@@ -354,7 +376,7 @@ def train(
     train_seconds = seconds_before
 
     def batch_on_device(step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        batch = training_batch(cfg, step, vocab, corpus_tokens, ranks.rank)
+        batch = training_batch(cfg, step, vocab, corpus_tokens, ranks.rank, model)
         return tuple(None if t is None else to_device(t, device) for t in batch)
 
     batch = batch_on_device(start_step + 1)

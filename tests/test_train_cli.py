@@ -3,10 +3,15 @@
 import json
 
 import pytest
+import torch
 
 from likex.cli import main
+from likex.data import corpus_windows, step_generator
+from likex.errors import LikexError
 from likex.models.checkpoint import load_model
+from likex.models.gpt import GPT, PRESETS
 from likex.runs import load_start_model
+from likex.train import TrainConfig, training_batch
 
 QUIET = ["--quiet"]
 MEASURE = ["--samples", "4", "--ci-width", "0", "--gen-tokens", "16", "--score-tokens", "256"]
@@ -114,6 +119,39 @@ def test_sweep_writes_table_and_plot(pretrained, tmp_path, run_json):
     assert before[0] == before[1]  # the reference is measured once
 
 
+def test_generated_contexts_are_corpus_text_continued_by_the_model():
+    cfg = TrainConfig(contexts="generated", batch_size=3, context_len=16, seed=1)
+    corpus = torch.randint(0, 64, (500,), generator=torch.Generator().manual_seed(0)) + 100
+    model = GPT(PRESETS["tiny"])
+    with torch.no_grad():  # a model that always says token 7, whatever it reads
+        model.wte.weight.zero_()
+        model.wte.weight[7, 0] = 1.0
+        model.ln_f.weight.zero_()
+        model.ln_f.bias.zero_()
+        model.ln_f.bias[0] = 1000.0
+    idx, next_tokens = training_batch(cfg, 2, 300, corpus, model=model)
+    windows = corpus_windows(corpus, 3, 16, step_generator(1, 2, 0))
+    assert next_tokens is None and idx.shape == (3, 16)
+    assert torch.equal(idx[:, :4], windows[:, :4])  # a quarter of real text (ids >= 100)
+    assert (idx[:, 4:] == 7).all()  # the rest is the model's own
+    with pytest.raises(LikexError, match="needs the model"):
+        training_batch(cfg, 2, 300, corpus)
+
+
+def test_rate_on_generated_contexts_reaches_the_rate_on_continued_text(
+    pretrained, rate_run, run_json, tmp_path
+):
+    args = ["train", "--init", str(pretrained), "--mode", "rate", "--rate", "0.5"]
+    args += ["--contexts", "generated", "--positions", "all", "--context-len", "32"]
+    args += ["--steps", "30", "--batch-size", "8", "--lr", "1e-2", *MEASURE, "--samples", "8"]
+    r = run_json([*args, "--out", str(tmp_path / "gen"), *QUIET])
+    corpus = json.loads((rate_run / "result.json").read_text())
+    assert r["contexts"] == "generated"
+    # corpus contexts overshoot on the model's own continuations; its own text corrects that
+    assert r["rate_text_ci"][0] < 0.5 < r["rate_text_ci"][1]
+    assert corpus["rate_text_ci"][0] > 0.5
+
+
 def _write(path, data: bytes):
     path.write_bytes(data)
     return str(path)
@@ -141,6 +179,7 @@ def _write(path, data: bytes):
         (["pretrain", "--corpus", "LATIN1"], "not UTF-8"),
         (["pretrain", "--corpus", "SHORT"], "too few"),
         (["eval", "--model", "/nonexistent/model", "--like", "x"], "not found"),
+        (["train", "--contexts", "generated"], "--contexts generated needs --corpus"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(
