@@ -253,12 +253,14 @@ def heldout_windows(
 class TextScores:
     """How a model predicts held-out text, next to its reference R (when given).
 
-    ``kl_to_reference`` is the mean over scored positions of KL(R || P) in nats. ``ppl_floor``
-    is the lowest expected perplexity of any model whose target rate is A on average over the
-    scored contexts (``likex.stats.perplexity_floor``: R tilted with one multiplier shared by
-    all contexts, the price of the bias alone); ``ppl_projection`` is that of the per-context
-    rate-A projection of R (``likex.target.rate_target_log``: rate A in *every* context, a
-    target, not a lower bound).
+    ``kl_to_reference`` is the mean over scored positions of KL(R || P) in nats.
+    ``heldout_rate`` is the model's mean probability of a target token at the scored positions
+    (human text read in, not its own). ``ppl_floor`` is the lowest expected perplexity of any
+    model with that same mean rate over the scored contexts (``likex.stats.perplexity_floor``:
+    R tilted with one multiplier shared by all contexts, the price of the bias alone): the bound
+    for *this* model, which may hold a requested rate on its own text and less on human text.
+    ``ppl_projection`` is that of the per-context projection of R at the requested rate A
+    (``likex.target.rate_target_log``: rate A in *every* context, a target, not a bound).
     """
 
     tokens: int
@@ -266,11 +268,17 @@ class TextScores:
     text_target_frequency: float | None = None
     ppl_reference: float | None = None
     kl_to_reference: float | None = None
+    heldout_rate: float | None = None
     ppl_floor: float | None = None
     ppl_projection: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def target_mass(log_probs: torch.Tensor, on_mask: torch.Tensor) -> torch.Tensor:
+    """P(M | c) at each position of [..., V] log-probabilities."""
+    return torch.logsumexp(log_probs.masked_fill(~on_mask, -math.inf), -1).exp()
 
 
 @torch.no_grad()
@@ -284,9 +292,9 @@ def score_text(
 ) -> TextScores:
     """Perplexity and more over windows [N, T+1] (inputs w[:, :-1], labels w[:, 1:]).
 
-    ``mask`` adds the share of target tokens in the text itself; ``reference`` adds its
-    perplexity and KL(R || P); ``floor_rate`` (with both) the perplexity floor and the
-    rate-A projection's perplexity.
+    ``mask`` adds the share of target tokens in the text itself and the model's mean target
+    mass there; ``reference`` adds its perplexity and KL(R || P); ``floor_rate`` (with both)
+    the perplexity floor and the rate-A projection's perplexity.
     """
     if floor_rate is not None and (reference is None or mask is None):
         raise LikexError("the perplexity floor needs a reference model and a target")
@@ -295,7 +303,7 @@ def score_text(
     modes = [m.training for m in models]
     for m in models:
         m.eval()
-    nll = nll_ref = nll_projection = kl = 0.0
+    nll = nll_ref = nll_projection = kl = model_mass = 0.0
     hits, count = 0, 0
     # per scored position, for the floor: R(M | c), log R(label | c), label in M
     floor_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
@@ -309,25 +317,33 @@ def score_text(
         nll -= float(log_p.gather(-1, labels).double().sum())
         count += labels.numel()
         if mask is not None:
-            hits += int(mask.to(device)[labels].sum())
+            on_mask = mask.to(device)
+            hits += int(on_mask[labels].sum())
+            model_mass += float(target_mass(log_p, on_mask).double().sum())
         if reference is not None:
             log_r = reference(w[:, :-1], positions="all")
             nll_ref -= float(log_r.gather(-1, labels).double().sum())
             kl += float((log_r.exp() * (log_r - log_p)).sum(dtype=torch.float64))
             if floor_rate is not None:
-                on_mask = mask.to(device)
-                mass = torch.logsumexp(log_r.masked_fill(~on_mask, -math.inf), -1).exp()
                 floor_parts.append(
-                    (mass.flatten(), log_r.gather(-1, labels).flatten(), on_mask[labels].flatten())
+                    (
+                        target_mass(log_r, on_mask).flatten(),
+                        log_r.gather(-1, labels).flatten(),
+                        on_mask[labels].flatten(),
+                    )
                 )
                 log_q = rate_target_log(log_r, on_mask, floor_rate)
                 nll_projection -= float(log_q.gather(-1, labels).double().sum())
     for m, mode in zip(models, modes, strict=True):
         m.train(mode)
     ppl_floor = ppl_projection = None
+    heldout_rate = model_mass / count if mask is not None else None
     if floor_rate is not None:
         mass, label_log_r, on = (torch.cat(p).cpu() for p in zip(*floor_parts, strict=True))
-        ppl_floor, _ = perplexity_floor(mass, label_log_r, on, floor_rate)
+        # the floor at the rate this model has on these contexts: a model trained to hold a
+        # rate on its own text may hold less on human text, and so cost less than rate A would
+        if 0 < heldout_rate < 1:
+            ppl_floor, _ = perplexity_floor(mass, label_log_r, on, heldout_rate)
         ppl_projection = math.exp(nll_projection / count)
     return TextScores(
         tokens=count,
@@ -335,6 +351,7 @@ def score_text(
         text_target_frequency=hits / count if mask is not None else None,
         ppl_reference=math.exp(nll_ref / count) if reference is not None else None,
         kl_to_reference=kl / count if reference is not None else None,
+        heldout_rate=heldout_rate,
         ppl_floor=ppl_floor,
         ppl_projection=ppl_projection,
     )
@@ -410,8 +427,9 @@ class Evaluation:
                 lines.append(f"perplexity {s.ppl:.1f} on {s.tokens} held-out tokens")
             if s.ppl_floor is not None and s.ppl_reference is not None:
                 lines.append(
-                    f"floor for mean rate {self.floor_rate}: no model with that rate on average "
-                    f"has expected perplexity below {s.ppl_floor:.1f} "
+                    f"floor for its mean rate {s.heldout_rate:.3f} on the held-out contexts: no "
+                    f"model with that rate on average has expected perplexity below "
+                    f"{s.ppl_floor:.1f} "
                     f"({s.ppl_floor / s.ppl_reference - 1:+.1%}); this model is "
                     f"{s.ppl / s.ppl_floor - 1:+.1%} above it"
                 )

@@ -367,6 +367,7 @@ class SweepRow:
             "ppl_reference": ev.scores.ppl_reference,
             "ppl_change": self.ppl_change,
             "ppl_floor": ev.scores.ppl_floor,
+            "heldout_rate": ev.scores.heldout_rate,
             "kl_to_reference": ev.scores.kl_to_reference,
             "run_dir": str(self.run.run.run_dir),
         }

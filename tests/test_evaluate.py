@@ -76,10 +76,14 @@ def test_floor_and_projection_from_a_full_recompute():
     s = score_text(model, windows, mask, reference, floor_rate=0.3, batch_tokens=4 * 32)
     with torch.no_grad():
         log_r = reference(windows[:, :-1], positions="all").double().reshape(-1, 300)
+        log_p = model(windows[:, :-1], positions="all").double().reshape(-1, 300)
     labels = windows[:, 1:].reshape(-1)
     r = log_r.exp()[:, mask].sum(1)
     label_log_r = log_r.gather(1, labels[:, None])[:, 0]
-    floor, _ = perplexity_floor(r, label_log_r, mask[labels], 0.3)
+    # the floor is taken at the model's own mean target mass over these contexts
+    own_rate = float(log_p.exp()[:, mask].sum(1).mean())
+    assert s.heldout_rate == pytest.approx(own_rate, rel=1e-6)
+    floor, _ = perplexity_floor(r, label_log_r, mask[labels], own_rate)
     assert s.ppl_floor == pytest.approx(floor, rel=1e-6)
     # the per-context projection: rate 0.3 in every context, R's shape on M and off it
     on = mask[labels]

@@ -57,8 +57,9 @@ def test_score_text_against_brute_force():
     assert math.isclose(
         s.ppl_projection, math.exp(-log_q.gather(-1, labels).mean()), rel_tol=1e-5
     )
-    # the floor (one tilt shared by all contexts) is at or below the per-context projection
-    assert s.ppl_floor <= s.ppl_projection
+    # the model's own mean target mass at the scored positions, summed token by token
+    p_on = log_p.exp()[..., mask].sum(-1)
+    assert math.isclose(s.heldout_rate, float(p_on.mean()), rel_tol=1e-5)
     kl = (log_r.exp() * (log_r - log_p)).sum(-1).mean()
     assert math.isclose(s.kl_to_reference, float(kl), rel_tol=1e-4) and s.kl_to_reference > 0
     assert s.text_target_frequency == float(mask[windows[:, 1:]].float().mean())
@@ -84,7 +85,7 @@ def test_plain_language_report():
     ev = Evaluation(
         text=text,
         text_reference=ref,
-        scores=TextScores(100, 49.0, 0.012, 48.1, 0.05, 47.0, 57.2),
+        scores=TextScores(100, 49.0, 0.012, 48.1, 0.05, 0.18, 47.0, 57.2),
         floor_rate=0.2,
     )
     lines = ev.describe()
@@ -92,8 +93,8 @@ def test_plain_language_report():
     assert "reference 0.006" in lines[0]
     assert "perplexity 48.1 -> 49.0 (+1.9%)" in lines[1]
     assert lines[2] == (
-        "floor for mean rate 0.2: no model with that rate on average has expected perplexity "
-        "below 47.0 (-2.3%); this model is +4.3% above it"
+        "floor for its mean rate 0.180 on the held-out contexts: no model with that rate on "
+        "average has expected perplexity below 47.0 (-2.3%); this model is +4.3% above it"
     )
     assert lines[3] == "per-context projection (rate 0.2 in every context): perplexity 57.2"
     d = ev.to_dict()

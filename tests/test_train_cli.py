@@ -179,7 +179,6 @@ def _write(path, data: bytes):
         (["pretrain", "--corpus", "LATIN1"], "not UTF-8"),
         (["pretrain", "--corpus", "SHORT"], "too few"),
         (["eval", "--model", "/nonexistent/model", "--like", "x"], "not found"),
-        (["train", "--contexts", "generated"], "--contexts generated needs --corpus"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(
