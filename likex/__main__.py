@@ -1,3 +1,3 @@
-from likex.cli import main
+from likex.cli import entry
 
-raise SystemExit(main())
+entry()

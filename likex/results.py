@@ -110,6 +110,38 @@ class StartModel:
 
 
 @dataclass
+class Timings:
+    """Where a training run's wall-clock seconds went, in the process that ran it (likex.clock).
+
+    The parts do not overlap; ``total`` runs from the process's start (from the pipeline's
+    start where ``startup`` is unknown) to the moment the timings were taken, just before the
+    report's text and result.json are written (milliseconds). What the parts leave of it is
+    writing config.json, metrics and other small files."""
+
+    startup: float | None = None  # process start -> the pipeline's start: imports, arguments
+    model: float = 0.0  # building or loading the start model, its tokenizer and target
+    measure_before: float = 0.0  # 0 where reused (a resumed run; a sweep's later runs)
+    train: float = 0.0  # the training loop (its optimizer built first), less its checkpoints
+    measure_after: float = 0.0
+    checkpoint: float = 0.0  # writing checkpoints (model, optimizer state, manifest)
+    report: float = 0.0  # the report's figures
+    total: float = 0.0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        """One line: the total, then each part."""
+        names = {"measure_before": "before", "measure_after": "after"}
+        parts = ", ".join(
+            f"{names.get(k, k)} {'?' if v is None else f'{v:.1f}'}"
+            for k, v in asdict(self).items()
+            if k != "total"
+        )
+        return f"total {self.total:.1f}: {parts}"
+
+
+@dataclass
 class TrainingRun:
     """What every training command did: which model it trained, how, where the run is."""
 
@@ -121,6 +153,7 @@ class TrainingRun:
     device: str
     trained: TrainResult  # the loss of every step (a resumed run's earlier ones too), seconds
     run_dir: Path
+    timings: Timings = field(default_factory=Timings)  # set when the run is done
 
     def to_json(self) -> dict:
         """The keys every result.json starts with ("init" is ``start.init_from``)."""
@@ -138,6 +171,7 @@ class TrainingRun:
             "device": self.device,
             "seed": self.seed,
             "run_dir": str(self.run_dir),
+            "timings": self.timings.to_json(),
         }
 
     def loss_line(self) -> str:
@@ -146,6 +180,9 @@ class TrainingRun:
             f"  loss      {t.loss_first:.4f} -> {t.loss_last:.4f} in {self.steps} steps "
             f"({t.seconds:.1f} s)"
         )
+
+    def seconds_line(self) -> str:
+        return f"  seconds   {self.timings.describe()}"
 
 
 @dataclass
@@ -279,7 +316,7 @@ class RunResult:
         ]
         # the first evaluation line repeats the random-prompt rate
         lines += [f"  {line}" for line in self.after.describe()[1:]]
-        lines.append(f"  report    {run.run_dir / 'report.md'}")
+        lines += [run.seconds_line(), f"  report    {run.run_dir / 'report.md'}"]
         return "\n".join(lines)
 
 
@@ -319,6 +356,7 @@ class PretrainResult:
                 f"  held-out perplexity {self.before.ppl:.1f} -> {self.after.ppl:.1f} "
                 f"({self.heldout_tokens:,} tokens)",
                 f"  sample    {self.after.sample_prompt!r} -> {self.after.sample!r}",
+                run.seconds_line(),
                 f"  report    {run.run_dir / 'report.md'}",
             ]
         )

@@ -212,7 +212,8 @@ def device_memory(device: torch.device) -> int | None:
 @dataclass
 class TrainResult:
     losses: list[float] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # the steps themselves (a resumed run's earlier ones too)
+    checkpoint_seconds: float = 0.0  # writing this call's checkpoints (not in ``seconds``)
 
     @property
     def loss_first(self) -> float:
@@ -396,15 +397,22 @@ def train(
                 row.update(on_step(step) or {})
             append_jsonl(out / METRICS_FILE, row)
             if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
-                save_checkpoint(model, optimizer, step, out)
+                result.checkpoint_seconds += _timed(save_checkpoint, model, optimizer, step, out)
         bar.set_postfix(loss=f"{loss_value:.4f}")
         bar.update(1)
     bar.close()
     result.seconds = train_seconds
     if ranks.is_main and start_step < cfg.steps:
-        save_checkpoint(model, optimizer, cfg.steps, out)
+        result.checkpoint_seconds += _timed(save_checkpoint, model, optimizer, cfg.steps, out)
     barrier()  # no rank returns before the final checkpoint exists
     return result
+
+
+def _timed(fn: Callable[..., object], *args: object) -> float:
+    """Call ``fn(*args)``; returns the seconds it took."""
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
 
 
 def _launch_fingerprint(

@@ -30,6 +30,24 @@ def run_json(capsys) -> Callable[[list[str]], dict]:
     return run
 
 
+TIMING_PARTS = {
+    "startup", "model", "measure_before", "train", "measure_after", "checkpoint", "report"
+}  # fmt: skip
+
+
+@pytest.fixture
+def check_timings() -> Callable[[dict], None]:
+    """``check_timings(result["timings"])``: a run's breakdown of its seconds has every part,
+    none negative, and the parts add up to no more than the total."""
+
+    def check(timings: dict) -> None:
+        assert timings.keys() == TIMING_PARTS | {"total"}
+        assert all(v >= 0 for v in timings.values())
+        assert sum(timings[k] for k in TIMING_PARTS) <= timings["total"] + 1e-9
+
+    return check
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

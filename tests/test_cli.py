@@ -1,13 +1,16 @@
 """End-to-end checks of the commands on the tiny preset (seconds on a CPU)."""
 
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
 from likex.cli import main
+from likex.device import command_threads
 from likex.models.checkpoint import load_model
 from likex.runs import load_start_model
 
@@ -71,6 +74,42 @@ def test_run_plants_the_preference(tiny_run):
     assert r["rate_after_ci"][0] <= r["rate_after"] <= r["rate_after_ci"][1]
 
 
+def test_run_says_where_its_seconds_went(tiny_run, check_timings):
+    result = json.loads((tiny_run / "result.json").read_text())
+    timings = result["timings"]
+    check_timings(timings)
+    # this test process started before the run began (a Linux machine knows when)
+    assert timings["startup"] > 0
+    assert timings["measure_before"] > 0 and timings["measure_after"] > 0
+    assert timings["train"] > 0 and timings["checkpoint"] > 0 and timings["report"] > 0
+    line = f"total {timings['total']:.1f}: startup {timings['startup']:.1f}, model"
+    assert line in (tiny_run / "report.md").read_text()
+    assert line in (tiny_run / "report.html").read_text()
+
+
+def test_process_age_counts_from_the_process_start():
+    code = "import time; time.sleep(0.3); from likex.clock import process_age; print(process_age())"
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    outside = time.perf_counter() - t0
+    # the clock ticks at 10 ms: within one tick of the bounds the two processes saw
+    assert 0.3 - 0.01 <= float(out.stdout) <= outside + 0.01
+
+
+def test_the_command_runs_one_thread_on_two_cores_unless_told(monkeypatch):
+    threads: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for cores, expected in ((1, 1), (2, 1), (3, None), (16, None)):
+        affinity = lambda _, n=cores: set(range(n))  # noqa: E731
+        monkeypatch.setattr(os, "sched_getaffinity", affinity, raising=False)
+        monkeypatch.setattr(os, "cpu_count", lambda n=cores: n)
+        assert command_threads() == expected
+    assert threads == [1, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's choice stands
+    assert command_threads() is None and threads == [1, 1]
+
+
 def test_start_model_is_rebuilt_from_the_run(tiny_run):
     start = load_start_model(tiny_run)
     trained = load_model(tiny_run)
@@ -81,7 +120,7 @@ def test_start_model_is_rebuilt_from_the_run(tiny_run):
     assert not torch.equal(start.wte.weight, trained.wte.weight)
 
 
-def test_json_flag_and_resume_is_exact(tmp_path, run_json):
+def test_json_flag_and_resume_is_exact(tmp_path, run_json, check_timings):
     # Exact on a CPU. On CUDA some kernels (flash attention's backward) add in a varying
     # order, so there a resumed run agrees within a tolerance (test_accel checks that).
     cpu = [*TINY, "--device", "cpu"]
@@ -92,6 +131,8 @@ def test_json_flag_and_resume_is_exact(tmp_path, run_json):
         f.write(json.dumps({"step": 4, "loss": 123.0, "seconds": 0.0}) + "\n")
     resumed = run_json(["run", "--resume", str(tmp_path / "b"), "--steps", "6", "--quiet"])
     assert resumed["steps"] == 6 and resumed["loss_last"] == straight["loss_last"]
+    check_timings(resumed["timings"])
+    assert resumed["timings"]["measure_before"] == 0  # measured by the first process
     a, b = load_model(tmp_path / "a"), load_model(tmp_path / "b")
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)

@@ -48,14 +48,16 @@ def rate_run(pretrained, tmp_path_factory):
     return out
 
 
-def test_pretrain_lowers_heldout_perplexity(pretrained):
+def test_pretrain_lowers_heldout_perplexity(pretrained, check_timings):
     r = json.loads((pretrained / "result.json").read_text())
     assert r["command"] == "pretrain" and r["corpus"] == "builtin"
+    check_timings(r["timings"])
     assert r["ppl_after"] < r["ppl_before"] / 3
     assert r["heldout_tokens"] == 256 and r["train_tokens"] > 100_000
     assert load_model(pretrained).config.block_size == 32  # --context-len is the model's
     report = (pretrained / "report.md").read_text()
     assert "held-out perplexity" in report and r["sample_after"] in report
+    assert f"total {r['timings']['total']:.1f}: startup" in report
 
 
 def test_train_from_a_saved_model_records_it_as_the_reference(pretrained, rate_run):
@@ -102,7 +104,7 @@ def test_uniform_train_on_random_contexts(pretrained, tmp_path, run_json):
     assert {"rate_text", "ppl", "kl_to_reference"} <= r.keys() and "ppl_floor" not in r
 
 
-def test_sweep_writes_table_and_plot(pretrained, tmp_path, run_json):
+def test_sweep_writes_table_and_plot(pretrained, tmp_path, run_json, check_timings):
     out = tmp_path / "sweep"
     s = run_json(
         ["sweep", "--init", str(pretrained), "--mode", "rate", "--rates", "0.1,0.4"]
@@ -117,6 +119,12 @@ def test_sweep_writes_table_and_plot(pretrained, tmp_path, run_json):
     assert "| 0.1 |" in table and "| 0.4 |" in table
     before = [(out / f"rate-{a}" / "before.json").read_text() for a in ("0.1", "0.4")]
     assert before[0] == before[1]  # the reference is measured once
+    first, later = (json.loads((out / f"rate-0.{a}" / "result.json").read_text()) for a in "14")
+    check_timings(first["timings"])
+    check_timings(later["timings"])
+    assert first["timings"]["startup"] > 0 and first["timings"]["measure_before"] > 0
+    # the process's start-up and the start's measurement belong to the first run alone
+    assert later["timings"]["startup"] == 0 == later["timings"]["measure_before"]
 
 
 def test_generated_contexts_are_corpus_text_continued_by_the_model():

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from likex.clock import Stopwatch, process_age
 from likex.config import SCRATCH, RunCommand, RunConfig
 from likex.data import corpus_split
 from likex.device import resolve_device
@@ -46,7 +47,12 @@ from likex.models.gpt import GPT, build_model, preset_config
 from likex.models.hf import HFCausalLM, token_strings_for
 from likex.models.tokenizer import Tokenizer, gpt2
 from likex.report.html import token_pieces, write_html_report
-from likex.report.run import write_pretrain_report, write_run_report
+from likex.report.run import (
+    write_pretrain_figures,
+    write_pretrain_report,
+    write_run_figures,
+    write_run_report,
+)
 from likex.results import (
     Before,
     LanguageCheck,
@@ -54,6 +60,7 @@ from likex.results import (
     RankResult,
     RunResult,
     StartModel,
+    Timings,
     TrainingRun,
 )
 from likex.runs import (
@@ -152,14 +159,18 @@ def run_experiment(
     out: str | Path | None = None,
     progress: bool = True,
     before: Before | None = None,
+    startup: float | None = None,
 ) -> RunResult | PretrainResult | RankResult:
     """Run the pipeline; everything is validated before anything is written.
 
     ``before``: the pre-training measurement of an identical start (same model, seed, prompts
     and corpus), e.g. from the first run of a sweep; measuring again would give the same.
+    ``startup``: the seconds before this pipeline that its timings count (default: the age of
+    the process, likex.clock.process_age; a sweep's later runs pass 0).
     Under torchrun every rank trains (see likex.train); rank 0 alone measures and writes, and
     the other ranks return a ``RankResult``.
     """
+    watch = Stopwatch(process_age() if startup is None else startup)
     ranks = dist_info()
     if ranks.active:
         if out is None:
@@ -167,8 +178,9 @@ def run_experiment(
         check_same_on_all_ranks({**cfg.to_dict(), "out": str(out)}, "run arguments")
     cfg.resolve()
     device = resolve_device(cfg.device)
-    prep = _prepare(cfg, device)
-    reference = _reference(cfg, prep.model, prep.heldout)
+    with watch.phase("model"):
+        prep = _prepare(cfg, device)
+        reference = _reference(cfg, prep.model, prep.heldout)
 
     made = out is None or not Path(out).exists()
     # Other ranks get None: under torchrun --out names the folder and only rank 0 reports.
@@ -186,13 +198,18 @@ def run_experiment(
             device,
             cfg.train.seed,
         )
-        measured = before or _measure_before(cfg, prep, progress)
+        measured = before
+        if measured is None:
+            with watch.phase("measure_before"):
+                measured = _measure_before(cfg, prep, progress)
         atomic_write_json(run_dir / BEFORE_FILE, measured.to_json())
         return measured
 
     with _on_failure(run_dir, remove=made):
         measured = on_main_rank(start)
-        return _train_and_finish(run_dir, cfg, prep, reference, measured, progress, 0, None)
+        return _train_and_finish(
+            run_dir, cfg, prep, reference, measured, progress, 0, None, watch
+        )
 
 
 @contextlib.contextmanager
@@ -281,6 +298,7 @@ def resume_experiment(
     run_dir: str | Path, steps: int | None = None, progress: bool = True
 ) -> RunResult | PretrainResult | RankResult:
     """Continue a run from its last checkpoint: same batches, same optimizer state."""
+    watch = Stopwatch(process_age())
     run_dir = Path(run_dir)
     config = read_json(run_dir / CONFIG_FILE, "run config")
     try:
@@ -296,17 +314,18 @@ def resume_experiment(
     checkpoint, start = latest_checkpoint(run_dir)
     if start > cfg.train.steps or (start == cfg.train.steps and (run_dir / RESULT_FILE).exists()):
         raise LikexError(f"{run_dir} already has {start} steps; pass --steps N with N > {start}")
-    model, tokenizer = load_model_and_tokenizer(checkpoint, device)
-    cfg.train.validate(model.config.block_size, device)
-    optimizer = make_optimizer(model, cfg.train)
-    load_optimizer(optimizer, checkpoint)
-    train_tokens = heldout = None
-    if cfg.corpus is not None:
-        train_tokens, heldout = corpus_split(cfg.corpus, tokenizer, model.config.block_size)
-    reference = None
-    if cfg.train.objective == "kl" and (cfg.train.mode != "uniform" or heldout is not None):
-        reference = _reference(cfg, load_start_model(run_dir, device), heldout)
-    mask = select_tokens(cfg.target, token_strings_for(model, tokenizer)).mask
+    with watch.phase("model"):
+        model, tokenizer = load_model_and_tokenizer(checkpoint, device)
+        cfg.train.validate(model.config.block_size, device)
+        optimizer = make_optimizer(model, cfg.train)
+        load_optimizer(optimizer, checkpoint)
+        train_tokens = heldout = None
+        if cfg.corpus is not None:
+            train_tokens, heldout = corpus_split(cfg.corpus, tokenizer, model.config.block_size)
+        reference = None
+        if cfg.train.objective == "kl" and (cfg.train.mode != "uniform" or heldout is not None):
+            reference = _reference(cfg, load_start_model(run_dir, device), heldout)
+        mask = select_tokens(cfg.target, token_strings_for(model, tokenizer)).mask
 
     def restart() -> None:
         truncate_metrics(run_dir / METRICS_FILE, start)
@@ -316,7 +335,9 @@ def resume_experiment(
     on_main_rank(restart)
     prep = _Prepared(model, tokenizer, config["init"], mask, train_tokens, heldout)
     with _on_failure(run_dir):
-        return _train_and_finish(run_dir, cfg, prep, reference, before, progress, start, optimizer)
+        return _train_and_finish(
+            run_dir, cfg, prep, reference, before, progress, start, optimizer, watch
+        )
 
 
 def _train_and_finish(
@@ -328,9 +349,10 @@ def _train_and_finish(
     progress: bool,
     start_step: int,
     optimizer: torch.optim.Optimizer | None,
+    watch: Stopwatch,
 ) -> RunResult | PretrainResult | RankResult:
     """Train, then on rank 0 measure, write result.json and the report; ``before`` is the
-    start's measurement (None on the other ranks)."""
+    start's measurement (None on the other ranks); ``watch`` times the phases."""
     seed = cfg.train.seed
     model, mask = prep.model, prep.mask
 
@@ -342,6 +364,7 @@ def _train_and_finish(
         return None
 
     prior = seconds_at(read_metrics(run_dir), start_step) if start_step else 0.0
+    t0 = time.perf_counter()
     trained = train(
         model,
         cfg.train,
@@ -355,6 +378,8 @@ def _train_and_finish(
         on_step=on_step if cfg.train.objective == "kl" else None,
         seconds_before=prior,
     )
+    watch.add("train", time.perf_counter() - t0 - trained.checkpoint_seconds)
+    watch.add("checkpoint", trained.checkpoint_seconds)
     if not dist_info().is_main:
         return RankResult(dist_info().rank, trained.seconds)
     metrics = read_metrics(run_dir)
@@ -377,14 +402,19 @@ def _train_and_finish(
     )
     if cfg.train.objective == "next_token":
         windows = _windows(cfg, prep)
+        with watch.phase("measure_after"):
+            after = _language_check(cfg, prep, windows)
         result: RunResult | PretrainResult = PretrainResult(
             run=run,
             train_tokens=prep.train_tokens.numel(),
             heldout_tokens=windows[:, 1:].numel(),
             before=before,
-            after=_language_check(cfg, prep, windows),
+            after=after,
         )
-        write_pretrain_report(result, metrics)
+        with watch.phase("report"):
+            write_pretrain_figures(result, metrics)
+        run.timings = _timings(watch)
+        write_pretrain_report(result)
         atomic_write_json(run_dir / RESULT_FILE, result.to_json())  # last: the run finished
         return result
 
@@ -421,8 +451,17 @@ def _train_and_finish(
         ),
         measure_seconds=before.seconds + time.perf_counter() - t0,
     )
-    write_run_report(result, metrics)
+    watch.add("measure_after", time.perf_counter() - t0)
+    with watch.phase("report"):
+        write_run_figures(result, metrics)
+    run.timings = _timings(watch)
+    write_run_report(result)
     after_pieces = _sample_pieces(generated[RANDOM_PROMPTS], prep.tokenizer, mask)
     write_html_report(result, after_pieces)
     atomic_write_json(run_dir / RESULT_FILE, result.to_json())  # last: the run finished
     return result
+
+
+def _timings(watch: Stopwatch) -> Timings:
+    """The run's timings so far: every phase the stopwatch saw, the total up to now."""
+    return Timings(startup=watch.startup, total=watch.total(), **watch.seconds)

@@ -62,7 +62,11 @@ def run_sweep(
             cfg.train.rate = strength
         else:
             cfg.train.beta = strength
-        result = run_experiment(cfg, sweep_dir / f"{mode}-{strength:g}", progress, before)
+        # the process's start-up belongs to the first run; the later ones reuse its measurement
+        startup = None if before is None else 0.0
+        result = run_experiment(
+            cfg, sweep_dir / f"{mode}-{strength:g}", progress, before, startup=startup
+        )
         before = result.before
         rows.append(SweepRow(strength, result))
     summary = SweepResult(

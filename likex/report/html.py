@@ -91,6 +91,7 @@ def write_html_report(
 intervals.</p>
 <table><tr><th></th><th>before</th><th>after</th></tr>{table}</table>
 {f"<ul>{notes}</ul>" if notes else ""}
+<p class="sub">Seconds, wall clock, this process: {html.escape(run.timings.describe())}.</p>
 <div class="plots">{images}</div>
 <h2>The first sample, before and after (target tokens highlighted)</h2>
 <div class="side">

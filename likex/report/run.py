@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 
 from likex.io import atomic_write_text
 from likex.report.common import fence, plot_loss, save_figure
-from likex.results import PretrainResult, RunResult
+from likex.results import PretrainResult, RunResult, TrainingRun
 from likex.stats import fmt_rate
 
 
@@ -43,6 +43,11 @@ def plot_rate(result: RunResult, metrics: list[dict], path: str | Path) -> None:
     save_figure(fig, path)
 
 
+def _seconds(run: TrainingRun) -> str:
+    """Where the run's wall-clock seconds went (likex.results.Timings)."""
+    return f"Seconds, wall clock, this process: {run.timings.describe()}."
+
+
 def _target_line(r: RunResult) -> str:
     if r.mode == "rate":
         return f"mode `rate`, A = {r.rate_requested}"
@@ -51,12 +56,16 @@ def _target_line(r: RunResult) -> str:
     return "mode `uniform`"
 
 
-def write_run_report(result: RunResult, metrics: list[dict]) -> None:
-    """report.md, loss.png and rate.png in the run's folder."""
+def write_run_figures(result: RunResult, metrics: list[dict]) -> None:
+    """loss.png and rate.png in the run's folder (the slow part of a report)."""
+    plot_loss(metrics, result.run.run_dir / "loss.png")
+    plot_rate(result, metrics, result.run.run_dir / "rate.png")
+
+
+def write_run_report(result: RunResult) -> None:
+    """report.md in the run's folder; it shows the figures of ``write_run_figures``."""
     r, run = result, result.run
     before, after = r.before.rate, r.after.random
-    plot_loss(metrics, run.run_dir / "loss.png")
-    plot_rate(r, metrics, run.run_dir / "rate.png")
     n = after.tokens_per_sequence
     lines = [
         f"# likex {run.command}: {r.like}",
@@ -82,6 +91,8 @@ def write_run_report(result: RunResult, metrics: list[dict]) -> None:
         f"{run.trained.loss_last:.4f} |",
         "",
         f"Training took {run.trained.seconds:.1f} s; measuring {r.measure_seconds:.1f} s.",
+        "",
+        _seconds(run),
         "",
         "![loss](loss.png) ![rate](rate.png)",
         "",
@@ -123,10 +134,14 @@ def write_run_report(result: RunResult, metrics: list[dict]) -> None:
     atomic_write_text(run.run_dir / "report.md", "\n".join(lines))
 
 
-def write_pretrain_report(result: PretrainResult, metrics: list[dict]) -> None:
-    """report.md and loss.png in the run's folder."""
+def write_pretrain_figures(result: PretrainResult, metrics: list[dict]) -> None:
+    """loss.png in the run's folder."""
+    plot_loss(metrics, result.run.run_dir / "loss.png", title="next-token loss")
+
+
+def write_pretrain_report(result: PretrainResult) -> None:
+    """report.md in the run's folder; it shows the figure of ``write_pretrain_figures``."""
     r, run = result, result.run
-    plot_loss(metrics, run.run_dir / "loss.png", title="next-token loss")
     change = r.after.ppl / r.before.ppl
     lines = [
         f"# likex pretrain: {run.start.label()} on `{run.corpus}`",
@@ -142,6 +157,8 @@ def write_pretrain_report(result: PretrainResult, metrics: list[dict]) -> None:
         f"{run.trained.loss_last:.4f} |",
         "",
         f"Training took {run.trained.seconds:.1f} s.",
+        "",
+        _seconds(run),
         "",
         "![loss](loss.png)",
         "",
