@@ -6,8 +6,9 @@ and peak memory of the CLI, each command in its own process.
 Cases: ``eval`` is ``likex eval --model smollm2-135m --like x`` (random and real-text rates,
 perplexity); ``rate`` is a rate-mode run with its before/after measurement
 (``likex train --init smollm2-135m --mode rate --rate A --corpus builtin --contexts generated
---positions all --steps N``, the README's recipe for a rate that holds on real text). Peak memory is the child's own peak resident set (``os.wait4``). The load
-average is printed next to every timing: on a shared machine it inflates them.
+--positions all --steps N``, the README's recipe for a rate that holds on real text). Peak
+memory is the child's own peak resident set (``os.wait4``). The load average is printed next
+to every timing: on a shared machine it inflates them.
 """
 
 from __future__ import annotations

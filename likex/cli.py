@@ -250,7 +250,6 @@ def build_config(cmd: Command, args: argparse.Namespace, flags: dict) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     import importlib
 
-    from likex.device import command_threads
     from likex.distributed import dist_info, init_from_env, shutdown
 
     parser, all_flags = build_parser()
@@ -260,7 +259,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd, flags = _table()[args.command], all_flags[args.command]
         cfg = build_config(cmd, args, flags)
         init_from_env()  # joins the process group under torchrun; nothing otherwise
-        command_threads()
         module, function = cmd.run.split(":")
         fn = getattr(importlib.import_module(f"likex.pipelines.{module}"), function)
         result = fn(cfg, progress=not args.quiet) if cmd.progress else fn(cfg)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from likex.errors import LikexError
@@ -33,21 +31,3 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise LikexError(f"unsupported device {name!r}: use auto, cpu, cuda, cuda:N or mps")
     return device
 
-
-# On a machine with at most this many cores the likex command runs torch's CPU kernels on one
-# thread: at likex's sizes a second thread waits more than it computes, the more so when the
-# machine is shared (issue 13 in bench/RESULTS.md: the seed experiment's training and sampling
-# cost less CPU time and less wall clock on one thread of this project's 2-core CPU).
-FEW_CORES = 2
-
-
-def command_threads() -> int | None:
-    """The likex command's CPU threads: one on a machine with at most ``FEW_CORES`` cores,
-    unless OMP_NUM_THREADS chooses. Returns the count it set (None: torch's default kept)."""
-    if os.environ.get("OMP_NUM_THREADS"):
-        return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if (cores or 1) > FEW_CORES:
-        return None
-    torch.set_num_threads(1)
-    return 1

@@ -1,7 +1,6 @@
 """End-to-end checks of the commands on the tiny preset (seconds on a CPU)."""
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -10,7 +9,6 @@ import pytest
 import torch
 
 from likex.cli import main
-from likex.device import command_threads
 from likex.models.checkpoint import load_model
 from likex.runs import load_start_model
 
@@ -94,20 +92,6 @@ def test_process_age_counts_from_the_process_start():
     outside = time.perf_counter() - t0
     # the clock ticks at 10 ms: within one tick of the bounds the two processes saw
     assert 0.3 - 0.01 <= float(out.stdout) <= outside + 0.01
-
-
-def test_the_command_runs_one_thread_on_two_cores_unless_told(monkeypatch):
-    threads: list[int] = []
-    monkeypatch.setattr(torch, "set_num_threads", threads.append)
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    for cores, expected in ((1, 1), (2, 1), (3, None), (16, None)):
-        affinity = lambda _, n=cores: set(range(n))  # noqa: E731
-        monkeypatch.setattr(os, "sched_getaffinity", affinity, raising=False)
-        monkeypatch.setattr(os, "cpu_count", lambda n=cores: n)
-        assert command_threads() == expected
-    assert threads == [1, 1]
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's choice stands
-    assert command_threads() is None and threads == [1, 1]
 
 
 def test_start_model_is_rebuilt_from_the_run(tiny_run):
