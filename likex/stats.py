@@ -437,6 +437,19 @@ def samples_needed(
     return PowerAnalysis(p0, p1, power, alpha, n_tests, tokens_per_sample, deff, hi)
 
 
+def beta_binomial_hits(
+    rng: np.random.Generator, p: float, deff: float, length: int, shape: tuple[int, ...]
+) -> np.ndarray:
+    """Target-token counts of sequences of ``length`` tokens with rate ``p`` and design effect
+    ``deff`` (1 <= deff < length): beta-binomial, intra-sequence correlation
+    rho = (deff - 1) / (length - 1), so a sequence's rate has variance p (1 - p) deff / length."""
+    rho = (deff - 1) / max(length - 1, 1)
+    rates = np.full(shape, p)
+    if rho > 0:
+        rates = rng.beta(p * (1 / rho - 1), (1 - p) * (1 / rho - 1), size=shape)
+    return rng.binomial(length, rates)
+
+
 def simulated_power(
     analysis: PowerAnalysis, reps: int = 2000, seed: int = 1
 ) -> tuple[float, tuple[float, float]]:
@@ -446,15 +459,9 @@ def simulated_power(
     (``welch_t_test``) rejects at alpha / n_tests in the right direction, with its 95% Wilson
     interval."""
     a, rng = analysis, np.random.default_rng(seed)
-    L, rho = a.tokens_per_sample, (a.design_effect - 1) / max(a.tokens_per_sample - 1, 1)
-
-    def draw(p: float) -> np.ndarray:
-        rates = np.full((reps, a.samples), p)
-        if rho > 0:
-            rates = rng.beta(p * (1 / rho - 1), (1 - p) * (1 / rho - 1), size=rates.shape)
-        return rng.binomial(L, rates) / L
-
-    t, _, p = welch_t_test(draw(a.p1), draw(a.p0))
+    L, shape = a.tokens_per_sample, (reps, a.samples)
+    rates = (beta_binomial_hits(rng, p, a.design_effect, L, shape) / L for p in (a.p1, a.p0))
+    t, _, p = welch_t_test(*rates)
     hits = int(((p <= a.alpha / a.n_tests) & (np.sign(t) == np.sign(a.p1 - a.p0))).sum())
     return hits / reps, wilson_interval(hits, reps, Z95)
 
@@ -477,8 +484,12 @@ def binary_kl(p, q):
 def _rates_at(beta: float, r: torch.Tensor, objective: str) -> torch.Tensor:
     if objective == "tilt":  # argmin KL(Q||R): Q ∝ R e^{beta M}, a = sigmoid(beta + logit r)
         return torch.sigmoid(beta + torch.logit(r))
-    # argmin KL(R||Q): (a - r) / (a (1 - a)) = beta, the root of beta a^2 + (1-beta) a - r = 0
-    return 2 * r / ((1 - beta) + torch.sqrt((1 - beta) ** 2 + 4 * beta * r))
+    # argmin KL(R||Q): (a - r) / (a (1 - a)) = beta, the root of beta a^2 + (1-beta) a - r = 0,
+    # in the form without cancellation: for beta > 1 and r -> 0 it tends to 1 - 1/beta (Q may
+    # put mass where R has almost none), where 2r / (b + s) would be 0 / 0
+    b = 1 - beta
+    s = torch.sqrt(b * b + 4 * beta * r)
+    return 2 * r / (b + s) if b >= 0 else (s - b) / (2 * beta)
 
 
 def shared_tilt_floor(r: torch.Tensor, rate: float, objective: str = "cross_entropy"):
@@ -508,7 +519,7 @@ def shared_tilt_floor(r: torch.Tensor, rate: float, objective: str = "cross_entr
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if float(_rates_at(mid, r, objective).mean()) < rate else (lo, mid)
     beta = (lo + hi) / 2
-    a = _rates_at(beta, r, objective)
+    a = _rates_at(beta, r, objective).clamp(1e-300, 1 - 1e-16)  # as r: 1 - a may round to 0
     div = binary_kl(a, r) if objective == "tilt" else binary_kl(r, a)
     return beta, a, float(div.mean())
 

@@ -1,6 +1,10 @@
+import math
+
 import pytest
 import torch
 
+import likex.generate
+from likex.errors import ConfigError
 from likex.generate import sample, sample_next
 from likex.models.gpt import GPTConfig, build_model
 
@@ -73,9 +77,10 @@ def test_top_k_keeps_exactly_the_k_best_in_proportion():
     assert _chi2(counts[:6], torch.softmax(log_p[0, :6].double(), -1)) < CHI2_999[5]
 
 
-def test_sliding_window_matches_a_full_recompute():
+@pytest.mark.parametrize("prompt_len", [30, 5, 40])  # crossing, within, beyond the context
+def test_sliding_window_matches_a_full_recompute(prompt_len):
     model = build_model(CFG, 1).eval()
-    prompt = torch.randint(0, 300, (2, 30))
+    prompt = torch.randint(0, 300, (2, prompt_len))
     out = sample(model, prompt, 12, torch.Generator().manual_seed(3), use_cache=False)
     # by hand: each step sees exactly the last block_size tokens of prompt + new tokens
     gen, seq = torch.Generator().manual_seed(3), prompt.clone()
@@ -83,4 +88,66 @@ def test_sliding_window_matches_a_full_recompute():
         for _ in range(12):
             log_p = model(seq[:, -CFG.block_size :], positions="last")
             seq = torch.cat([seq, sample_next(log_p, gen)[:, None]], dim=1)
-    assert torch.equal(out, seq[:, 30:])
+    assert torch.equal(out, seq[:, prompt_len:])
+
+
+def test_bad_temperature_and_top_k_name_their_field():
+    model, prompt = build_model(CFG, 0), torch.zeros(1, 3, dtype=torch.long)
+    for bad in (-0.1, math.nan):
+        with pytest.raises(ConfigError) as err:
+            sample(model, prompt, 2, temperature=bad)
+        assert err.value.field == "temperature"
+    with pytest.raises(ConfigError) as err:
+        sample(model, prompt, 2, top_k=0)
+    assert err.value.field == "top_k"
+    assert sample(model, prompt, 2, top_k=1).shape == (1, 2)
+
+
+def test_greedy_and_top_1_are_the_argmax():
+    log_p = torch.log_softmax(torch.tensor([[0.1, 2.0, 0.3], [1.5, -1.0, 1.4]]), -1)
+    assert sample_next(log_p, None, 0.0).tolist() == [1, 0]
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        assert sample_next(log_p, g, 1.0, top_k=1).tolist() == [1, 0]
+    # top_k as large as the vocabulary keeps everything: the same draws as no top_k
+    a = sample_next(log_p, torch.Generator().manual_seed(1), 1.0, top_k=3)
+    assert torch.equal(a, sample_next(log_p, torch.Generator().manual_seed(1), 1.0))
+
+
+def test_cache_is_used_exactly_when_everything_fits(monkeypatch):
+    model = build_model(CFG, 0)
+    calls, decodes = [], []
+    real, real_decode = likex.generate.prefill, likex.generate.decode_step
+    monkeypatch.setattr(likex.generate, "prefill", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(
+        likex.generate, "decode_step", lambda *a: decodes.append(a[3]) or real_decode(*a)
+    )
+    g = torch.Generator().manual_seed(0)
+    fits = sample(model, torch.zeros(2, 30, dtype=torch.long), 2, g)  # 30 + 2 = 32: the cache
+    assert calls == [1] and fits.shape == (2, 2)
+    assert decodes == [30]  # 2 tokens: the prefill's, then one decode step at position 30
+    sample(model, torch.zeros(2, 30, dtype=torch.long), 2, g, use_cache=True)  # allowed
+    assert calls == [1, 1]
+    sample(model, torch.zeros(2, 30, dtype=torch.long), 3, g)  # 33: the sliding window
+    assert calls == [1, 1]
+
+
+def test_no_new_tokens_and_training_mode_kept():
+    model = build_model(CFG, 0)
+    prompt = torch.zeros(3, 4, dtype=torch.long)
+    for use_cache in (True, False):
+        assert sample(model, prompt, 0, use_cache=use_cache).shape == (3, 0)
+    model.train()
+    sample(model, prompt, 2)
+    assert model.training
+    model.eval()
+    sample(model, prompt, 2)
+    assert not model.training
+
+
+def test_cache_holds_more_rows_than_prompt_tokens():
+    model = build_model(CFG, 0)
+    prompt = torch.randint(0, 300, (6, 2), generator=torch.Generator().manual_seed(0))
+    cached = sample(model, prompt, 3, torch.Generator().manual_seed(1), use_cache=True)
+    plain = sample(model, prompt, 3, torch.Generator().manual_seed(1), use_cache=False)
+    assert cached.shape == (6, 3) and torch.equal(cached, plain)

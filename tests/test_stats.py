@@ -18,6 +18,13 @@ from likex.target import rate_target_log
 FAST = settings(max_examples=60, deadline=None)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_quantiles():
+    """t_quantile is cached: each test computes its quantiles afresh, so it checks the code
+    and not a value an earlier test (or an import) left in the cache."""
+    stats.t_quantile.cache_clear()
+
+
 # --- distributions -------------------------------------------------------------------------
 
 
@@ -382,7 +389,9 @@ def test_power_sentence_round_trips_through_its_dict():
         "59 samples of 200 tokens per side detect a rate shift 0.006 -> 0.05 with power 0.9 "
         "at family-wise alpha 0.05 over 1000 predicates (design effect 3.00)"
     )
-    assert a.describe((0.91, (0.89, 0.93))).endswith("; simulated power 0.910 [0.890, 0.930]")
+    assert a.describe((0.91, (0.89, 0.93))) == (
+        a.describe() + "; simulated power 0.910 [0.890, 0.930]"
+    )
 
 
 def test_simulated_power_brackets_the_planned_power():
@@ -464,3 +473,241 @@ def test_simulated_power_agrees_with_the_formula_at_design_effect_one():
     # a larger design effect lowers the power of the same n
     worse = stats.PowerAnalysis(0.02, 0.04, 0.9, 0.05, 1, 200, 3.0, 10)
     assert stats.simulated_power(worse, reps=4000, seed=2)[0] < power - 0.2
+
+
+# --- edges and defaults, each against a value solved by hand (second mutation run) ---------
+
+
+def test_wilson_edges_by_hand():
+    assert stats.wilson_interval(0, 0) == (0.0, 1.0)  # no data: the whole range
+    # Newcombe (1998), z = 1.96: 1 of 10 -> (0.0179, 0.4042); 0 of 10 -> (0, z^2 / (10 + z^2))
+    lo, hi = stats.wilson_interval(1, 10, 1.96)
+    assert abs(lo - 0.0179) < 5e-5 and abs(hi - 0.4042) < 5e-5
+    assert stats.wilson_interval(0, 10, 1.96) == (0.0, pytest.approx(1.96**2 / (10 + 1.96**2)))
+    assert stats.wilson_interval(10, 10, 1.96) == (pytest.approx(10 / (10 + 1.96**2)), 1.0)
+
+
+def test_rate_interval_edges_by_hand():
+    for hits, lengths in (([], []), ([0, 0], [0, 0])):
+        with pytest.raises(ValueError, match="at least one sequence with tokens"):
+            stats.rate_interval(hits, lengths)
+    # one sequence: no design effect; a hit in it says nothing beyond 0 < p < 1
+    assert stats.rate_interval([1], [10]) == (0.1, 0.0, 1.0, 1.0, 10.0)
+    assert stats.rate_interval([1], [1]) == (1.0, 0.025, 1.0, 1.0, 1.0)  # 1 - (0.05/2)^(1/1)
+    # a supplied design effect: Wilson at n / deff with z (1 sequence) or t on k - 1 df
+    z2, t1, t3 = 1.959963984540054**2, 12.706204736, stats.t_quantile(0.975, 3)
+    _, lo, hi, n_eff, deff = stats.rate_interval([0], [200], zero_deff=4.0)
+    assert (lo, n_eff, deff) == (0.0, 50.0, 4.0) and hi == pytest.approx(z2 / (50 + z2))
+    _, _, hi, _, _ = stats.rate_interval([0, 0], [100, 100], zero_deff=4.0)
+    assert hi == pytest.approx(t1**2 / (50 + t1**2), rel=1e-8)
+    _, lo, hi, _, _ = stats.rate_interval([200] * 4, [200] * 4, zero_deff=2.0)
+    assert lo == pytest.approx(400 / (400 + t3**2)) and hi == 1.0
+    # under-dispersed sequences: deff < 1 is kept (not floored), n_eff = n / deff
+    # p = 0.1, residuals (-1, 0, 1, 0): robust var 2 / 400^2 * 4/3, binomial 0.09 / 400
+    _, _, _, n_eff, deff = stats.rate_interval([9, 10, 11, 10], [100] * 4)
+    assert deff == pytest.approx(2 / 27) and n_eff == pytest.approx(400 * 27 / 2)
+
+
+def test_plan_sequences_scales_with_the_square_of_the_width():
+    hits, lengths = [2, 0, 5, 1] * 4, [200] * 16
+    _, lo, hi, _, _ = stats.rate_interval(hits, lengths, alpha=0.2)
+    k = stats.plan_sequences(hits, lengths, (hi - lo) / 6, alpha=0.2)  # a third: 9x
+    assert 144 <= k <= 145  # 16 * 9, up to rounding
+    _, lo, hi, _, _ = stats.rate_interval(hits, lengths)
+    assert stats.plan_sequences(hits, lengths, hi - lo) == 16  # never fewer than the pilot
+
+
+def test_holm_default_level_and_cap():
+    reject, adj = stats.holm([0.04, 0.5])  # adjusted 0.08, 0.5: nothing at the default 0.05
+    assert reject.tolist() == [False, False] and adj.tolist() == [0.08, 0.5]
+    assert stats.holm([0.04, 0.5], 0.1)[0].tolist() == [True, False]
+    assert stats.holm([0.6, 0.7])[1].tolist() == [1.0, 1.0]  # 1.2, 0.7 -> capped at 1
+
+
+def test_welch_small_sides_and_no_spread_df():
+    t, df, p = stats.welch_t_test([1.0, 2.0], [3.0, 5.0], min_per_side=2)  # allowed at 2
+    # se^2 = 0.5/2 + 2/2 = 1.25, t = -2.5 / sqrt(1.25); df = 1.25^2 / (0.25^2 + 1^2) = 1.470588
+    assert t[0] == pytest.approx(-2.5 / math.sqrt(1.25)) and df[0] == pytest.approx(1.470588, 1e-6)
+    with pytest.raises(ValueError, match="need >= 2 sequences per side"):
+        stats.welch_t_test([1.0], [3.0, 5.0], min_per_side=1)
+    with pytest.raises(ValueError, match="need >= 4 sequences per side"):
+        stats.welch_t_test([1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0])
+    # no spread on either side: df falls back to the pooled na + nb - 2
+    _, df, _ = stats.welch_t_test([[0.25] * 4, [0.25] * 4], [[0.25] * 5, [0.5] * 5])
+    assert df.tolist() == [7.0, 7.0]
+
+
+def test_permutation_unbalanced_sides_by_brute_force():
+    rng = np.random.default_rng(7)
+    ha, hb, L = rng.integers(0, 30, 4), rng.integers(0, 30, 7), rng.integers(50, 100, 11)
+    y = np.concatenate([ha, hb]) / L
+
+    def welch(ix):
+        a, b = y[list(ix)], np.delete(y, list(ix))
+        return abs(a.mean() - b.mean()) / math.sqrt(a.var(ddof=1) / 4 + b.var(ddof=1) / 7)
+
+    obs = welch(range(4))
+    splits = list(itertools.combinations(range(11), 4))
+    expect = sum(welch(s) >= obs - 1e-12 for s in splits) / len(splits)
+    assert stats.permutation_p([ha], L[:4], [hb], L[4:], alpha=0.5)[0] == pytest.approx(expect)
+    # exact up to max_exact splits inclusive: C(11, 4) = 330
+    at = stats.permutation_p([ha], L[:4], [hb], L[4:], alpha=0.5, max_exact=330)
+    assert at[0] == pytest.approx(expect, rel=1e-12)
+    with pytest.raises(ValueError, match="sequences per side"):  # side b too small
+        stats.permutation_p([hb], L[4:], [ha[:3]], L[:3])  # 4 needed at 0.05
+
+
+def test_permutation_identical_sequences_and_monte_carlo_details():
+    # every sequence the same rate: no split differs from another, p = 1 (not 0)
+    for h in (5, 0):  # with no hit at all every split's t is 0 / 0
+        same = stats.permutation_p([[h] * 5], [50] * 5, [[h] * 5], [50] * 5, alpha=0.5)
+        assert same.tolist() == [1.0]
+    # all-or-nothing sides of 10: exact p = 2 / C(20, 10) = 1.1e-5; 999 random splits almost
+    # surely never match it, and the Monte Carlo p is then exactly 1 / (1 + 999)
+    mc = stats.permutation_p([[50] * 10], [50] * 10, [[0] * 10], [50] * 10, max_exact=1, n_perm=999)
+    assert mc.tolist() == [0.001]
+    # Monte Carlo is reproducible from its seed (a moderate p, so draws differ between seeds)
+    args = ([[3, 5, 2, 6, 4]], [50] * 5, [[4, 6, 5, 7, 3]], [50] * 5)
+    kw = dict(alpha=0.5, max_exact=1, n_perm=3000)
+    one = stats.permutation_p(*args, **kw, seed=4).tolist()
+    assert one == stats.permutation_p(*args, **kw, seed=4).tolist()
+    assert one != stats.permutation_p(*args, **kw, seed=5).tolist()
+
+
+def test_share_of_tilt_edges():
+    ref = torch.log_softmax(_logits(3), -1)
+    m1, m2 = torch.arange(50) % 7 == 0, torch.arange(50) < 20
+    model = torch.log_softmax(ref + 0.05 * m1.double(), -1)  # a small tilt: total KL < 1
+    kl = _kl(model, ref)
+    assert 0 < float(kl.sum()) < 1
+    p_set = torch.stack([_masses(model, m1), _masses(model, m2)], 1)  # [n, 2]: two sets
+    r_set = torch.stack([_masses(ref, m1), _masses(ref, m2)], 1)
+    share = stats.kl_share_of_tilt(p_set, r_set, kl)
+    assert share.shape == (2,) and float(share[0]) == pytest.approx(1.0, abs=1e-9)
+    assert float(share[1]) == pytest.approx(
+        float(stats.kl_share_of_tilt(p_set[:, 1], r_set[:, 1], kl)), abs=0
+    )
+    assert float(share[1]) < 0.9
+    none = stats.kl_share_of_tilt(r_set, r_set, _kl(ref, ref))  # P = R: no KL to explain
+    assert none.tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("objective", ["tilt", "cross_entropy"])
+def test_floor_with_contexts_at_zero_and_one(objective):
+    # R(M) = 0 or 1 exactly in two contexts. At rate 0.45 (beta < 1) they keep a = 0 and 1 in
+    # both directions of KL, so the third carries the rate: a = 0.35; tilt: beta = logit 0.35 -
+    # logit 0.2 = ln(0.35 * 4 / 0.65); cross-entropy: beta = (a - r) / (a (1 - a)) = 0.15 / 0.2275
+    r = torch.tensor([0.0, 0.2, 1.0], dtype=torch.float64)
+    beta, a, div = stats.shared_tilt_floor(r, 0.45, objective)
+    expect = math.log(0.35 * 4 / 0.65) if objective == "tilt" else 0.15 / 0.2275
+    assert beta == pytest.approx(expect, rel=1e-9) and float(a[1]) == pytest.approx(0.35)
+    assert float(a[0]) < 1e-290 and float(a[2]) == pytest.approx(1.0) and math.isfinite(div)
+
+
+def test_cross_entropy_floor_puts_mass_where_r_has_none():
+    # KL(R||Q) charges only -log(1 - a) for mass a on M where R(M) = 0, so at rate 0.5 over
+    # R(M) = (0, 0.2, 1) the optimum gives the first context a = 1 - 1/beta > 0 (beta > 1).
+    # Brute force over a0 (a1 = 0.5 - a0, a2 = 1): mean of -log(1 - a0) + binKL(0.2 || a1).
+    r = torch.tensor([0.0, 0.2, 1.0], dtype=torch.float64)
+    beta, a, div = stats.shared_tilt_floor(r, 0.5)
+    a0 = np.linspace(0, 0.5 - 1e-9, 500_001)
+    a1 = 0.5 - a0
+    cost = (-np.log1p(-a0) + 0.2 * np.log(0.2 / a1) + 0.8 * np.log(0.8 / (1 - a1))) / 3
+    assert div == pytest.approx(cost.min(), abs=1e-10)
+    assert beta > 1 and float(a[0]) == pytest.approx(1 - 1 / beta, rel=1e-9)
+    assert float(a[0]) == pytest.approx(a0[cost.argmin()], abs=1e-5)
+
+
+def test_floor_defaults_argument_checks_and_float32_input():
+    r = torch.tensor([0.01, 0.3], dtype=torch.float64)
+    assert stats.shared_tilt_floor(r, 0.1)[2] == pytest.approx(0.0166, abs=5e-5)  # issue
+    for bad in ((0.1, "kl"), (0.0, "tilt"), (1.0, "tilt")):
+        with pytest.raises(ValueError, match="need objective tilt"):
+            stats.shared_tilt_floor(r, bad[0], bad[1])
+    # float32 masses are computed in float64: the same as their float64 values
+    r32 = torch.tensor([0.01, 0.3])
+    beta32, _, kl32 = stats.shared_tilt_floor(r32, 0.1)
+    beta64, _, kl64 = stats.shared_tilt_floor(r32.double(), 0.1)
+    assert (beta32, kl32) == (beta64, kl64)
+
+
+def test_beta_binomial_hits_have_the_stated_mean_and_design_effect():
+    rng = np.random.default_rng(0)
+    for p, deff, length in ((0.3, 3.0, 5), (0.2, 1.5, 2), (0.1, 1.0, 20)):
+        rates = stats.beta_binomial_hits(rng, p, deff, length, (200_000,)) / length
+        assert abs(rates.mean() - p) < 4 * math.sqrt(p * (1 - p) * deff / length / 200_000)
+        assert rates.var() == pytest.approx(p * (1 - p) * deff / length, rel=0.03)
+
+
+def test_simulated_power_is_reproducible():
+    a = stats.PowerAnalysis(0.02, 0.04, 0.9, 0.05, 1, 200, 2.0, 10)
+    assert stats.simulated_power(a) == stats.simulated_power(a)
+    assert stats.simulated_power(a, seed=2) != stats.simulated_power(a)
+
+
+def test_t_sf_normal_limit_and_scalars():
+    # df = inf is the normal: table values P(Z > 1.96) = 0.0249979, P(Z > -1) = 0.8413447
+    assert stats.t_sf(1.96, math.inf) == pytest.approx(0.0249979, abs=1e-7)
+    assert stats.t_sf(-1.0, math.inf) == pytest.approx(0.8413447, abs=1e-7)
+    both = stats.t_sf([1.0, 1.0], [math.inf, 1.0])  # normal and Cauchy side by side
+    assert both == pytest.approx([0.1586553, 0.25], abs=1e-7)
+    assert isinstance(stats.t_sf(1.0, 3), float) and stats.t_sf(0.0, 3) == 0.5
+
+
+def test_betainc_outside_and_at_the_ends():
+    assert stats.betainc(2, 3, [-0.5, 0.0, 1.0, 1.5]).tolist() == [0.0, 0.0, 1.0, 1.0]
+    # I_x(2, 3) = 6x^2 - 8x^3 + 3x^4 (the binomial tail of 4 trials), by hand at 0.3
+    assert stats.betainc(2, 3, 0.3) == pytest.approx(6 * 0.09 - 8 * 0.027 + 3 * 0.0081)
+
+
+def test_power_welch_uses_the_satterthwaite_df():
+    n, d, v0, v1, a = 12, 0.03, 0.0004, 0.0012, 0.01
+    s0, s1 = v0 / n, v1 / n  # the per-side variances of the means, textbook form
+    df = (s0 + s1) ** 2 / (s0**2 / (n - 1) + s1**2 / (n - 1))
+    expect = stats.t_sf(stats.t_quantile(1 - a / 2, df) - d / math.sqrt(s0 + s1), df)
+    assert stats._power_welch(n, d, v0, v1, a) == pytest.approx(expect, rel=1e-12)
+
+
+def test_samples_needed_floor_minimality_and_checks():
+    # a huge shift: the enforced minimum per side binds (m=100 at 0.05: 8; at 0.5: 6, by hand
+    # from 2 / C(2n, n) <= alpha / m: C(12, 6) = 924 >= 400 > C(10, 5) = 252)
+    a = stats.samples_needed(0.01, 0.9, 1.0, 200, n_tests=100)
+    assert (a.samples, a.power, a.n_tests, a.design_effect) == (8, 0.9, 100, 1.0)
+    assert stats.samples_needed(0.01, 0.9, 1.0, 200, alpha=0.5, n_tests=100).samples == 6
+    for p0, p1, deff in ((0.02, 0.04, 3.0), (0.006, 0.05, 2.0), (0.1, 0.13, 1.0)):
+        n = stats.samples_needed(p0, p1, deff, 200).samples
+        v0, v1 = (p * (1 - p) * deff / 200 for p in (p0, p1))
+        assert stats._power_welch(n, p1 - p0, v0, v1, 0.05) >= 0.9  # enough, and the least
+        assert stats._power_welch(n - 1, p1 - p0, v0, v1, 0.05) < 0.9
+    for bad in (math.inf, 0.5):
+        with pytest.raises(ValueError, match="design effect must be a finite number"):
+            stats.samples_needed(0.02, 0.04, bad, 200)
+
+
+def test_min_samples_defaults_and_exact_boundary():
+    assert stats.min_samples_permutation() == 4 and stats.min_samples_per_side() == 4
+    assert stats.min_samples_per_side(100) == 8 and stats.min_samples_per_side(100, 0.5) == 6
+    # reachable exactly at the level: 2 / C(8, 4) = 2 / 70 <= alpha
+    assert stats.min_samples_permutation(1, 2 / 70) == 4
+
+
+def test_binary_kl_ends_and_types():
+    # KL(Bern(p) || Bern(1/2)) = log 2 - H(p): log 2 at p = 0 and p = 1
+    assert stats.binary_kl(np.array([0.0, 1.0]), 0.5) == pytest.approx([math.log(2)] * 2)
+    t = stats.binary_kl(torch.tensor([0.0, 1.0, 0.25]), torch.tensor(0.5))
+    assert t.dtype == torch.float64  # float32 inputs computed in float64
+    h = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    assert t.tolist() == pytest.approx([math.log(2), math.log(2), math.log(2) - h], rel=1e-12)
+    mixed = stats.binary_kl(np.array([0.25]), torch.tensor([0.5], dtype=torch.float64))
+    assert isinstance(mixed, torch.Tensor)  # torch if either side is a tensor
+
+
+def test_perplexity_floor_when_a_mass_rounds_to_one():
+    # R(M) summed in floating point can come out as exactly 1 in a context whose label is off M
+    # (R(label) = 1e-20). That context cannot move (a = r), so its label keeps log R; the
+    # other carries the rate: (1 + a) / 2 = 0.8 -> a = 0.6, label on M: log(0.2 * 0.6 / 0.3).
+    r = torch.tensor([1.0, 0.3], dtype=torch.float64)
+    label_log_r = torch.log(torch.tensor([1e-20, 0.2], dtype=torch.float64))
+    ppl, beta = stats.perplexity_floor(r, label_log_r, torch.tensor([False, True]), 0.8)
+    assert beta == pytest.approx(0.3 / (0.6 * 0.4), rel=1e-9)  # (a - r) / (a (1 - a))
+    assert ppl == pytest.approx(1 / math.sqrt(1e-20 * 0.4), rel=1e-9)
