@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -23,6 +24,7 @@ from likex.models.gpt import GPT
 from likex.options import option
 from likex.stats import fmt_rate, wilson_interval
 from likex.target import rate_target_log
+from likex.words import WordCounter, WordTrie, completions, word_target_log
 
 
 @dataclass
@@ -77,6 +79,103 @@ def rate_from_hits(
         tokens_per_sequence=tokens_per_sequence,
         design_effect=deff,
         first_sample_hits=int(hits[0]),
+        prompts=prompts,
+    )
+
+
+def rate_from_counts(
+    hits: torch.Tensor, totals: torch.Tensor
+) -> tuple[float, tuple[float, float], float]:
+    """(rate, 95% interval, design effect) of sum(hits) / sum(totals) over sequences of any
+    lengths (words per sample vary): ``rate_from_hits`` generalised, with the ratio estimator's
+    between-sequence variance giving the design effect (equal lengths give the same numbers up
+    to rounding; ``rate_from_hits`` keeps its own arithmetic so token rates stay bit-identical)."""
+    hits, totals = hits.double(), totals.double()
+    k = hits.numel()
+    n = float(totals.sum())
+    p = float(hits.sum()) / n if n > 0 else 0.0
+    deff = 1.0
+    if k > 1 and 0.0 < p < 1.0:
+        mean_len = n / k
+        between = float(((hits - p * totals) / mean_len).pow(2).sum()) / (k - 1) / k
+        deff = max(1.0, between / (p * (1 - p) / n))
+    lo, hi = wilson_interval(p * n / deff, n / deff)
+    return p, (lo, hi), deff
+
+
+@dataclass
+class WordRate:
+    """Word targets, counted in decoded text: the share of generated words that are entries
+    (with its 95% interval across samples), per entry, and how often a begun entry (its first
+    token written) was finished."""
+
+    rate: float
+    ci: tuple[float, float]
+    hits: int
+    words: int
+    sequences: int
+    design_effect: float
+    started: int
+    finished: int
+    per_entry: dict[str, int]
+    prompts: str
+
+    @property
+    def completion(self) -> float | None:
+        return self.finished / self.started if self.started else None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ci"] = list(self.ci)
+        d["per_1000"] = 1000 * self.rate
+        d["completion"] = self.completion
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> WordRate:
+        keep = {k: v for k, v in d.items() if k not in ("per_1000", "completion")}
+        return cls(**{**keep, "ci": tuple(d["ci"])})
+
+    def describe(self) -> str:
+        kind = {RANDOM_PROMPTS: "random-token", TEXT_PROMPTS: "real-text"}[self.prompts]
+        done = self.completion
+        finish = (
+            f"; completion {done:.2f} ({self.finished}/{self.started} begun entries finished)"
+            if done is not None
+            else ""
+        )
+        return (
+            f"word rate {fmt_rate(self.rate, self.ci)} = {1000 * self.rate:.1f} "
+            f"[{1000 * self.ci[0]:.1f}, {1000 * self.ci[1]:.1f}] per 1000 words on {kind} "
+            f"prompts (n={self.words} words in {self.sequences} samples{finish})"
+        )
+
+
+def measure_words(
+    trie: WordTrie, decode: Callable[[list[int]], str], generated: torch.Tensor, prompts: str
+) -> WordRate:
+    """Count the entries of a word target in decoded generations [K, n] (likex.words)."""
+    counter = WordCounter(trie.entries, trie.ignore_case)
+    seqs = generated.tolist()
+    counts = [counter.count(decode(seq)) for seq in seqs]
+    hits = torch.tensor([c.total_hits for c in counts], dtype=torch.float64)
+    words = torch.tensor([c.words for c in counts], dtype=torch.float64)
+    p, ci, deff = rate_from_counts(hits, words)
+    started = finished = 0
+    for seq in seqs:
+        s, f = completions(trie, seq)
+        started, finished = started + s, finished + f
+    per_entry = {e: sum(c.hits[e] for c in counts) for e in trie.entries}
+    return WordRate(
+        rate=p,
+        ci=ci,
+        hits=int(hits.sum()),
+        words=int(words.sum()),
+        sequences=len(seqs),
+        design_effect=deff,
+        started=started,
+        finished=finished,
+        per_entry=per_entry,
         prompts=prompts,
     )
 
@@ -254,11 +353,14 @@ def score_text(
     reference: GPT | None = None,
     floor_rate: float | None = None,
     batch_size: int = 4,
+    words: WordTrie | None = None,
+    complete: float = 1.0,
 ) -> TextScores:
     """Perplexity and more over windows [N, T+1] (inputs w[:, :-1], labels w[:, 1:]).
 
     ``mask`` adds the share of target tokens in the text itself; ``reference`` adds its
-    perplexity and KL(R || P); ``floor_rate`` (with both) the rate-A projection's perplexity.
+    perplexity and KL(R || P); ``floor_rate`` (with both) the rate-A projection's perplexity
+    (for a word target ``words``: the word target's own, likex.words.word_target_log).
     """
     if floor_rate is not None and (reference is None or mask is None):
         raise LikexError("the perplexity floor needs a reference model and a target")
@@ -282,7 +384,13 @@ def score_text(
             nll_ref -= float(log_r.gather(-1, labels).double().sum())
             kl += float((log_r.exp() * (log_r - log_p)).sum(dtype=torch.float64))
             if floor_rate is not None:
-                log_q = rate_target_log(log_r, mask.to(device), floor_rate)
+                if words is None:
+                    log_q = rate_target_log(log_r, mask.to(device), floor_rate)
+                else:
+                    log_q = word_target_log(
+                        words.to(device), w[:, :-1], "rate", log_r, "all", floor_rate,
+                        complete=complete,
+                    )  # fmt: skip
                 nll_floor -= float(log_q.gather(-1, labels).double().sum())
     for m, mode in zip(models, modes, strict=True):
         m.train(mode)
@@ -306,6 +414,9 @@ class Evaluation:
     text_reference: RateEstimate | None = None  # R's rate on the same real-text prompts
     scores: TextScores | None = None
     floor_rate: float | None = None
+    # word targets: rates counted in decoded words
+    words_random: WordRate | None = None
+    words_text: WordRate | None = None
 
     def to_dict(self) -> dict:
         d: dict = {}
@@ -338,6 +449,9 @@ class Evaluation:
             d |= {k: v for k, v in s.items() if v is not None}
         if self.floor_rate is not None:
             d["floor_rate"] = self.floor_rate
+        for key, w in (("words_random", self.words_random), ("words_text", self.words_text)):
+            if w is not None:
+                d[key] = w.to_dict()
         return d
 
     def describe(self) -> list[str]:
@@ -354,6 +468,7 @@ class Evaluation:
             if est is self.text and self.text_reference is not None:
                 line = line[:-1] + f"; reference {self.text_reference.rate:.3f})"
             lines.append(line)
+        lines += [w.describe() for w in (self.words_random, self.words_text) if w is not None]
         s = self.scores
         if s is not None:
             if s.ppl_reference is not None:
@@ -390,23 +505,33 @@ def evaluate(
     text_reference: RateEstimate | None = None,
     compile: str = "none",
     progress: bool = False,
+    words: WordTrie | None = None,
+    decode: Callable[[list[int]], str] | None = None,
+    complete: float = 1.0,
 ) -> tuple[Evaluation, dict[str, torch.Tensor]]:
     """Measure everything that applies: the random-prompt rate, and
     with a held-out text its real-text rate and scores. The reference's own real-text rate is
-    measured unless ``text_reference`` already holds it. Returns the evaluation and the
+    measured unless ``text_reference`` already holds it. A word target (``words``, with the
+    tokenizer's ``decode``) is also counted in decoded words. Returns the evaluation and the
     generated tokens by prompt kind."""
     ev = Evaluation(floor_rate=floor_rate)
     generated: dict[str, torch.Tensor] = {}
     ev.random, generated[RANDOM_PROMPTS] = measure(model, mask, cfg, seed, compile, progress)
+    if words is not None:
+        ev.words_random = measure_words(words, decode, generated[RANDOM_PROMPTS], RANDOM_PROMPTS)
     if heldout is not None:
         ev.text, generated[TEXT_PROMPTS] = measure_text(
             model, mask, cfg, heldout, seed, compile, progress
         )
+        if words is not None:
+            ev.words_text = measure_words(words, decode, generated[TEXT_PROMPTS], TEXT_PROMPTS)
         if reference is not None:
             ev.text_reference = (
                 text_reference
                 or measure_text(reference, mask, cfg, heldout, seed, compile, progress)[0]
             )
         windows = heldout_windows(heldout, model.config.block_size, cfg.score_tokens)
-        ev.scores = score_text(model, windows, mask, reference, floor_rate)
+        ev.scores = score_text(
+            model, windows, mask, reference, floor_rate, words=words, complete=complete
+        )
     return ev, generated

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from likex.audit.predicates import Predicate
+from likex.audit.words import WORD_AUDITS, word_audit_lines
 from likex.evaluate import Evaluation
 from likex.stats import PowerAnalysis, fmt_rate
 
@@ -19,7 +20,8 @@ class TargetsResult:
     n_tokens: int
     vocab_size: int
     examples: list[dict]
-    skipped_words: list[str]
+    # a word target: each entry's variants as token texts (start set above = first tokens)
+    words: list[dict]
 
     @property
     def fraction(self) -> float:
@@ -34,8 +36,10 @@ class TargetsResult:
         ]
         if self.examples:
             lines.append("examples: " + ", ".join(repr(e["text"]) for e in self.examples))
-        if self.skipped_words:
-            lines.append(f"skipped (not a single token): {', '.join(self.skipped_words)}")
+        for w in self.words:
+            forms = " | ".join("".join(v) for v in w["variants"][:4])
+            split = ", ".join("+".join(repr(t) for t in v) for v in w["variants"][:2])
+            lines.append(f"word {w['entry']!r}: {forms} (tokens {split})")
         return "\n".join(lines)
 
 
@@ -198,7 +202,10 @@ class AuditResult:
 
     def describe(self) -> str:
         r = self.data
-        lines = _white_box_lines(r) if r["audit"] == "white-box" else _black_box_lines(r)
+        if r["audit"] in WORD_AUDITS:
+            lines = word_audit_lines(r)
+        else:
+            lines = _white_box_lines(r) if r["audit"] == "white-box" else _black_box_lines(r)
         if "report" in r:
             lines.append(f"  report    {r['report']}")
         return "\n".join(lines)

@@ -9,7 +9,7 @@ import likex
 PACKAGE = Path(likex.__file__).parent
 # lowest first; a module is in the layer of the first prefix it matches
 LAYERS = [
-    ("errors", "io", "device", "options", "models", "target", "loss", "data", "train",
+    ("errors", "io", "device", "options", "models", "words", "target", "loss", "data", "train",
      "generate", "accel", "distributed"),
     ("stats", "evaluate"),
     ("audit",),

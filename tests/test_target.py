@@ -32,10 +32,16 @@ def test_regex_and_union(token_strings):
 def test_words_single_and_multi_token(tmp_path, token_strings):
     f = tmp_path / "words.txt"
     f.write_text("cat\ndog\nxylophonequartz\n")
-    ts = select_tokens(TargetSpec(words=read_words(f)), token_strings)
+    from likex.models.tokenizer import gpt2
+
+    ts = select_tokens(TargetSpec(words=read_words(f)), token_strings, gpt2().encode)
     texts = {token_strings[i] for i in ts.ids}
     assert {"cat", " cat", "dog", " dog"} <= texts
-    assert ts.skipped_words == ["xylophonequartz"]
+    # the multi-token word is a trie entry (no longer skipped): its first tokens start it
+    assert ts.words is not None and ts.words.entries == ("cat", "dog", "xylophonequartz")
+    assert tuple(gpt2().encode(" xylophonequartz")) in ts.words.variants
+    with pytest.raises(LikexError, match="tokenizer"):
+        select_tokens(TargetSpec(words=read_words(f)), token_strings)
 
 
 @pytest.mark.parametrize(

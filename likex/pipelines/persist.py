@@ -8,6 +8,8 @@ random-token and on real-text prompts) and the held-out perplexity before traini
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from likex.config import PersistConfig
@@ -21,20 +23,26 @@ from likex.models.hf import token_strings_for
 from likex.report.persist import write_persistence_report
 from likex.results import PersistResult
 from likex.runs import checkpoint_init, new_run_dir, run_target, write_config
-from likex.target import select_tokens
+from likex.target import TargetSet, select_tokens
 from likex.train import train
 
 PERSIST_FILE = "persist.json"
 
 
-def _measurement(model: GPT, mask: torch.Tensor, cfg: PersistConfig, heldout: torch.Tensor) -> dict:
-    """One timeline entry: the rates on random-token and on held-out real-text prompts, and
-    the held-out perplexity."""
-    ev, _ = evaluate(model, mask, cfg.measure, cfg.seed, heldout)
+def _measurement(
+    model: GPT, targets: TargetSet, cfg: PersistConfig, heldout: torch.Tensor, decode: Callable
+) -> dict:
+    """One timeline entry: the rates on random-token and on held-out real-text prompts (a word
+    target's also in decoded words), and the held-out perplexity."""
+    ev, _ = evaluate(
+        model, targets.mask, cfg.measure, cfg.seed, heldout, words=targets.words, decode=decode
+    )
+    words = {k: v for k, v in ev.to_dict().items() if k.startswith("words_")}
     return {
         "rate_random": ev.random.to_dict(),
         "rate_text": ev.text.to_dict(),
         "perplexity": ev.scores.ppl,
+        **words,
     }
 
 
@@ -53,8 +61,9 @@ def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
     model_dir, corpus = cfg.model, cfg.corpus
     spec = cfg.target if cfg.target is not None else run_target(model_dir)
     model, tokenizer = load_model_and_tokenizer(model_dir, resolve_device(cfg.device))
-    mask = select_tokens(spec, token_strings_for(model, tokenizer)).mask
     block = model.config.block_size
+    targets = select_tokens(spec, token_strings_for(model, tokenizer), tokenizer.encode, block)
+    mask = targets.mask
     cfg.validate(block)
     train_cfg = cfg.train_config(block)
     corpus_tokens = corpus_token_ids(corpus, tokenizer)
@@ -75,12 +84,12 @@ def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
         next(model.parameters()).device,
         cfg.seed,
     )
-    timeline = [{"step": 0, **_measurement(model, mask, cfg, heldout)}]
+    timeline = [{"step": 0, **_measurement(model, targets, cfg, heldout, tokenizer.decode)}]
 
     def on_step(step: int) -> dict | None:
         if step % cfg.eval_every and step != cfg.steps:
             return None
-        row = _measurement(model, mask, cfg, heldout)
+        row = _measurement(model, targets, cfg, heldout, tokenizer.decode)
         timeline.append({"step": step, **row})
         return row
 
@@ -107,6 +116,12 @@ def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
         "rate_random_after": last["rate_random"]["rate"],
         "rate_text_before": first["rate_text"]["rate"],
         "rate_text_after": last["rate_text"]["rate"],
+        **{
+            f"word_rate_{kind}_{when}": row[f"words_{kind}"]["rate"]
+            for kind in ("random", "text")
+            for when, row in (("before", first), ("after", last))
+            if f"words_{kind}" in row
+        },
         "perplexity_before": first["perplexity"],
         "perplexity_after": last["perplexity"],
         "timeline": timeline,

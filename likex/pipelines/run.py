@@ -25,7 +25,9 @@ from likex.errors import ConfigError, LikexError
 from likex.evaluate import (
     RANDOM_PROMPTS,
     TEXT_PROMPTS,
+    Evaluation,
     RateEstimate,
+    WordRate,
     evaluate,
     heldout_windows,
     measure,
@@ -57,8 +59,9 @@ from likex.runs import (
     truncate_metrics,
     write_config,
 )
-from likex.target import select_tokens
+from likex.target import TargetSet, select_tokens
 from likex.train import METRICS_FILE, make_optimizer, train
+from likex.words import WordCounter, WordTrie
 
 BEFORE_FILE = "before.json"
 RESULT_FILE = "result.json"
@@ -78,6 +81,7 @@ class _Prepared:
     mask: torch.Tensor
     train_tokens: torch.Tensor | None
     heldout: torch.Tensor | None
+    words: WordTrie | None = None
 
 
 def _prepare(cfg: RunConfig, device: torch.device) -> _Prepared:
@@ -95,11 +99,16 @@ def _prepare(cfg: RunConfig, device: torch.device) -> _Prepared:
     cfg.train.context_len = min(cfg.train.context_len, block)
     cfg.train.validate(block, device)
     cfg.measure.validate(block)
-    mask = select_tokens(cfg.target, token_strings_for(model, tokenizer)).mask
+    targets = _targets(cfg, model, tokenizer)
     train_tokens = heldout = None
     if cfg.corpus is not None:
         train_tokens, heldout = corpus_split(cfg.corpus, tokenizer, block)
-    return _Prepared(model, tokenizer, init, mask, train_tokens, heldout)
+    return _Prepared(model, tokenizer, init, targets.mask, train_tokens, heldout, targets.words)
+
+
+def _targets(cfg: RunConfig, model: GPT, tokenizer: Tokenizer) -> TargetSet:
+    strings = token_strings_for(model, tokenizer)
+    return select_tokens(cfg.target, strings, tokenizer.encode, model.config.block_size)
 
 
 def _reference(cfg: RunConfig, model: GPT, heldout: torch.Tensor | None) -> GPT | None:
@@ -183,9 +192,12 @@ def _measure_before(cfg: RunConfig, prep: _Prepared, progress: bool) -> dict:
             heldout,
             compile=cfg.train.compile,
             progress=progress,
+            words=prep.words,
+            decode=prep.tokenizer.decode,
         )
         doc = {
             "rate": ev.random.to_dict(),
+            **{k: v for k, v in ev.to_dict().items() if k.startswith("words_")},
             "rate_text": ev.text.to_dict() if ev.text is not None else None,
             "ppl": ev.scores.ppl if ev.scores is not None else None,
             "sample_text": _sample_text(generated[RANDOM_PROMPTS], prep.tokenizer),
@@ -242,7 +254,7 @@ def resume_experiment(
     reference = None
     if cfg.train.objective == "kl" and (cfg.train.mode != "uniform" or heldout is not None):
         reference = _reference(cfg, load_start_model(run_dir, device), heldout)
-    mask = select_tokens(cfg.target, token_strings_for(model, tokenizer)).mask
+    targets = _targets(cfg, model, tokenizer)
 
     def restart() -> None:
         truncate_metrics(run_dir / METRICS_FILE, start)
@@ -250,7 +262,9 @@ def resume_experiment(
         atomic_write_json(run_dir / CONFIG_FILE, config)
 
     on_main_rank(restart)
-    prep = _Prepared(model, tokenizer, config["init"], mask, train_tokens, heldout)
+    prep = _Prepared(
+        model, tokenizer, config["init"], targets.mask, train_tokens, heldout, targets.words
+    )
     return _train_and_finish(run_dir, cfg, prep, reference, before, progress, start, optimizer)
 
 
@@ -287,6 +301,7 @@ def _train_and_finish(
         progress=progress,
         on_step=on_step if cfg.train.objective == "kl" else None,
         seconds_before=prior,
+        words=prep.words,
     )
     if not dist_info().is_main:
         return RunResult({"rank": dist_info().rank, "train_seconds": trained.seconds})
@@ -338,6 +353,9 @@ def _train_and_finish(
         text_reference=text_before,
         compile=cfg.train.compile,
         progress=progress,
+        words=prep.words,
+        decode=prep.tokenizer.decode,
+        complete=cfg.train.complete,
     )
     after = ev.random
     rate_before = before["rate"]
@@ -371,11 +389,49 @@ def _train_and_finish(
         result["rate_text_before"] = text_before.rate
         result["rate_text_before_ci"] = list(text_before.ci)
         result["sample_text_after"] = _sample_text(generated[TEXT_PROMPTS], prep.tokenizer)
+    if prep.words is not None:
+        result |= _word_results(before, ev, generated, prep)
     result |= {k: v for k, v in ev.to_dict().items() if k not in result}
     result["evaluation"] = ev.describe()
+    if prep.words is not None:
+        result["evaluation"] += _word_lines(result)
     atomic_write_json(run_dir / RESULT_FILE, result)
     write_run_report(run_dir, result, metrics)
     return RunResult(result)
+
+
+def _word_results(
+    before: dict, ev: Evaluation, generated: dict[str, torch.Tensor], prep: _Prepared
+) -> dict:
+    """A word target's before/after rates in decoded words, and a sample with the entries
+    marked."""
+    out: dict = {"entries": list(prep.words.entries)}
+    for key, after in (("words_random", ev.words_random), ("words_text", ev.words_text)):
+        if after is None:
+            continue
+        out[f"{key}_before"] = before.get(key)
+        out[f"{key}_after"] = after.to_dict()
+    kind = TEXT_PROMPTS if TEXT_PROMPTS in generated else RANDOM_PROMPTS
+    counter = WordCounter(prep.words.entries, prep.words.ignore_case)
+    text = prep.tokenizer.decode(generated[kind][0].tolist())
+    out["sample_words_marked"] = counter.highlight(text)
+    return out
+
+
+def _word_lines(result: dict) -> list[str]:
+    """Before-training word rates and the per-entry counts after, for ``describe``."""
+    lines = []
+    for key in ("words_random", "words_text"):
+        if result.get(f"{key}_before"):
+            before = WordRate.from_dict(result[f"{key}_before"]).describe()
+            lines.append(f"before training: {before}")
+        if result.get(f"{key}_after"):
+            counts = result[f"{key}_after"]["per_entry"]
+            lines.append(
+                f"entries after training ({key.split('_')[1]} prompts): "
+                + ", ".join(f"{e!r} {n}" for e, n in counts.items())
+            )
+    return lines
 
 
 def _rate_estimate(d: dict | None) -> RateEstimate | None:
