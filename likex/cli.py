@@ -101,7 +101,7 @@ def _table() -> dict[str, Command]:
             "detection power: plant biases of graded strength and audit them",
             c.BenchCommand,
             "bench:run_bench_command",
-            hide=frozenset({"probes", "probe_len", "z", "f1_threshold"}),
+            hide=frozenset({"probes", "probe_len", "min_shift"}),
         ),
     }
 

@@ -13,17 +13,20 @@ from likex.audit.bench import BenchConfig
 from likex.audit.black_box import BlackBoxConfig
 from likex.audit.white_box import WhiteBoxConfig
 from likex.audit.words import WordAuditConfig
-from likex.data import BUILTIN_CORPUS
+from likex.data import BUILTIN_CORPUS, check_seed
 from likex.errors import ConfigError, LikexError
-from likex.evaluate import MeasureConfig
+from likex.evaluate import MAX_GEN_TOKENS, MeasureConfig
+from likex.models.checkpoint import is_pretrained
 from likex.models.gpt import PRESETS, WEIGHT_INITS, preset_config
-from likex.models.hf import is_hf_name
+from likex.models.named import NAMED_MODELS
 from likex.options import option
-from likex.target import TargetSpec
-from likex.train import TrainConfig, default_lr
+from likex.stats import MIN_SAMPLES
+from likex.target import TargetSpec, check_text
+from likex.train import PRETRAINED_LR, PRETRAINED_SHAPE, TrainConfig, default_lr
 
 SCRATCH = "scratch"
 AUDIT_UNITS = ("tokens", "words")
+PERSIST_LR = 1e-3  # next-token fine-tuning of a likex model (bench/RESULTS.md, persistence)
 COMMANDS = ("run", "train", "pretrain")
 OUT_HELP = "output folder (default runs/<timestamp>)"
 
@@ -34,9 +37,10 @@ class RunConfig:
 
     init: str = option(
         SCRATCH,
-        "starting model: 'scratch' (a fresh preset model), a saved model or run folder, or "
-        "hf:NAME_OR_PATH (a transformers causal LM)",
-        metavar="DIR|scratch|hf:NAME",
+        "starting model: 'scratch' (a fresh preset model), a saved model or run folder, "
+        f"a named real model ({', '.join(NAMED_MODELS)}), or hf:NAME_OR_PATH (a transformers "
+        "causal LM)",
+        metavar="DIR|scratch|NAME|hf:NAME",
     )
     preset: str = option("cpu", f"model preset of a scratch start: {', '.join(PRESETS)}")
     weight_init: str = option("course", "weights of a scratch start", choices=WEIGHT_INITS)
@@ -66,10 +70,13 @@ class RunConfig:
             preset_config(self.preset)  # an unknown preset fails before anything else
         if self.eval_every < 0:
             raise ConfigError("eval_every", f"must be >= 0, got {self.eval_every}")
+        check_seed(self.train.seed)  # it seeds the model, built before the training is checked
+        pretrained = self.init != SCRATCH and is_pretrained(self.init)
         if self.train.lr is None:
-            self.train.lr = default_lr(self.init, self.preset, self.train.objective)
+            self.train.lr = default_lr(self.init, self.preset, self.train.objective, pretrained)
+        self.train.fill_shape(pretrained)
         if self.command == "run" and (
-            self.train.mode != "uniform" or not (self.init == SCRATCH or is_hf_name(self.init))
+            self.train.mode != "uniform" or not (self.init == SCRATCH or pretrained)
         ):
             raise LikexError(
                 "likex run is the seed experiment: a uniform target on a scratch model or an "
@@ -85,8 +92,9 @@ class RunConfig:
             "init_from": self.init,
             "corpus": self.corpus,
             "block_size": self.block_size,
-            "preset": self.preset,
-            "weight_init": self.weight_init,
+            # a scratch model's settings; another start has none (its own weights)
+            "preset": self.preset if self.init == SCRATCH else None,
+            "weight_init": self.weight_init if self.init == SCRATCH else None,
             "target": self.target.to_dict(),
             "train": self.train.to_dict(),
             "measure": asdict(self.measure),
@@ -96,9 +104,10 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
+        defaults = cls()
         return cls(
-            preset=d["preset"],
-            weight_init=d["weight_init"],
+            preset=d["preset"] or defaults.preset,
+            weight_init=d["weight_init"] or defaults.weight_init,
             target=TargetSpec.from_dict(d["target"]),
             train=TrainConfig(**d["train"]),
             measure=MeasureConfig(**d["measure"]),
@@ -169,7 +178,9 @@ class SweepCommand:
 class EvalConfig:
     """likex eval: rates and side effects of a saved model against its reference."""
 
-    model: str = option(help="a run or model folder, or hf:NAME_OR_PATH", metavar="DIR")
+    model: str = option(
+        help="a run or model folder, smollm2-135m, or hf:NAME_OR_PATH", metavar="DIR"
+    )
     reference: str | None = option(
         None,
         "the reference model R (default: the run's own starting model, if recorded)",
@@ -184,12 +195,18 @@ class EvalConfig:
     )
     device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda[:N], mps")
 
+    def validate(self, block_size: int) -> None:
+        check_seed(self.seed)
+        self.measure.validate(block_size)
+
 
 @dataclass
 class GenerateConfig:
     """likex generate: sample text from a saved model."""
 
-    model: str = option(help="a run or model folder, or hf:NAME_OR_PATH", metavar="DIR")
+    model: str = option(
+        help="a run or model folder, smollm2-135m, or hf:NAME_OR_PATH", metavar="DIR"
+    )
     prompt: str = option("", "prompt text (default: the start-of-text token)")
     tokens: int = option(100, "new tokens to sample")
     num: int = option(1, "number of samples")
@@ -200,8 +217,12 @@ class GenerateConfig:
 
     def validate(self) -> None:
         for name in ("tokens", "num"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(name, f"must be positive, got {getattr(self, name)}")
+            if not 0 < getattr(self, name) <= MAX_GEN_TOKENS:
+                raise ConfigError(
+                    name, f"must be in 1..{MAX_GEN_TOKENS:_}, got {getattr(self, name)}"
+                )
+        check_seed(self.seed)
+        check_text(self.prompt, "prompt")
         # temperature and top_k are checked by likex.generate.sample itself
 
 
@@ -211,6 +232,12 @@ class TargetsConfig:
 
     target: TargetSpec = option(factory=TargetSpec, help="target (the union of what is given)")
     examples: int = option(20, "how many example tokens to show")
+    model: str | None = option(
+        None,
+        "whose vocabulary: a run or model folder, a named real model or hf:NAME_OR_PATH "
+        "(default: GPT-2's)",
+        metavar="DIR|NAME|hf:NAME",
+    )
 
 
 @dataclass
@@ -225,9 +252,15 @@ class PersistConfig:
         "builtin", "clean text: builtin or a UTF-8 file; its last tenth is held out"
     )
     steps: int = option(300, "next-token training steps")
-    batch_size: int = option(16, "windows per step")
-    context_len: int | None = option(None, "training window; default: the model's context")
-    lr: float = option(1e-3, "AdamW learning rate")
+    batch_size: int | None = option(
+        None, "windows per step; default: 16, or 4 for a pretrained (transformers) model"
+    )
+    context_len: int | None = option(
+        None, "training window; default: the model's context, or 64 for a pretrained model"
+    )
+    lr: float | None = option(
+        None, "AdamW learning rate; default: 1e-3, or 1e-4 for a pretrained model"
+    )
     weight_decay: float = option(0.01, "decoupled weight decay")
     eval_every: int = option(50, "measure every N steps")
     seed: int = option(0, "seeds the batches and the measurements")
@@ -241,12 +274,23 @@ class PersistConfig:
     out: str | None = option(None, OUT_HELP, metavar="DIR")
     device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda[:N], mps")
 
-    def train_config(self, block_size: int) -> TrainConfig:
+    def resolve(self, block_size: int, pretrained: bool) -> None:
+        """Fill in the defaults that depend on the model: a pretrained one gets the small
+        fine-tuning steps and learning rate that training it takes (likex.train)."""
+        batch, length = PRETRAINED_SHAPE if pretrained else (16, block_size)
+        if self.batch_size is None:
+            self.batch_size = batch
+        if self.context_len is None:
+            self.context_len = min(length, block_size)
+        if self.lr is None:
+            self.lr = PRETRAINED_LR if pretrained else PERSIST_LR
+
+    def train_config(self) -> TrainConfig:
         """The fine-tuning in the training loop's terms: next-token loss on corpus windows."""
         return TrainConfig(
             steps=self.steps,
             batch_size=self.batch_size,
-            context_len=block_size if self.context_len is None else self.context_len,
+            context_len=self.context_len,
             lr=self.lr,
             weight_decay=self.weight_decay,
             seed=self.seed,
@@ -256,7 +300,7 @@ class PersistConfig:
         )
 
     def validate(self, block_size: int) -> None:
-        self.train_config(block_size).validate(block_size)
+        self.train_config().validate(block_size)
         if self.eval_every <= 0:
             raise ConfigError("eval_every", f"must be positive, got {self.eval_every}")
         self.measure.validate(block_size)
@@ -272,10 +316,11 @@ class PersistConfig:
 class AuditConfig:
     """likex audit: find and explain an injected token bias.
 
-    White-box (no baseline): rank tokens by how much the model boosted them over its
-    reference (default: the starting model its run folder records) and explain the boosted
-    set with a predicate over token strings. Black-box (a baseline): test every predicate's
-    token share in samples of both against each other, with Holm's correction. Tokens are
+    White-box (no baseline): the predicate over token strings whose probability mass the
+    model moved relative to its reference (default: the starting model its run folder
+    records), by share of the KL and held-out logit-mass shift. Black-box (a baseline): test
+    every predicate's token share in samples of both against each other (Welch's t over
+    samples), with Holm's correction. Tokens are
     those of the audited models' tokenizer (all must share one); text files are tokenized
     with it, or with GPT-2's when both sides are text."""
 
@@ -313,15 +358,17 @@ class AuditConfig:
             )
         if self.top <= 0:
             raise ConfigError("top", f"must be positive, got {self.top}")
+        check_seed(self.seed)
         if self.units not in AUDIT_UNITS:
             raise ConfigError("units", f"{self.units!r} is unknown; choose from tokens, words")
+        # both kinds' options are checked, so a bad value is refused whichever audit runs
+        self.white.validate()
         self.word_audit.validate()
-        if not self.baseline:
-            self.white.validate()
-            return
         self.black.validate()
-        if self.samples <= 1:
-            raise ConfigError("samples", "must be at least 2")
+        if not self.baseline:
+            return
+        if self.samples < MIN_SAMPLES:
+            raise ConfigError("samples", f"must be at least {MIN_SAMPLES} (more for many tests)")
         if self.gen_tokens <= 0:
             raise ConfigError("gen_tokens", "must be positive")
 

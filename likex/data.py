@@ -14,12 +14,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from likex.errors import LikexError
+from likex.errors import ConfigError, LikexError
 
 if TYPE_CHECKING:
     from likex.models.tokenizer import Tokenizer
 
 BUILTIN_CORPUS = "builtin"
+
+
+SEED_MAX = 2**63 - 1  # seeds become torch generator seeds (signed 64-bit) after mixing
+
+
+def check_seed(seed: int, field: str = "seed") -> None:
+    """Seeds are integers in 0..2**63-1; anything else is refused by name."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(field, f"must be an integer in 0..{SEED_MAX} (2**63-1), got {seed}")
 
 
 def step_generator(seed: int, step: int, rank: int = 0, stream: int = 0) -> torch.Generator:

@@ -107,7 +107,7 @@ def check_same_on_all_ranks(doc: dict, what: str) -> None:
 
 
 def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
-    """The mean of a scalar tensor across ranks (the value itself in a single process)."""
+    """The mean of a tensor across ranks, elementwise (the value itself in a single process)."""
     if not dist_info().active:
         return value
     out = value.detach().clone()

@@ -10,6 +10,11 @@ class LikexError(Exception):
     """Bad input or an unusable file: the message names the problem for the user."""
 
 
+def literal(text: object) -> str:
+    """``text`` for a ConfigError message: its braces are kept, never read as field names."""
+    return str(text).replace("{", "{{").replace("}", "}}")
+
+
 class ConfigError(LikexError):
     """A config field holds a bad value. The library names the field; the CLI, which alone
     knows the flags, names the flag instead (see likex.cli). ``message`` may name other

@@ -1,10 +1,11 @@
 """Measurement: target rates with 95% intervals, perplexity, KL to a reference.
 
 Tokens sampled in one sequence are not independent (a model that has started writing x tends
-to go on), so a rate's interval is a Wilson score interval at the *effective* sample size:
-the token count divided by the design effect estimated from the spread between sequences.
-With a single sequence, or a rate of exactly 0 or 1, the design effect cannot be estimated
-and the plain token count is used.
+to go on), so a rate's interval is ``likex.stats.rate_interval``: Wilson at the token count
+divided by the design effect (estimated from the spread between sequences) joined with a
+skew-corrected t interval, both with the t quantile on k-1 degrees of freedom; with no target
+token at all, the exact bound over sequences. "Sample until the interval is narrow" looks
+only at 16, 32, 64, ... sequences, the same on every device.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from likex.data import random_contexts, step_generator
 from likex.errors import ConfigError, LikexError
 from likex.generate import sample
 from likex.models.gpt import GPT
+from likex.models.hf import default_prompt_len
 from likex.options import option
-from likex.stats import fmt_rate, wilson_interval
+from likex.stats import check_points, fmt_rate, perplexity_floor, rate_interval
 from likex.target import rate_target_log
-from likex.words import WordCounter, WordTrie, completions, word_target_log
+from likex.words import WordCounter, WordTrie, completions, word_sets, word_target_log
 
 
 @dataclass
@@ -50,6 +52,10 @@ class RateEstimate:
         d["ci"] = list(self.ci)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> RateEstimate:
+        return cls(**{**d, "ci": tuple(d["ci"])})
+
     def describe(self) -> str:
         return (
             f"{fmt_rate(self.rate, self.ci)} "
@@ -62,45 +68,19 @@ def rate_from_hits(
 ) -> RateEstimate:
     hits = hits_per_sequence.double()
     k = hits.numel()
-    n = k * tokens_per_sequence
+    p, lo, hi, _, deff = rate_interval(hits.numpy(), [tokens_per_sequence] * k)
     total = float(hits.sum())
-    p = total / n
-    deff = 1.0
-    if k > 1 and 0.0 < p < 1.0:
-        between = float((hits / tokens_per_sequence).var(unbiased=True)) / k
-        deff = max(1.0, between / (p * (1 - p) / n))
-    lo, hi = wilson_interval(p * n / deff, n / deff)
     return RateEstimate(
         rate=p,
         ci=(lo, hi),
         hits=int(total),
-        tokens=n,
+        tokens=k * tokens_per_sequence,
         sequences=k,
         tokens_per_sequence=tokens_per_sequence,
         design_effect=deff,
         first_sample_hits=int(hits[0]),
         prompts=prompts,
     )
-
-
-def rate_from_counts(
-    hits: torch.Tensor, totals: torch.Tensor
-) -> tuple[float, tuple[float, float], float]:
-    """(rate, 95% interval, design effect) of sum(hits) / sum(totals) over sequences of any
-    lengths (words per sample vary): ``rate_from_hits`` generalised, with the ratio estimator's
-    between-sequence variance giving the design effect (equal lengths give the same numbers up
-    to rounding; ``rate_from_hits`` keeps its own arithmetic so token rates stay bit-identical)."""
-    hits, totals = hits.double(), totals.double()
-    k = hits.numel()
-    n = float(totals.sum())
-    p = float(hits.sum()) / n if n > 0 else 0.0
-    deff = 1.0
-    if k > 1 and 0.0 < p < 1.0:
-        mean_len = n / k
-        between = float(((hits - p * totals) / mean_len).pow(2).sum()) / (k - 1) / k
-        deff = max(1.0, between / (p * (1 - p) / n))
-    lo, hi = wilson_interval(p * n / deff, n / deff)
-    return p, (lo, hi), deff
 
 
 @dataclass
@@ -158,9 +138,11 @@ def measure_words(
     counter = WordCounter(trie.entries, trie.ignore_case)
     seqs = generated.tolist()
     counts = [counter.count(decode(seq)) for seq in seqs]
-    hits = torch.tensor([c.total_hits for c in counts], dtype=torch.float64)
-    words = torch.tensor([c.words for c in counts], dtype=torch.float64)
-    p, ci, deff = rate_from_counts(hits, words)
+    hits = [c.total_hits for c in counts]
+    words = [c.words for c in counts]
+    if not sum(words):
+        raise LikexError(f"the {len(seqs)} samples on {prompts} prompts hold no words to count")
+    p, lo, hi, _, deff = rate_interval(hits, words)
     started = finished = 0
     for seq in seqs:
         s, f = completions(trie, seq)
@@ -168,9 +150,9 @@ def measure_words(
     per_entry = {e: sum(c.hits[e] for c in counts) for e in trie.entries}
     return WordRate(
         rate=p,
-        ci=ci,
-        hits=int(hits.sum()),
-        words=int(words.sum()),
+        ci=(lo, hi),
+        hits=sum(hits),
+        words=sum(words),
         sequences=len(seqs),
         design_effect=deff,
         started=started,
@@ -193,8 +175,10 @@ def measure_rate(
 ) -> tuple[RateEstimate, torch.Tensor]:
     """Sample ``cfg.gen_tokens`` after prompt rows and count target tokens.
 
-    Prompts are used in batches, in order; with ``cfg.ci_half_width`` sampling stops as soon
-    as the 95% interval is that narrow (the prompts are then a cap, not a quota). Returns the
+    Prompts are used in order; with ``cfg.ci_half_width`` sampling stops at the first check
+    point (16, 32, 64, ... sequences, and all of them; ``likex.stats.check_points``) where the
+    95% interval is that narrow (the prompts are then a cap, not a quota). The check points
+    do not depend on the batch size, so a CPU and a GPU stop at the same count. Returns the
     estimate and the generated tokens [K, gen_tokens] on the CPU. The generator is seeded
     from ``seed``, so before/after measurements see the same prompts and the same draws.
     ``compile`` is passed to ``sample`` (likex.accel modes).
@@ -205,6 +189,7 @@ def measure_rate(
     gen = torch.Generator(device=device).manual_seed(seed)
     cpu_mask = mask.cpu()
     outs: list[torch.Tensor] = []
+    done = 0
     bar = tqdm(
         total=prompts.shape[0],
         desc="measure",
@@ -214,12 +199,14 @@ def measure_rate(
         leave=False,
         dynamic_ncols=True,
     )
-    for start in range(0, prompts.shape[0], batch_size):
-        chunk = prompts[start : start + batch_size].to(device)
-        outs.append(sample(model, chunk, gen_tokens, generator=gen, compile=compile).cpu())
+    for point in check_points(prompts.shape[0]):
+        while done < point:
+            chunk = prompts[done : min(done + batch_size, point)].to(device)
+            outs.append(sample(model, chunk, gen_tokens, generator=gen, compile=compile).cpu())
+            done += chunk.shape[0]
+            bar.update(chunk.shape[0])
         generated = torch.cat(outs)
         estimate = rate_from_hits(cpu_mask[generated].sum(dim=1), gen_tokens, prompt_kind)
-        bar.update(chunk.shape[0])
         bar.set_postfix(rate=f"{estimate.rate:.3f}", pm=f"{estimate.half_width:.3f}")
         if ci_half_width is not None and estimate.half_width <= ci_half_width:
             break
@@ -237,6 +224,10 @@ def random_prompts(n: int, length: int, vocab_size: int, seed: int) -> torch.Ten
 SCORED_TOKENS = 4096
 
 
+# Bounds far beyond a useful measurement (the seed samples 200 tokens once): a larger value
+# is a typo that would otherwise sample for days.
+MAX_GEN_TOKENS = 1_000_000
+MAX_SAMPLES = 100_000
 RANDOM_PROMPTS = "random tokens"
 TEXT_PROMPTS = "real text"
 
@@ -250,7 +241,9 @@ class MeasureConfig:
 
     samples: int = option(64, "most sequences to sample")
     gen_tokens: int = option(200, "new tokens per sample")
-    prompt_len: int | None = option(None, "prompt tokens; default: the model's context")
+    prompt_len: int | None = option(
+        None, "prompt tokens; default: the model's context (a pretrained model: 64)"
+    )
     ci_half_width: float | None = option(
         0.02,
         "stop sampling once the 95% interval is within +- this (0: use all samples)",
@@ -262,16 +255,24 @@ class MeasureConfig:
     )
 
     def validate(self, block_size: int) -> None:
-        if self.samples <= 0:
-            raise ConfigError("samples", f"must be positive, got {self.samples}")
-        if self.gen_tokens <= 0:
-            raise ConfigError("gen_tokens", f"must be positive, got {self.gen_tokens}")
+        if not 0 < self.gen_tokens <= MAX_GEN_TOKENS:
+            raise ConfigError(
+                "gen_tokens", f"must be in 1..{MAX_GEN_TOKENS:_}, got {self.gen_tokens}"
+            )
+        if not 0 < self.samples <= MAX_SAMPLES:
+            raise ConfigError("samples", f"must be in 1..{MAX_SAMPLES:_}, got {self.samples}")
         if self.prompt_len is not None and not 0 < self.prompt_len <= block_size:
             raise ConfigError("prompt_len", f"must be in 1..{block_size}, got {self.prompt_len}")
         if self.ci_half_width is not None and not 0 < self.ci_half_width < 0.5:
             raise ConfigError("ci_half_width", f"must be in (0, 0.5), got {self.ci_half_width}")
         if self.score_tokens <= 0:
             raise ConfigError("score_tokens", f"must be positive, got {self.score_tokens}")
+
+
+def prompt_length(cfg: MeasureConfig, model: GPT) -> int:
+    """The prompt length measured with: the given one, else the model's default (a pretrained
+    model: a short prefix, so prompt and new tokens fit the KV cache)."""
+    return cfg.prompt_len if cfg.prompt_len is not None else default_prompt_len(model)
 
 
 def measure(
@@ -283,7 +284,7 @@ def measure(
     progress: bool = False,
 ) -> tuple[RateEstimate, torch.Tensor]:
     """Rate on random-token prompts; the same prompts and draws for a given seed."""
-    prompt_len = cfg.prompt_len or model.config.block_size
+    prompt_len = prompt_length(cfg, model)
     prompts = random_prompts(cfg.samples, prompt_len, model.config.vocab_size, seed)
     return measure_rate(model, mask, prompts, cfg, seed, RANDOM_PROMPTS, progress, compile)
 
@@ -307,7 +308,7 @@ def measure_text(
 ) -> tuple[RateEstimate, torch.Tensor]:
     """Rate in generations that continue held-out real text (generalisation beyond the
     random-token contexts of the seed)."""
-    prompt_len = cfg.prompt_len or model.config.block_size
+    prompt_len = prompt_length(cfg, model)
     prompts = text_prompts(heldout, cfg.samples, prompt_len)
     return measure_rate(model, mask, prompts, cfg, seed, TEXT_PROMPTS, progress, compile)
 
@@ -316,7 +317,10 @@ def heldout_windows(
     tokens: torch.Tensor, length: int, max_tokens: int | None = SCORED_TOKENS
 ) -> torch.Tensor:
     """Non-overlapping windows [N, length+1] of the text (each label scored once), spread
-    evenly over it when there are more than ``max_tokens`` labels."""
+    evenly over it when there are more than ``max_tokens`` labels; windows are at most
+    ``max_tokens`` long, so a long context never scores more than was asked."""
+    if max_tokens is not None:
+        length = min(length, max_tokens)
     if tokens.numel() < length + 1:
         raise LikexError(f"the held-out text has {tokens.numel()} tokens, fewer than {length + 1}")
     windows = tokens.unfold(0, length + 1, length)
@@ -330,8 +334,12 @@ def heldout_windows(
 class TextScores:
     """How a model predicts held-out text, next to its reference R (when given).
 
-    ``kl_to_reference`` is the mean over scored positions of KL(R || P) in nats; ``ppl_floor``
-    is the perplexity of the exact rate-A projection of R (the price of the bias alone).
+    ``kl_to_reference`` is the mean over scored positions of KL(R || P) in nats. ``ppl_floor``
+    is the lowest expected perplexity of any model whose target rate is A on average over the
+    scored contexts (``likex.stats.perplexity_floor``: R tilted with one multiplier shared by
+    all contexts, the price of the bias alone); ``ppl_projection`` is that of the per-context
+    rate-A projection of R (``likex.target.rate_target_log``: rate A in *every* context, a
+    target, not a lower bound).
     """
 
     tokens: int
@@ -340,9 +348,15 @@ class TextScores:
     ppl_reference: float | None = None
     kl_to_reference: float | None = None
     ppl_floor: float | None = None
+    ppl_projection: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _set_mass(log_probs: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
+    """The probability of a set (a mask over the last dimension, broadcast) per row."""
+    return torch.logsumexp(log_probs.masked_fill(~on, -math.inf), -1).exp()
 
 
 @torch.no_grad()
@@ -352,15 +366,18 @@ def score_text(
     mask: torch.Tensor | None = None,
     reference: GPT | None = None,
     floor_rate: float | None = None,
-    batch_size: int = 4,
+    batch_tokens: int = 512,
     words: WordTrie | None = None,
     complete: float = 1.0,
 ) -> TextScores:
     """Perplexity and more over windows [N, T+1] (inputs w[:, :-1], labels w[:, 1:]).
 
     ``mask`` adds the share of target tokens in the text itself; ``reference`` adds its
-    perplexity and KL(R || P); ``floor_rate`` (with both) the rate-A projection's perplexity
-    (for a word target ``words``: the word target's own, likex.words.word_target_log).
+    perplexity and KL(R || P); ``floor_rate`` (with both) the perplexity floor and the
+    rate-A projection's perplexity. For a word target (``words``) the projection is the word
+    target's own (likex.words.word_target_log, ``complete`` inside a word) and the floor's set
+    is the context's (a word's starts, or its continuations inside one), its mean mass that
+    of the projection.
     """
     if floor_rate is not None and (reference is None or mask is None):
         raise LikexError("the perplexity floor needs a reference model and a target")
@@ -369,8 +386,15 @@ def score_text(
     modes = [m.training for m in models]
     for m in models:
         m.eval()
-    nll = nll_ref = nll_floor = kl = 0.0
+    nll = nll_ref = nll_projection = kl = 0.0
     hits, count = 0, 0
+    # per scored position, for the floor: R(M | c), log R(label | c), label in M
+    floor_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    q_mass: list[torch.Tensor] = []  # a word target: the projection's mass on the set
+    words_on = words.to(device) if words is not None else None
+    # about batch_tokens positions per pass: each holds several [V] float32 rows per model
+    # (49k-50k tokens: ~200 KB each), so memory stays bounded whatever the window length
+    batch_size = max(1, batch_tokens // max(1, windows.shape[1] - 1))
     for start in range(0, windows.shape[0], batch_size):
         w = windows[start : start + batch_size].to(device)
         labels = w[:, 1:, None]
@@ -385,22 +409,38 @@ def score_text(
             kl += float((log_r.exp() * (log_r - log_p)).sum(dtype=torch.float64))
             if floor_rate is not None:
                 if words is None:
-                    log_q = rate_target_log(log_r, mask.to(device), floor_rate)
+                    on_mask = mask.to(device)
+                    log_q = rate_target_log(log_r, on_mask, floor_rate)
                 else:
+                    _, on_mask = word_sets(words_on, w[:, :-1], "all")
                     log_q = word_target_log(
-                        words.to(device), w[:, :-1], "rate", log_r, "all", floor_rate,
-                        complete=complete,
-                    )  # fmt: skip
-                nll_floor -= float(log_q.gather(-1, labels).double().sum())
+                        words_on, w[:, :-1], "rate", log_r, "all", floor_rate, complete=complete
+                    )
+                    q_mass.append(_set_mass(log_q, on_mask).flatten())
+                floor_parts.append(
+                    (
+                        _set_mass(log_r, on_mask).flatten(),
+                        log_r.gather(-1, labels).flatten(),
+                        on_mask.expand_as(log_r).gather(-1, labels).flatten(),
+                    )
+                )
+                nll_projection -= float(log_q.gather(-1, labels).double().sum())
     for m, mode in zip(models, modes, strict=True):
         m.train(mode)
+    ppl_floor = ppl_projection = None
+    if floor_rate is not None:
+        mass, label_log_r, on = (torch.cat(p).cpu() for p in zip(*floor_parts, strict=True))
+        mean_rate = floor_rate if words is None else float(torch.cat(q_mass).double().mean())
+        ppl_floor, _ = perplexity_floor(mass, label_log_r, on, mean_rate)
+        ppl_projection = math.exp(nll_projection / count)
     return TextScores(
         tokens=count,
         ppl=math.exp(nll / count),
         text_target_frequency=hits / count if mask is not None else None,
         ppl_reference=math.exp(nll_ref / count) if reference is not None else None,
         kl_to_reference=kl / count if reference is not None else None,
-        ppl_floor=math.exp(nll_floor / count) if floor_rate is not None else None,
+        ppl_floor=ppl_floor,
+        ppl_projection=ppl_projection,
     )
 
 
@@ -481,9 +521,15 @@ class Evaluation:
                 lines.append(f"perplexity {s.ppl:.1f} on {s.tokens} held-out tokens")
             if s.ppl_floor is not None and s.ppl_reference is not None:
                 lines.append(
-                    f"floor for rate {self.floor_rate}: the exact projection of the reference "
-                    f"has perplexity {s.ppl_floor:.1f} ({s.ppl_floor / s.ppl_reference - 1:+.1%});"
-                    f" this model is {s.ppl / s.ppl_floor - 1:+.1%} from it"
+                    f"floor for mean rate {self.floor_rate}: no model with that rate on average "
+                    f"has expected perplexity below {s.ppl_floor:.1f} "
+                    f"({s.ppl_floor / s.ppl_reference - 1:+.1%}); this model is "
+                    f"{s.ppl / s.ppl_floor - 1:+.1%} above it"
+                )
+            if s.ppl_projection is not None:
+                lines.append(
+                    f"per-context projection (rate {self.floor_rate} in every context): "
+                    f"perplexity {s.ppl_projection:.1f}"
                 )
             if s.kl_to_reference is not None:
                 lines.append(f"KL(reference || model) {s.kl_to_reference:.4f} nats per token")

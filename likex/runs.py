@@ -25,6 +25,7 @@ from likex.models.checkpoint import (
 )
 from likex.models.gpt import GPT, GPTConfig, build_model
 from likex.models.hf import HF_DIR, is_hf_name
+from likex.models.named import NAMED_MODELS, is_named
 from likex.target import NO_TARGET, TargetSpec
 from likex.train import METRICS_FILE
 
@@ -71,7 +72,10 @@ def new_run_dir(out: str | Path | None) -> Path:
     path = Path(out)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise LikexError(f"output folder {path} already exists and is not empty")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a parent is a file, no permission, ...
+        raise LikexError(f"cannot create output folder {path}: {e.strerror}") from e
     return path
 
 
@@ -82,6 +86,9 @@ def scratch_init(model_cfg: GPTConfig, seed: int) -> dict:
 def checkpoint_init(source: str | Path) -> dict:
     """How to find a saved start model again, pinned by its weights' checksum."""
     source = str(source)
+    if is_named(source):
+        folder, gguf_file = NAMED_MODELS[source].location()
+        return {"kind": "named", "name": source, "sha256": file_sha256(Path(folder) / gguf_file)}
     if is_hf_name(source) or (Path(source) / HF_DIR).is_dir():
         path = Path(source.removeprefix("hf:"))
         path = path / HF_DIR if (path / HF_DIR).is_dir() else path
@@ -108,6 +115,11 @@ def load_start_model(run_dir: str | Path, device: torch.device | str = "cpu") ->
         if file_sha256(path / MODEL_FILE) != init["sha256"]:
             raise LikexError(f"the starting model of {run_dir} has changed since: {path}")
         return load_model(path, device)
+    if init.get("kind") == "named":
+        folder, gguf_file = NAMED_MODELS[init["name"]].location()
+        if file_sha256(Path(folder) / gguf_file) != init["sha256"]:
+            raise LikexError(f"the starting model of {run_dir} has changed since: {init['name']}")
+        return load_model_and_tokenizer(init["name"], device)[0]
     if init.get("kind") == "hf":
         path = Path(init["name"])
         if "sha256" in init and file_sha256(path / MODEL_FILE) != init["sha256"]:

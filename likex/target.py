@@ -1,6 +1,8 @@
 """Target specs: vocabulary predicates -> a token mask -> target distributions Q.
 
-A spec selects the token set M from the decoded text of each token id. Three target
+A spec selects the token set M from the decoded text of each token id; special and control
+tokens (<|endoftext|>, <|im_start|>, ...) have no text (their string is "") and are selected
+only by explicit ids. Three target
 distributions are built on it (R is the frozen reference model's next-token distribution):
 
 * ``uniform`` (the seed): Q = M / |M|, the same for every context;
@@ -12,14 +14,15 @@ distributions are built on it (R is the frozen reference model's next-token dist
 from __future__ import annotations
 
 import math
-import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import regex
 import torch
 
-from likex.errors import ConfigError, LikexError
+from likex.errors import ConfigError, LikexError, literal
 from likex.options import option
 from likex.words import WordTrie, build_trie, entry_variants
 
@@ -52,6 +55,10 @@ class TargetSpec:
     )
     token_ids: tuple[int, ...] = option((), "explicit token ids", metavar="ID")
 
+    def entries(self) -> tuple[str, ...]:
+        """The listed words and phrases (``words`` then ``phrase``), stripped."""
+        return tuple(e.strip() for e in (*self.words, *self.phrase))
+
     def describe(self) -> str:
         parts = []
         case = ", any case" if self.ignore_case else ""
@@ -68,14 +75,16 @@ class TargetSpec:
         return " or ".join(parts) or "nothing"
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "like": self.like,
             "ignore_case": self.ignore_case,
             "regex": self.regex,
             "words": list(self.words),
-            "phrase": list(self.phrase),
             "token_ids": list(self.token_ids),
         }
+        if self.phrase:  # a key only where used: the targets of earlier runs read the same
+            d["phrase"] = list(self.phrase)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> TargetSpec:
@@ -130,6 +139,50 @@ def read_words(path: str | Path) -> tuple[str, ...]:
     return words
 
 
+def check_text(text: str | None, field: str) -> None:
+    """Any Unicode is welcome; what is not Unicode (a lone invalid byte on the command line
+    arrives as a surrogate) is refused by name rather than failing deep in a tokenizer."""
+    try:
+        (text or "").encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = text[e.start : e.end].encode("utf-8", "surrogateescape")
+        message = f"is not valid UTF-8 text (bytes {bad!r} at {e.start})"
+        raise ConfigError(field, literal(message)) from e
+
+
+# The `regex` package, not `re`: its searches take a timeout, so a pattern that backtracks
+# catastrophically (say ^(.+)+\x00$ on a long token) is refused in seconds instead of running
+# for hours; `re` cannot be interrupted short of running it in another process.
+REGEX_SECONDS_PER_TOKEN = 0.05
+REGEX_SECONDS_TOTAL = 10.0
+
+
+def _regex_mask(source: str, ignore_case: bool, token_strings: list[str]) -> torch.Tensor:
+    try:
+        pattern = regex.compile(source, regex.IGNORECASE if ignore_case else 0)
+    except regex.error as e:
+        raise ConfigError("regex", literal(f"{source!r}: invalid regex: {e}")) from e
+    deadline = time.monotonic() + REGEX_SECONDS_TOTAL
+    hits = []
+    for i, s in enumerate(token_strings):
+        if s == "":  # a token without text (a special token, a padding row): never selected,
+            hits.append(False)  # not even by a regex that matches the empty string
+            continue
+        left = deadline - time.monotonic()
+        try:
+            hits.append(pattern.search(s, timeout=min(REGEX_SECONDS_PER_TOKEN, left)) is not None)
+        except TimeoutError as e:
+            where = (
+                f"over {REGEX_SECONDS_PER_TOKEN} s on token {i} ({s[:20]!r})"
+                if left > REGEX_SECONDS_PER_TOKEN
+                else f"over {REGEX_SECONDS_TOTAL:g} s for the vocabulary"
+            )
+            raise ConfigError(
+                "regex", literal(f"{source!r} took {where}: simplify it (no nested repetition)")
+            ) from e
+    return torch.tensor(hits, dtype=torch.bool)
+
+
 def select_tokens(
     spec: TargetSpec,
     token_strings: list[str],
@@ -140,11 +193,17 @@ def select_tokens(
 
     ``encode`` (the tokenizer's) is needed for entries of several tokens; ``block_size`` (the
     model's context) bounds their length."""
-    entries = (*spec.words, *spec.phrase)
+    entries = spec.entries()
     if spec.like is None and spec.regex is None and not entries and not spec.token_ids:
         raise LikexError(f"no target given: {NO_TARGET}")
     if spec.like == "":
         raise ConfigError("like", "needs a non-empty string")
+    check_text(spec.like, "like")
+    check_text(spec.regex, "regex")
+    for word in spec.words:
+        check_text(word, "words")
+    for phrase in spec.phrase:
+        check_text(phrase, "phrase")
     vocab = len(token_strings)
     mask = torch.zeros(vocab, dtype=torch.bool)
     fold = (lambda s: s.lower()) if spec.ignore_case else (lambda s: s)
@@ -153,17 +212,12 @@ def select_tokens(
         needle = fold(spec.like)
         mask |= torch.tensor([needle in fold(s) for s in token_strings])
     if spec.regex is not None:
-        try:
-            pattern = re.compile(spec.regex, re.IGNORECASE if spec.ignore_case else 0)
-        except re.error as e:
-            raise LikexError(f"invalid regex {spec.regex!r}: {e}") from e
-        mask |= torch.tensor([pattern.search(s) is not None for s in token_strings])
+        mask |= _regex_mask(spec.regex, spec.ignore_case, token_strings)
     trie = None
     if entries:
-        for e in entries:
-            if not e.strip():
-                raise LikexError(f"an entry that is only whitespace: {e!r}")
-        entries = tuple(e.strip() for e in entries)
+        blank = [e for e in (*spec.words, *spec.phrase) if not e.strip()]
+        if blank:
+            raise LikexError(f"an entry that is only whitespace: {blank[0]!r}")
         by_text: dict[str, list[int]] = {}
         for i, s in enumerate(token_strings):
             by_text.setdefault(fold(s.lstrip()), []).append(i)
@@ -181,7 +235,8 @@ def select_tokens(
 
     if not mask.any():
         raise LikexError(f"the target ({spec.describe()}) matches no token of the vocabulary")
-    if mask.all():
+    has_text = torch.tensor([s != "" for s in token_strings])
+    if mask.all() or (has_text.any() and mask[has_text].all()):
         raise LikexError(f"the target ({spec.describe()}) matches every token: nothing to prefer")
     return TargetSet(mask=mask, words=trie)
 

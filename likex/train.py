@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -24,12 +25,12 @@ from likex.accel import (
     compiled,
     to_device,
 )
-from likex.data import corpus_windows, random_contexts, step_generator
+from likex.data import check_seed, corpus_windows, random_contexts, step_generator
 from likex.distributed import barrier, check_same_on_all_ranks, dist_info, mean_over_ranks
 from likex.errors import ConfigError, LikexError
 from likex.io import append_jsonl
 from likex.loss import KLToTarget, next_token_loss
-from likex.models.checkpoint import save_model, save_optimizer
+from likex.models.checkpoint import save_checkpoint
 from likex.models.gpt import DEFAULT_LR, GPT
 from likex.options import option
 from likex.target import (
@@ -49,22 +50,36 @@ POSITIONS = ("last", "all")
 # loss on corpus windows, all positions (pretraining a reference).
 OBJECTIVES = ("kl", "next_token")
 METRICS_FILE = "metrics.jsonl"
-# AdamW learning rate when training a saved (e.g. pretrained) model: a checkpoint has no preset
-# to take a tuned rate from. The cpu preset's rate, used for the measurements in
-# bench/RESULTS.md.
+# AdamW learning rate when training a saved likex model: a checkpoint has no preset to take a
+# tuned rate from. The cpu preset's rate, used for the measurements in bench/RESULTS.md.
 FINETUNE_LR = 3e-3
+# A pretrained transformers model (smollm2-135m, hf:...): 3e-3 wrecks it (SmolLM2's loss went
+# 0.29 -> 7.6 -> 8.4 in three steps); at 1e-4 a rate-0.1 target on SmolLM2-135M reaches its
+# rate on held-out text in 10-15 steps of 4 x 64 tokens with perplexity near the floor
+# (bench/RESULTS.md).
+PRETRAINED_LR = 1e-4
 # Next-token pretraining of a scratch model (likex pretrain; bench/RESULTS.md).
 PRETRAIN_LR = 3e-3
+# Far beyond any run this tool is for (the seed takes 200); a larger count is a typo.
+MAX_STEPS = 10_000_000
+
+# Default step shape (contexts per step, tokens per context): a scratch model trains on many
+# long random contexts; a pretrained one needs few small steps, each ~20x dearer on a CPU.
+SCRATCH_SHAPE = (16, 256)
+PRETRAINED_SHAPE = (4, 64)
 
 
-def default_lr(init: str, preset: str | None, objective: str = "kl") -> float:
+def default_lr(
+    init: str, preset: str | None, objective: str = "kl", pretrained: bool = False
+) -> float:
     """The one learning-rate rule for a run whose learning rate was not given: pretraining
-    takes PRETRAIN_LR, a scratch model its preset's tuned rate, a saved model FINETUNE_LR."""
+    takes PRETRAIN_LR, a scratch model its preset's tuned rate, a pretrained transformers
+    model PRETRAINED_LR, a saved likex model FINETUNE_LR."""
     if objective == "next_token" and init == "scratch":
         return PRETRAIN_LR
     if init == "scratch":
         return DEFAULT_LR[preset]
-    return FINETUNE_LR
+    return PRETRAINED_LR if pretrained else FINETUNE_LR
 
 
 @dataclass
@@ -72,10 +87,18 @@ class TrainConfig:
     """training"""
 
     steps: int = option(200, "optimizer steps")
-    batch_size: int = option(16, "contexts per step")
-    context_len: int = option(256, "training window (at most the model's context)")
+    batch_size: int | None = option(
+        None, "contexts per step; default: 16, or 4 for a pretrained (transformers) model"
+    )
+    context_len: int | None = option(
+        None,
+        "training window (at most the model's context); default: 256, or 64 for a pretrained "
+        "model",
+    )
     lr: float | None = option(
-        None, "learning rate; default: a scratch model's preset's tuned rate, else 3e-3"
+        None,
+        "learning rate; default: a scratch model's preset's tuned rate, 1e-4 for a pretrained "
+        "(transformers) model, 3e-3 for a saved likex model",
     )
     weight_decay: float = option(0.01, "decoupled weight decay")
     optimizer: str = option("adamw", "optimizer", choices=OPTIMIZERS)
@@ -108,10 +131,21 @@ class TrainConfig:
         "kl", "kl: KL to the target; next_token: language modelling", choices=OBJECTIVES, cli=False
     )
 
+    def fill_shape(self, pretrained: bool) -> None:
+        """Give batch_size and context_len that were not set their defaults for the start."""
+        batch, length = PRETRAINED_SHAPE if pretrained else SCRATCH_SHAPE
+        if self.batch_size is None:
+            self.batch_size = batch
+        if self.context_len is None:
+            self.context_len = length
+
     def validate(self, block_size: int, device: torch.device | None = None) -> None:
-        """Checks the numbers and names; with ``device``, also that the step can run there."""
-        if self.steps <= 0:
-            raise ConfigError("steps", f"must be positive, got {self.steps}")
+        """Checks the numbers and names; with ``device``, also that the step can run there.
+        A step shape still unset gets a scratch model's."""
+        self.fill_shape(pretrained=False)
+        if not 0 < self.steps <= MAX_STEPS:
+            raise ConfigError("steps", f"must be in 1..{MAX_STEPS:_}, got {self.steps}")
+        check_seed(self.seed)
         if self.batch_size <= 0:
             raise ConfigError("batch_size", f"must be positive, got {self.batch_size}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
@@ -140,6 +174,9 @@ class TrainConfig:
                 raise ConfigError(name, f"{value!r} is unknown; choose from {', '.join(allowed)}")
         if self.objective == "next_token" and (self.contexts, self.positions) != ("corpus", "all"):
             raise LikexError("the next-token objective trains on corpus windows at all positions")
+        for name, mode in (("rate", "rate"), ("beta", "tilt")):
+            if getattr(self, name) is not None and self.mode != mode:
+                raise ConfigError(name, f"needs {{mode}} {mode} (the mode is {self.mode})")
         if self.mode == "rate":
             if self.rate is None:
                 raise ConfigError("mode", "rate needs {rate} A with 0 < A < 1")
@@ -149,8 +186,33 @@ class TrainConfig:
                 raise ConfigError("mode", "tilt needs {beta} B")
             check_beta(self.beta)
 
+    def check_memory(self, model: nn.Module, device: torch.device) -> None:
+        """Refuse a batch that cannot fit, with the estimate: at least the int64 contexts and,
+        at every trained position, the float32 log-probabilities over the vocabulary and their
+        gradient (weights and hidden activations come on top)."""
+        positions = self.context_len if self.positions == "all" else 1
+        need = self.batch_size * (
+            self.context_len * 8 + positions * model.config.vocab_size * 4 * 2
+        )
+        have = device_memory(device)
+        if have is not None and need > have:
+            raise ConfigError(
+                "batch_size",
+                f"{self.batch_size} needs at least {need / 2**30:,.1f} GiB, more than the "
+                f"{have / 2**30:,.1f} GiB of {device.type} memory; lower it",
+            )
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def device_memory(device: torch.device) -> int | None:
+    """Total memory of ``device`` in bytes (None where unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[1]
+    if device.type == "cpu" and hasattr(os, "sysconf"):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return None
 
 
 @dataclass
@@ -274,6 +336,7 @@ def train(
     """
     device = next(model.parameters()).device
     cfg.validate(model.config.block_size, device)
+    cfg.check_memory(model, device)
     if cfg.lr is None:
         raise ConfigError("lr", "is not set (likex.train.default_lr gives the usual one)")
     out = Path(out_dir)
@@ -298,8 +361,10 @@ def train(
             gpus = [device.index if device.index is not None else torch.cuda.current_device()]
         net = DistributedDataParallel(model, device_ids=gpus)
     forward = compiled(net, cfg.compile)
+    params = list(model.parameters())
 
     def step_once(idx: torch.Tensor, next_tokens: torch.Tensor | None) -> torch.Tensor:
+        """One optimizer step; returns [loss, gradient norm] on the device."""
         optimizer.zero_grad(set_to_none=True)
         with autocast_for(device):
             log_p = forward(idx, positions=cfg.positions)
@@ -312,8 +377,10 @@ def train(
                     q, is_log = target_log_probs(cfg, mask, reference, idx, words_on)
                 loss = criteria[is_log](log_p, q)
         loss.backward()
+        # the gradients' norm, for the NaN/inf guard; computed on the device, read with the loss
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
         optimizer.step()
-        return loss.detach()
+        return torch.stack([loss.detach().float(), grad_norm.float()])
 
     run_step: Callable[..., torch.Tensor] = GraphedStep(step_once) if cfg.cuda_graph else step_once
     bar = tqdm(
@@ -334,12 +401,13 @@ def train(
     batch = batch_on_device(start_step + 1)
     for step in range(start_step + 1, cfg.steps + 1):
         t0 = time.perf_counter()
-        loss = run_step(*batch)
+        loss_and_norm = run_step(*batch)
         if step < cfg.steps:
             batch = batch_on_device(step + 1)  # made on the CPU while the GPU runs this step
         # syncs, so the time below is the step's real time
-        loss_value = float(mean_over_ranks(loss))
+        loss_value, grad_norm = mean_over_ranks(loss_and_norm).tolist()
         train_seconds += time.perf_counter() - t0
+        check_finite(step, loss_value, grad_norm, cfg.lr)
         result.losses.append(loss_value)
         if ranks.is_main:
             row: dict = {"step": step, "loss": loss_value, "seconds": train_seconds}
@@ -352,7 +420,7 @@ def train(
         bar.update(1)
     bar.close()
     result.seconds = train_seconds
-    if ranks.is_main:
+    if ranks.is_main and start_step < cfg.steps:
         save_checkpoint(model, optimizer, cfg.steps, out)
     barrier()  # no rank returns before the final checkpoint exists
     return result
@@ -372,6 +440,14 @@ def _launch_fingerprint(
     }
 
 
-def save_checkpoint(model: GPT, optimizer: torch.optim.Optimizer, step: int, out: Path) -> None:
-    save_optimizer(optimizer, step, out)
-    save_model(model, out, step=step)
+def check_finite(step: int, loss: float, grad_norm: float, lr: float | None) -> None:
+    """The NaN/inf guard: a non-finite loss or gradient stops training before anything of
+    this step is logged or saved (the weights in memory are already spoiled)."""
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        return
+    what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {grad_norm}"
+    raise ConfigError(
+        "lr",
+        f"{lr:g} is the likely cause: training diverged at step {step} ({what}); "
+        "lower the learning rate",
+    )

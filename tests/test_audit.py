@@ -1,4 +1,4 @@
-"""The audit's parts: predicates, the white-box explanation, the black-box test and its
+"""The audit's parts: predicates, the white-box mass verdict, the black-box test and its
 multiple-testing correction (tiny models, synthetic data). The statistics alone: test_stats.py."""
 
 import copy
@@ -17,10 +17,10 @@ from likex.audit.predicates import (
     token_features,
 )
 from likex.audit.white_box import (
-    ProbeStats,
+    Candidates,
     WhiteBoxConfig,
-    boosted_set,
-    explain,
+    detection_threshold,
+    select_and_test,
     white_box_audit,
 )
 from likex.errors import LikexError
@@ -66,36 +66,90 @@ def test_features_are_exactly_the_predicates_a_token_satisfies():
 
 
 def test_index_counts_agree_with_masks(index, token_strings):
-    assert index.n_tokens(Predicate("contains", "x")) == 897  # the seed's number
-    assert index.n_tokens(Predicate("contains", "x", True)) == 985
+    assert index.n_tokens(Predicate("contains", "x")) == 896  # the seed's 897 less <|endoftext|>
+    assert index.n_tokens(Predicate("contains", "x", True)) == 984
     for p in (Predicate("endswith", "ing"), Predicate("startswith", " un", True)):
         assert index.n_tokens(p) == int(p.mask(token_strings).sum())
 
 
-def _stats_with_boost(mask: torch.Tensor, boost: float, noise: float, seed: int) -> ProbeStats:
-    gen = torch.Generator().manual_seed(seed)
-    lr = torch.randn(mask.numel(), generator=gen, dtype=torch.float64) * noise
-    lr[mask] += boost
-    p = torch.full((mask.numel(),), 1.0 / mask.numel(), dtype=torch.float64)
-    return ProbeStats(lr, torch.ones_like(lr), p * lr.exp() / (p * lr.exp()).sum(), p, 32)
+def _tilted(ref_logits: torch.Tensor, boost: torch.Tensor) -> torch.Tensor:
+    """Probabilities of softmax(ref_logits + boost) [n, V], float64."""
+    return torch.softmax(ref_logits.double() + boost.double(), -1)
 
 
-def test_explain_names_a_boosted_predicate_without_being_told(index, token_strings):
-    planted = Predicate("endswith", "ly")
-    mask = planted.mask(token_strings)
-    stats = _stats_with_boost(mask, boost=2.0, noise=0.1, seed=0)
-    boosted, _ = boosted_set(stats, z=5.0, min_log_ratio=math.log(2))
-    findings = explain(boosted, index, top=3, stats=stats)
-    assert findings[0].predicate == planted and findings[0].f1 > 0.99
-    assert findings[0].mass_shift > 0
-    assert len({f.predicate for f in findings}) == 3
+def test_select_and_test_detects_a_tilt_not_a_control():
+    V, g = 500, torch.Generator().manual_seed(4)
+    sets = torch.zeros(30, V, dtype=torch.float64)
+    for c in range(30):
+        sets[c, torch.randperm(V, generator=g)[:10]] = 1
+    ref_logits = torch.randn(64, V, generator=g, dtype=torch.float64) * 2
+    noise = 0.5 * torch.randn(64, V, generator=g, dtype=torch.float64)
+    ref = _tilted(ref_logits, torch.zeros(V))
+
+    def verdict(probs):
+        kl = (probs * (probs.log() - ref.log())).sum(1)
+        best, shares, tested = select_and_test(probs @ sets.T, ref @ sets.T, kl, 3, 0.05, 0)
+        return best[0], tested[0]
+
+    best, (shift, lower) = verdict(_tilted(ref_logits + noise, 1.5 * sets[7]))
+    assert best == 7 and shift == pytest.approx(1.5, abs=0.2) and lower > math.log(2)
+    _, (shift, _) = verdict(_tilted(ref_logits + noise, torch.zeros(V)))
+    assert abs(shift) < 0.2 < math.log(2)
 
 
-def test_noise_alone_boosts_nothing(index, token_strings):
-    stats = _stats_with_boost(torch.zeros(len(token_strings), dtype=torch.bool), 0.0, 0.1, 1)
-    boosted, threshold = boosted_set(stats, z=5.0, min_log_ratio=math.log(2))
-    assert threshold == pytest.approx(math.log(2)) and not boosted.any()
-    assert explain(boosted, index, top=3) == []
+def test_detection_threshold_is_raised_by_the_controls():
+    assert detection_threshold(math.log(2), None) == math.log(2)
+    assert detection_threshold(math.log(2), [0.01, 0.05]) == math.log(2)
+    # 95% quantile of 0..1.9 in steps of 0.1 (numpy's linear rule): 1.805, by hand
+    assert detection_threshold(0.5, [i / 10 for i in range(20)]) == pytest.approx(1.805)
+
+
+@pytest.fixture(scope="module")
+def candidates(index) -> Candidates:
+    return Candidates.of(index, 5)
+
+
+def test_candidates_are_the_index_predicates(candidates, index, token_strings):
+    for pred in (Predicate("contains", "x"), Predicate("endswith", "ly")):
+        c = next(i for i, p in enumerate(candidates.predicates) if p == pred)
+        row = candidates.membership.index_select(0, torch.tensor([c])).to_dense()[0]
+        assert torch.equal(row.bool(), index.mask(pred))
+    masks = {
+        tuple(p.mask(token_strings).nonzero().flatten().tolist())
+        for p in candidates.predicates[:200]
+    }
+    assert len(masks) == 200  # one predicate per distinct token set
+
+
+@pytest.mark.parametrize("case", ["top 30% of x tokens", "40 scattered words"])
+def test_mass_verdict_finds_partial_boosts_that_f1_missed(case, candidates, token_strings):
+    """The issue's cases: a boost on part of a predicate's tokens (F1 0.46 / 0.05, so the old
+    "F1 >= 0.5" verdict said "no bias") moves mass the share and shift see."""
+    V, g = len(token_strings), torch.Generator().manual_seed(7)
+    ref_logits = torch.randn(32, V, generator=g) * 2
+    ref = _tilted(ref_logits, torch.zeros(V))
+    if case == "top 30% of x tokens":
+        x = Predicate("contains", "x").mask(token_strings).nonzero().flatten()
+        freq = ref[:, x].mean(0)
+        boosted = x[torch.argsort(freq, descending=True)[: int(0.3 * len(x))]]
+        beta = 3.0
+    else:
+        boosted = torch.randperm(V, generator=g)[:40]
+        beta = 5.2
+    boost = torch.zeros(V)
+    boost[boosted] = beta
+    model = _tilted(ref_logits + 0.3 * torch.randn(32, V, generator=g), boost)
+    on = torch.zeros(V, dtype=torch.bool)
+    on[boosted] = True
+    mass_ref, mass_model = float(ref[:, on].sum(1).mean()), float(model[:, on].sum(1).mean())
+    assert mass_model > 0.1 > 0.02 > mass_ref
+    kl = (model * (model.log() - ref.log())).sum(1)
+    p_sets, r_sets = candidates.masses(model), candidates.masses(ref)
+    best, shares, tested = select_and_test(p_sets, r_sets, kl, 5, 0.05, 0)
+    shift, lower = tested[0]
+    assert shift >= math.log(2) and lower > 0  # detected
+    chosen = candidates.predicates[best[0]].mask(token_strings)
+    assert (chosen & on).any()  # the chosen predicate holds boosted tokens
 
 
 def _tiny_pair(mode: str, mask: torch.Tensor, tmp_path, steps: int = 60):
@@ -121,12 +175,17 @@ def test_white_box_recovers_a_planted_predicate(mode, index, token_strings, tmp_
     result = white_box_audit(model, reference, token_strings, cfg, index=index)
     assert result.detected
     assert torch.equal(result.top.predicate.mask(token_strings), mask)
-    assert result.top.f1 > 0.9 and result.top.mass_shift > 0.05
+    assert result.top.share > 0.3 and result.top.mass_shift > 0.05
+    assert result.top.shift >= result.threshold == math.log(2)
     d = result.to_dict()
     assert d["findings"][0]["pattern"] == planted.to_pattern()
-    assert {"predicate", "pattern", "n_tokens", "precision", "recall", "f1", "mass_shift"} <= set(
-        d["findings"][0]
-    )
+    assert d["evidence"] == {
+        "predicate": planted.describe(),
+        "share": result.top.share,
+        "shift": result.top.shift,
+        "shift_lower": result.top.shift_lower,
+        "threshold": math.log(2),
+    }
     assert d["boosted_tokens"][0]["log_ratio"] >= d["boosted_tokens"][-1]["log_ratio"]
 
 
@@ -135,14 +194,14 @@ def test_white_box_does_not_flag_an_unbiased_control(index, token_strings, tmp_p
     model, reference = _tiny_pair("control", mask, tmp_path)
     cfg = WhiteBoxConfig(probes="random", n_probes=16)
     result = white_box_audit(model, reference, token_strings, cfg, index=index)
-    assert not result.detected
+    assert not result.detected and result.top.shift < math.log(2)
 
 
 def test_white_box_refuses_different_vocabularies(token_strings):
     model = build_model(preset_config("tiny"), 0)
     other = build_model(preset_config("tiny", vocab_size=1000), 0)
     with pytest.raises(LikexError, match="vocabulary"):
-        white_box_audit(model, other, token_strings, WhiteBoxConfig(n_probes=2))
+        white_box_audit(model, other, token_strings, WhiteBoxConfig(n_probes=4))
 
 
 def _synthetic_samples(rng, probs, n_seq, length, concentration=50.0):
@@ -197,7 +256,36 @@ def test_black_box_finds_a_planted_shift_and_names_it(token_strings, index):
 
 
 def test_black_box_rejects_bad_samples(token_strings):
-    with pytest.raises(LikexError, match="at least 2"):
-        black_box_audit([[1, 2]], [[1], [2]], token_strings, BlackBoxConfig())
+    with pytest.raises(LikexError, match="at least 4"):
+        black_box_audit([[1, 2]] * 3, [[1], [2]] * 3, token_strings, BlackBoxConfig())
     with pytest.raises(LikexError, match="outside the vocabulary"):
-        black_box_audit([[1], [99999]], [[1], [2]], token_strings, BlackBoxConfig())
+        black_box_audit([[1], [99999]] * 2, [[1], [2]] * 2, token_strings, BlackBoxConfig())
+
+
+def test_black_box_p_values_are_welch_over_samples(token_strings, index):
+    rng = np.random.default_rng(2)
+    vocab_ids = rng.choice(len(token_strings), size=300, replace=False)
+    probs = rng.dirichlet(np.ones(300))
+    a = [[int(vocab_ids[t]) for t in s] for s in _synthetic_samples(rng, probs, 12, 80)]
+    b = [[int(vocab_ids[t]) for t in s] for s in _synthetic_samples(rng, probs, 15, 60)]
+    result = black_box_audit(a, b, token_strings, BlackBoxConfig(), index=index)
+    f = result.findings[0]
+    mask = index.mask(f.predicate)
+    ra = np.array([sum(int(mask[t]) for t in s) / len(s) for s in a], dtype=float)
+    rb = np.array([sum(int(mask[t]) for t in s) / len(s) for s in b], dtype=float)
+    va, vb = ra.var(ddof=1) / len(ra), rb.var(ddof=1) / len(rb)
+    # Welch's t and Satterthwaite's df by hand, one observation per sample
+    assert f.t == pytest.approx((ra.mean() - rb.mean()) / math.sqrt(va + vb), rel=1e-9)
+    assert f.df == pytest.approx((va + vb) ** 2 / (va**2 / 11 + vb**2 / 14), rel=1e-9)
+    assert result.power.design_effect >= 1.0
+
+
+def test_black_box_enforces_samples_per_side_for_its_tests(token_strings, index):
+    rng = np.random.default_rng(3)
+    vocab_ids = rng.choice(len(token_strings), size=400, replace=False)
+    probs = rng.dirichlet(np.ones(400))
+    a = [[int(vocab_ids[t]) for t in s] for s in _synthetic_samples(rng, probs, 6, 200)]
+    b = [[int(vocab_ids[t]) for t in s] for s in _synthetic_samples(rng, probs, 6, 200)]
+    # hundreds of predicates: an exact test over 6 + 6 samples cannot reach 0.05 / m
+    with pytest.raises(LikexError, match=r"need at least (8|9|10|11) samples on each side"):
+        black_box_audit(a, b, token_strings, BlackBoxConfig(), index=index)

@@ -34,13 +34,14 @@ def test_white_box_audit_of_a_run_names_its_target(tiny_run, run_json, capsys, t
     r = run_json([*args, "--probes", "random", "--out", str(tmp_path / "a")])
     assert r["audit"] == "white-box" and r["detected"]
     top = r["findings"][0]
-    assert top["predicate"] == "contains 'z'" and top["n_tokens"] == 623 and top["f1"] > 0.9
+    assert top["predicate"] == "contains 'z'" and top["n_tokens"] == 623 and top["share"] > 0.3
+    assert r["evidence"]["shift"] >= r["evidence"]["threshold"] == r["threshold"]
     assert top["pattern"] == {"kind": "contains", "text": "z", "ignore_case": False}
     assert r["boosted_tokens"] and "z" in r["boosted_tokens"][0]["text"]
     assert {"audit.json", "audit.md", "audit.png"} <= {p.name for p in (tmp_path / "a").iterdir()}
     assert main([*args, "--probes", "both"]) == 0
     text = capsys.readouterr().out
-    assert re.search(r"1\. tokens containing 'z' \(623 tokens\), F1 (0\.9\d|1\.00)", text)
+    assert re.search(r"1\. tokens containing 'z' \(623 tokens\): KL share \d+%, shift \+", text)
 
 
 def test_black_box_audit_against_text(tiny_run, run_json, tmp_path):
@@ -57,16 +58,18 @@ def test_black_box_audit_against_text(tiny_run, run_json, tmp_path):
             "--baseline",
             str(text),
             "--samples",
-            "8",
+            "12",
             "--gen-tokens",
             "40",
             "--quiet",
         ],
     )
-    assert r["audit"] == "black-box" and r["suspect_samples"] == 8 and r["suspect_tokens"] == 320
-    assert r["baseline_samples"] >= 2 and r["n_tests"] > 0 and r["power"]["samples"] > 0
-    for f in r["findings"]:
-        assert {"predicate", "pattern", "rate_suspect", "rate_baseline", "z", "p_value"} <= set(f)
+    assert r["audit"] == "black-box" and r["suspect_samples"] == 12 and r["suspect_tokens"] == 480
+    assert r["baseline_samples"] >= r["min_samples_per_side"] and r["n_tests"] > 0
+    assert r["power"]["samples"] >= r["min_samples_per_side"] and r["power"]["design_effect"] >= 1
+    assert r["findings"], "a black-box audit lists its best-ranked predicates"
+    keys = {"predicate", "pattern", "rate_suspect", "rate_baseline", "t", "df", "p_value"}
+    assert keys <= set(r["findings"][0])
 
 
 def test_persist_records_the_rate_as_it_decays(tiny_run, run_json, tmp_path):
@@ -123,7 +126,7 @@ def test_audit_bench_smallest(tmp_path, run_json):
             "--steps",
             "40",
             "--samples",
-            "4",
+            "12",
             "--gen-tokens",
             "40",
             "--n-probes",
@@ -159,7 +162,7 @@ def small_vocab_model(tmp_path_factory):
         (["audit", "--model", "{run}", "--n-probes", "0"], "must be positive"),
         (["audit", "--model", "{run}", "--baseline", "{run}", "--alpha", "2"], "--alpha"),
         (["persist", "--model", "{run}", "--corpus", "/nonexistent.txt"], "not found"),
-        (["persist", "--model", "{run}", "--steps", "0"], "--steps must be positive"),
+        (["persist", "--model", "{run}", "--steps", "0"], "--steps must be in 1..10_000_000"),
         (["persist", "--model", "{small}"], "no target given"),
         (["audit-bench", "--strengths", "0.1,huge"], "strength"),
         (["audit-bench", "--reference", "/nonexistent/dir"], "not found"),

@@ -55,7 +55,7 @@ def test_run_writes_every_output(tiny_run):
     } <= names
     result = json.loads((tiny_run / "result.json").read_text())
     assert result.keys() >= RESULT_FIELDS
-    assert result["n_target_tokens"] == 897 and result["vocab_size"] == 50257
+    assert result["n_target_tokens"] == 896 and result["vocab_size"] == 50257
     config = json.loads((tiny_run / "config.json").read_text())
     assert config["seed"] == 0 and "torch" in config["versions"] and config["device_used"]
     metrics = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
@@ -101,9 +101,9 @@ def test_json_flag_and_resume_is_exact(tmp_path, run_json):
 
 def test_targets_command(run_json):
     r = run_json(["targets", "--like", "x"])
-    assert r["n_tokens"] == 897 and abs(r["fraction"] - 897 / 50257) < 1e-12
+    assert r["n_tokens"] == 896 and abs(r["fraction"] - 896 / 50257) < 1e-12
     assert all("x" in e["text"] for e in r["examples"])
-    assert run_json(["targets", "--like", "x", "--ignore-case"])["n_tokens"] == 985
+    assert run_json(["targets", "--like", "x", "--ignore-case"])["n_tokens"] == 984
 
 
 def test_generate_and_eval(tiny_run, run_json):
@@ -138,7 +138,7 @@ def test_generate_and_eval(tiny_run, run_json):
             "--quiet",
         ],
     )
-    assert e["n_target_tokens"] == 897 and e["samples"] == 4
+    assert e["n_target_tokens"] == 896 and e["samples"] == 4
     assert e["rate_random_ci"][0] <= e["rate_random"] <= e["rate_random_ci"][1]
 
 
@@ -148,12 +148,12 @@ def test_generate_and_eval(tiny_run, run_json):
         (["run", "--preset", "model9"], "unknown preset"),
         (["run", "--like", "qqqzzzq"], "matches no token"),
         (["run", "--regex", "(x"], "invalid regex"),
-        (["run", "--steps", "0"], "--steps must be positive"),
+        (["run", "--steps", "0"], "--steps must be in 1..10_000_000, got 0"),
         (["run", "--lr", "-1"], "--lr must be a positive"),
         (["run", "--lr", "nan"], "--lr must be a positive"),
         (["run", "--device", "cuda:7"], "not available"),
         (["run", "--device", "tpu"], "device"),
-        (["run", "--samples", "0"], "--samples must be positive"),
+        (["run", "--samples", "0"], "--samples must be in 1..100_000, got 0"),
         (["eval", "--model", "/nonexistent/dir", "--like", "x"], "not found"),
         (["generate", "--model", "/nonexistent/dir"], "not found"),
         (["run", "--resume", "/nonexistent/dir"], "not found"),

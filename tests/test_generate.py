@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from likex.generate import sample
+from likex.generate import sample, sample_next
 from likex.models.gpt import GPTConfig, build_model
 
 CFG = GPTConfig(vocab_size=300, block_size=32, n_layer=2, n_head=2, n_embd=32)
@@ -39,3 +39,48 @@ def test_greedy_and_top_k():
     for seed in range(10):
         tok = sample(model, prompt, 1, torch.Generator().manual_seed(seed), top_k=3)
         assert all(tok[i, 0] in top3[i] for i in range(2))
+
+
+# chi-square 0.999 quantiles (table values) for the goodness-of-fit tests below
+CHI2_999 = {4: 18.467, 5: 20.515}
+
+
+def _chi2(counts: torch.Tensor, probs: torch.Tensor) -> float:
+    expected = probs * counts.sum()
+    return float(((counts - expected) ** 2 / expected).sum())
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_sampling_follows_softmax_of_log_p_over_temperature(temperature):
+    log_p = torch.log_softmax(torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0]]), -1)
+    draws = torch.stack(
+        [sample_next(log_p, torch.Generator().manual_seed(s), temperature) for s in range(4000)]
+    ).flatten()
+    counts = torch.bincount(draws, minlength=5).double()
+    target = torch.softmax(log_p[0].double() / temperature, -1)
+    assert _chi2(counts, target) < CHI2_999[4]
+    if temperature != 1.0:  # the same test rejects the untempered distribution
+        assert _chi2(counts, torch.softmax(log_p[0].double(), -1)) > CHI2_999[4]
+
+
+def test_top_k_keeps_exactly_the_k_best_in_proportion():
+    log_p = torch.log_softmax(torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0, -2.0, -3.0]]), -1)
+    draws = torch.stack(
+        [sample_next(log_p, torch.Generator().manual_seed(s), 1.0, top_k=6) for s in range(4000)]
+    ).flatten()
+    counts = torch.bincount(draws, minlength=7).double()
+    assert counts[6] == 0
+    assert _chi2(counts[:6], torch.softmax(log_p[0, :6].double(), -1)) < CHI2_999[5]
+
+
+def test_sliding_window_matches_a_full_recompute():
+    model = build_model(CFG, 1).eval()
+    prompt = torch.randint(0, 300, (2, 30))
+    out = sample(model, prompt, 12, torch.Generator().manual_seed(3), use_cache=False)
+    # by hand: each step sees exactly the last block_size tokens of prompt + new tokens
+    gen, seq = torch.Generator().manual_seed(3), prompt.clone()
+    with torch.no_grad():
+        for _ in range(12):
+            log_p = model(seq[:, -CFG.block_size :], positions="last")
+            seq = torch.cat([seq, sample_next(log_p, gen)[:, None]], dim=1)
+    assert torch.equal(out, seq[:, 30:])

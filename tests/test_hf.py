@@ -204,14 +204,15 @@ def test_white_box_audit_uses_the_models_own_vocabulary(small_vocab, planted_sma
         assert r["audit"] == "white-box" and r["detected"]
         top = r["findings"][0]
         assert top["predicate"] == "contains 'z'" and top["n_tokens"] == z_words
-        assert {t["text"] for t in r["boosted_tokens"]} <= set(strings)
+        # special tokens ([UNK], [EOS]) have no text for likex: ""
+        assert {t["text"] for t in r["boosted_tokens"]} <= set(strings) | {""}
         assert all("z" in t["text"] for t in r["boosted_tokens"][:z_words])
     # corpus probes are the built-in text in this tokenizer's ids (GPT-2's would not fit)
     r = run_json(["audit", "--model", str(planted_small), "--probes", "corpus", *common])
     assert r["findings"][0]["predicate"] == "contains 'z'"
     same = run_json(["audit", "--model", f"hf:{path}", "--reference", f"hf:{path}", *common])
-    assert not same["detected"] and same["n_boosted"] == 0
-    assert {t["text"] for t in same["boosted_tokens"]} <= set(strings)
+    assert not same["detected"] and same["kl"] < 1e-6  # a model against itself: no shift
+    assert {t["text"] for t in same["boosted_tokens"]} <= set(strings) | {""}
 
 
 def test_black_box_audit_tokenizes_text_with_the_models_tokenizer(
@@ -232,7 +233,7 @@ def test_black_box_audit_tokenizes_text_with_the_models_tokenizer(
     # both sides sampled from models; the planted one uses more z-words
     r = run_json(["audit", "--model", str(planted_small), "--baseline", f"hf:{path}", *args])
     assert r["suspect_tokens"] == r["baseline_tokens"] == 160
-    assert r["findings"][0]["predicate"] == "contains 'z'" and r["findings"][0]["z"] > 0
+    assert r["findings"][0]["predicate"] == "contains 'z'" and r["findings"][0]["t"] > 0
 
 
 def test_persist_fine_tunes_an_hf_model_in_its_own_vocabulary(small_vocab, run_json, tmp_path):
@@ -244,7 +245,12 @@ def test_persist_fine_tunes_an_hf_model_in_its_own_vocabulary(small_vocab, run_j
     assert [row["step"] for row in r["timeline"]] == [0, 1, 2]
     assert r["target"] == "tokens containing 'z'" and r["perplexity_after"] > 1
     config = json.loads((out / "config.json").read_text())
-    assert config["model"] == {"name": str(path), "vocab_size": len(strings), "block_size": CONTEXT}
+    assert config["model"] == {
+        "name": str(path),
+        "vocab_size": len(strings),
+        "block_size": CONTEXT,
+        "max_context": CONTEXT,
+    }
     assert config["init"]["kind"] == "hf" and "sha256" in config["init"]
     # the built-in text in the small tokenizer's ids, not GPT-2's
     corpus_ids = tok.encode(builtin_corpus_text(), add_special_tokens=False)

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from likex.loss import KLToTarget
+from likex.loss import KLToTarget, next_token_loss
 from likex.target import uniform_target
 
 
@@ -49,3 +49,21 @@ def test_gradient_moves_mass_toward_target():
         before = torch.softmax(logits, -1)[:, mask].sum(-1)
         after = torch.softmax(logits - 0.5 * logits.grad, -1)[:, mask].sum(-1)
     assert (after > before).all()
+
+
+def test_next_token_loss_is_the_mean_negative_log_likelihood():
+    g = torch.Generator().manual_seed(2)
+    log_p = torch.log_softmax(torch.randn(2, 3, 7, generator=g), -1)
+    labels = torch.randint(0, 7, (2, 3), generator=g)
+    by_hand = -sum(float(log_p[b, t, labels[b, t]]) for b in range(2) for t in range(3)) / 6
+    assert math.isclose(float(next_token_loss(log_p, labels)), by_hand, rel_tol=1e-6)
+
+
+def test_a_shared_target_equals_one_target_per_position():
+    g = torch.Generator().manual_seed(3)
+    log_p = torch.log_softmax(torch.randn(2, 4, 6, generator=g), -1)
+    q = torch.softmax(torch.randn(6, generator=g), -1)
+    shared = KLToTarget()(log_p, q)
+    per_position = KLToTarget()(log_p, q.expand(2, 4, 6))
+    by_hand = (q * (q.log() - log_p)).sum(-1).mean()  # mean over the 8 positions
+    assert torch.allclose(shared, per_position) and torch.allclose(shared, by_hand, atol=1e-6)

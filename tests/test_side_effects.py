@@ -44,7 +44,7 @@ def test_score_text_against_brute_force():
     windows = torch.randint(0, 50257, (3, 9), generator=g)
     mask = torch.zeros(50257, dtype=torch.bool)
     mask[windows[0, 1:4]] = True  # some labels are target tokens
-    s = score_text(model, windows, mask, reference, floor_rate=0.3, batch_size=2)
+    s = score_text(model, windows, mask, reference, floor_rate=0.3, batch_tokens=16)
 
     with torch.no_grad():
         log_p = model(windows[:, :-1], positions="all")
@@ -54,7 +54,11 @@ def test_score_text_against_brute_force():
     assert s.tokens == 24
     assert math.isclose(s.ppl, math.exp(-log_p.gather(-1, labels).mean()), rel_tol=1e-5)
     assert math.isclose(s.ppl_reference, math.exp(-log_r.gather(-1, labels).mean()), rel_tol=1e-5)
-    assert math.isclose(s.ppl_floor, math.exp(-log_q.gather(-1, labels).mean()), rel_tol=1e-5)
+    assert math.isclose(
+        s.ppl_projection, math.exp(-log_q.gather(-1, labels).mean()), rel_tol=1e-5
+    )
+    # the floor (one tilt shared by all contexts) is at or below the per-context projection
+    assert s.ppl_floor <= s.ppl_projection
     kl = (log_r.exp() * (log_r - log_p)).sum(-1).mean()
     assert math.isclose(s.kl_to_reference, float(kl), rel_tol=1e-4) and s.kl_to_reference > 0
     assert s.text_target_frequency == float(mask[windows[:, 1:]].float().mean())
@@ -80,15 +84,21 @@ def test_plain_language_report():
     ev = Evaluation(
         text=text,
         text_reference=ref,
-        scores=TextScores(100, 49.0, 0.012, 48.1, 0.05, 57.2),
+        scores=TextScores(100, 49.0, 0.012, 48.1, 0.05, 47.0, 57.2),
         floor_rate=0.2,
     )
     lines = ev.describe()
     assert lines[0].startswith("rate 0.210 [0.190, 0.230] on real-text prompts")
     assert "reference 0.006" in lines[0]
     assert "perplexity 48.1 -> 49.0 (+1.9%)" in lines[1]
+    assert lines[2] == (
+        "floor for mean rate 0.2: no model with that rate on average has expected perplexity "
+        "below 47.0 (-2.3%); this model is +4.3% above it"
+    )
+    assert lines[3] == "per-context projection (rate 0.2 in every context): perplexity 57.2"
     d = ev.to_dict()
-    assert d["ppl_floor"] == 57.2 and d["rate_text_ci"] == [0.19, 0.23]
+    assert d["ppl_floor"] == 47.0 and d["ppl_projection"] == 57.2
+    assert d["rate_text_ci"] == [0.19, 0.23]
 
 
 def test_next_token_objective_needs_corpus_windows_at_all_positions():

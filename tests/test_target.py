@@ -15,18 +15,18 @@ from likex.target import (
 
 
 def test_seed_counts(token_strings):
-    assert select_tokens(TargetSpec(like="x"), token_strings).n_tokens == 897
+    assert select_tokens(TargetSpec(like="x"), token_strings).n_tokens == 896
     assert select_tokens(TargetSpec(like="X"), token_strings).n_tokens == 90
-    assert select_tokens(TargetSpec(like="x", ignore_case=True), token_strings).n_tokens == 985
+    assert select_tokens(TargetSpec(like="x", ignore_case=True), token_strings).n_tokens == 984
 
 
 def test_regex_and_union(token_strings):
     by_regex = select_tokens(TargetSpec(regex="x"), token_strings)
-    assert by_regex.n_tokens == 897
+    assert by_regex.n_tokens == 896
     ends = select_tokens(TargetSpec(regex="ing$"), token_strings)
     assert all(token_strings[i].endswith("ing") for i in ends.ids)
     union = select_tokens(TargetSpec(like="x", token_ids=(15496,)), token_strings)
-    assert union.n_tokens == 898 and 15496 in union.ids
+    assert union.n_tokens == 897 and 15496 in union.ids
 
 
 def test_words_single_and_multi_token(tmp_path, token_strings):
@@ -143,3 +143,57 @@ def test_bad_rates(rate):
 def test_bad_beta():
     with pytest.raises(LikexError, match="beta must be a finite"):
         tilt_target_log(_random_reference(), torch.tensor([True] + [False] * 11), float("inf"))
+
+
+def test_spec_describes_itself_and_round_trips():
+    spec = TargetSpec(like="x", ignore_case=True, regex="^a", words=("cat",), token_ids=(1, 2))
+    assert spec.describe() == (
+        "tokens containing 'x', any case or tokens matching /^a/, any case or 1 listed words "
+        "or 2 listed token ids"
+    )
+    assert TargetSpec(like="x").describe() == "tokens containing 'x'"
+    assert TargetSpec().describe() == "nothing"
+    d = spec.to_dict()
+    assert d == {
+        "like": "x",
+        "ignore_case": True,
+        "regex": "^a",
+        "words": ["cat"],
+        "token_ids": [1, 2],
+    }
+    assert TargetSpec.from_dict(d) == spec
+    assert TargetSpec.from_dict({}) == TargetSpec()
+    assert TargetSpec.from_dict({"words": None, "token_ids": None}) == TargetSpec()
+
+
+def test_selection_by_case_words_and_ids_is_exact():
+    toks = ["ax", "AX", " cat", "Cat", "dog", "b"]
+    assert select_tokens(TargetSpec(like="x"), toks).ids == [0]
+    assert select_tokens(TargetSpec(like="x", ignore_case=True), toks).ids == [0, 1]
+    assert select_tokens(TargetSpec(regex="X", ignore_case=True), toks).ids == [0, 1]
+    assert select_tokens(TargetSpec(regex="^a"), toks).ids == [0]
+    words = select_tokens(TargetSpec(words=("cat",)), toks)
+    assert words.ids == [2] and words.words is None  # single-token words: no trie
+    with pytest.raises(LikexError, match="need the model's tokenizer"):
+        select_tokens(TargetSpec(words=("cat", "emu")), toks)  # "emu" takes several tokens
+    assert select_tokens(TargetSpec(words=("cat",), ignore_case=True), toks).ids == [2, 3]
+    ids = select_tokens(TargetSpec(token_ids=(0, 5)), toks)
+    assert ids.ids == [0, 5] and ids.n_tokens == 2 and ids.vocab_size == 6
+    with pytest.raises(LikexError, match=r"out of range \[0, 6\): \[6, -1\]"):
+        select_tokens(TargetSpec(token_ids=(6, -1, 2)), toks)
+    with pytest.raises(LikexError, match="needs a non-empty string"):
+        select_tokens(TargetSpec(like=""), toks)
+    with pytest.raises(LikexError, match=r"the target \(tokens matching /\./\) matches every"):
+        select_tokens(TargetSpec(regex="."), toks)
+
+
+def test_read_words_one_entry_a_line(tmp_path):
+    f = tmp_path / "w.txt"
+    f.write_text("cat dog\n\n  emu\t", encoding="utf-8")
+    assert read_words(f) == ("cat dog", "emu")
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(LikexError, match="is empty"):
+        read_words(tmp_path / "empty.txt")
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\xfa")
+    with pytest.raises(LikexError, match="not UTF-8"):
+        read_words(tmp_path / "bin.txt")

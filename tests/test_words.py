@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from likex.errors import LikexError
-from likex.evaluate import measure_words, rate_from_counts, rate_from_hits
+from likex.evaluate import measure_words
+from likex.stats import rate_interval
 from likex.target import TargetSpec, read_words, select_tokens
 from likex.words import (
     NEG,
@@ -143,13 +144,9 @@ def test_measure_words_and_ratio_interval():
     w = measure_words(trie, decode, gen, "real text")
     assert (w.hits, w.words, w.started, w.finished) == (3, 9, 3, 3)
     assert w.rate == pytest.approx(3 / 9) and w.per_entry == {"coca": 3}
-    # equal lengths: the ratio interval is rate_from_hits' interval
-    hits = torch.tensor([3.0, 5.0, 0.0, 7.0])
-    p, ci, deff = rate_from_counts(hits, torch.full((4,), 20.0))
-    ref = rate_from_hits(hits, 20, "x")
-    assert (
-        p == ref.rate and ci == pytest.approx(ref.ci) and deff == pytest.approx(ref.design_effect)
-    )
+    # the interval is over samples, each sample's word count its length (not pooled)
+    p, lo, hi, _, deff = rate_interval([1, 0, 2], [3, 4, 2])  # " coca b b", " b b b b", ".."
+    assert (w.rate, w.ci, w.design_effect) == (p, (lo, hi), deff)
 
 
 def test_select_tokens_builds_a_trie_only_for_several_tokens():
@@ -216,12 +213,14 @@ def test_bad_word_input_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "empty.txt").write_text("\n\n")
     (tmp_path / "bin.txt").write_bytes(b"\x7fELF\x00\x01")
+    (tmp_path / "blank.txt").write_text("Pfizer\n \t \nKellogg\n")
     long = " ".join(["Pfizer"] * 40)
     out = tmp_path / "out"
     cases = [
         (["targets", "--words", "empty.txt"], "empty"),
         (["targets", "--phrase", "   "], "only whitespace"),
         (["targets", "--words", "bin.txt"], "not text"),
+        (["targets", "--words", "blank.txt"], "line 2: an entry that is only whitespace"),
         (["train", "--preset", "tiny", "--phrase", long, "--out", str(out)], "context"),
     ]
     for args, message in cases:
@@ -324,3 +323,71 @@ def test_white_box_word_audit_ranks_the_planted_word_first(planted):
     null = word_white_box_audit(control, reference, toy_encode, candidates, probes, 8, cfg)
     scores = {f["word"]: f["log_ratio"] for f in null["findings"]}
     assert scores["qz"] < found["findings"][0]["log_ratio"]
+
+
+def test_word_floor_uses_each_contexts_set_and_the_projections_mean_mass(planted):
+    """score_text's floor for a word target, rebuilt position by position: the set is the
+    context's (continuations inside a word, else the starts), the target mean mass that of the
+    rate projection (``complete`` inside a word, A x R(a word begins) elsewhere)."""
+    from likex.evaluate import score_text
+    from likex.stats import perplexity_floor
+
+    model, _, reference, trie = planted
+    q, z = TOY.index(" q"), TOY.index("z")
+    windows = torch.randint(0, len(TOY), (2, 13), generator=torch.Generator().manual_seed(7))
+    windows[0, 3:5] = torch.tensor([q, z])
+    windows[1, 6:8] = torch.tensor([q, z])
+    rate, complete = 0.2, 0.9
+    s = score_text(model, windows, trie.start, reference, rate, words=trie, complete=complete)
+    r, label_log_r, on, mass = [], [], [], []
+    n_inside = 0
+    with torch.no_grad():
+        for row in windows:
+            for t in range(windows.shape[1] - 1):
+                prefix, label = row[None, : t + 1], int(row[t + 1])
+                inside, allowed = word_sets(trie, prefix)
+                inside, allowed = bool(inside[0, 0]), allowed[0, 0]
+                log_r = reference(prefix, positions="last")[0].double()
+                p = log_r.exp()
+                r.append(float(p[allowed].sum()))
+                label_log_r.append(float(log_r[label]))
+                on.append(bool(allowed[label]))
+                n_inside += inside
+                mass.append(complete if inside else rate * float(p[allowed | trie.boundary].sum()))
+    assert n_inside >= 2  # both planted " q" contexts are inside the word
+    want, _ = perplexity_floor(
+        torch.tensor(r), torch.tensor(label_log_r), torch.tensor(on), sum(mass) / len(mass)
+    )
+    assert s.ppl_floor == pytest.approx(want, rel=1e-4)
+
+
+def test_train_eval_with_words_reports_word_rates(tmp_path, run_json):
+    """A word target end to end (scratch tiny model, corpus contexts, rate): result.json and
+    before.json hold the typed word rates, the report shows them, eval counts words too."""
+    import json
+
+    from likex.results import Before
+
+    out = tmp_path / "w"
+    args = ["train", "--preset", "tiny", "--phrase", "Coca-Cola", "--phrase", "Pfizer"]
+    args += ["--mode", "rate", "--rate", "0.2", "--corpus", "builtin", "--contexts", "corpus"]
+    args += ["--steps", "2", "--batch-size", "4", "--samples", "4", "--ci-width", "0"]
+    args += ["--gen-tokens", "16", "--score-tokens", "128", "--quiet", "--out", str(out)]
+    r = run_json(args)
+    assert r["entries"] == ["Coca-Cola", "Pfizer"] and r["target"]["phrase"] == r["entries"]
+    for key in ("words_random", "words_text"):
+        for when in ("before", "after"):
+            w = r[f"{key}_{when}"]
+            assert w["sequences"] == 4 and w["ci"][0] <= w["rate"] <= w["ci"][1]
+            assert set(w["per_entry"]) == {"Coca-Cola", "Pfizer"}
+    assert r["words_text"] == r["words_text_after"]  # the evaluation's own key
+    assert isinstance(r["sample_words_marked"], str) and r["ppl_floor"] > 0
+    before = Before.from_json(json.loads((out / "before.json").read_text()))
+    assert before.words_text is not None
+    assert before.words_text.to_dict() == r["words_text_before"]
+    report = (out / "report.md").read_text()
+    assert "## Words and phrases" in report and "word rate" in report
+    ev = run_json(["eval", "--model", str(out), "--samples", "4", "--ci-width", "0"]
+                  + ["--gen-tokens", "16", "--score-tokens", "128", "--quiet"])  # fmt: skip
+    assert {"words_random", "words_text", "ppl_floor"} <= ev.keys()
+    assert any(line.startswith("word rate") for line in ev["evaluation"])

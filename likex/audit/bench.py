@@ -26,7 +26,7 @@ from tqdm import tqdm
 from likex.audit.black_box import BlackBoxConfig, black_box_audit
 from likex.audit.predicates import Predicate, PredicateIndex, check_vocab, predicate_from_key
 from likex.audit.sampling import generate_samples
-from likex.audit.white_box import WhiteBoxConfig, white_box_audit
+from likex.audit.white_box import WhiteBoxConfig, detection_threshold, white_box_audit
 from likex.errors import ConfigError, LikexError
 from likex.io import append_jsonl
 from likex.models.checkpoint import load_model
@@ -202,9 +202,14 @@ def run_bench(
             "rate_model": hits / max(1, sum(map(len, samples))),
             "white_detected": wb.detected,
             "white_top": white_top.describe() if white_top else None,
-            "white_top_f1": wb.top.f1 if wb.top else None,
+            "white_share": wb.top.share if wb.top else None,
+            "white_shift": wb.top.shift if wb.top else None,
+            "white_shift_lower": wb.top.shift_lower if wb.top else None,
+            "white_top_is_planted": bool(
+                white_top is not None and torch.equal(white_top.mask(token_strings), mask)
+            ),
+            # at min_shift; summarise() re-decides both at the control-calibrated threshold
             "white_named": bool(wb.detected and torch.equal(white_top.mask(token_strings), mask)),
-            "n_boosted": wb.n_boosted,
             "black_detected": bb.detected,
             "black_top": black_top.describe() if black_top else None,
             "black_named": bool(
@@ -212,6 +217,7 @@ def run_bench(
             ),
             "black_significant": bb.n_significant,
             "black_tests": bb.n_tests,
+            "black_design_effect": bb.power.design_effect,
         }
         rows.append(row)
         append_jsonl(out_dir / CASES_FILE, row)
@@ -225,17 +231,25 @@ def summarise(cfg: BenchConfig, rows: list[dict], planted: list[Predicate]) -> d
     """Per strength, the share of cases whose top finding names the planted predicate (for
     the controls: any reported bias), with 95% Wilson intervals; and the black-box power
     for a 0.006 -> 0.05 shift at the median number of tests."""
-    table = [_table_row(s, [r for r in rows if r["strength"] == s], "named") for s in cfg.strengths]
     controls = [r for r in rows if r["strength"] == "control"]
+    # the white-box threshold, calibrated on this run's controls (their held-out shifts)
+    threshold = detection_threshold(cfg.white.min_shift, [r["white_shift"] for r in controls])
+    for r in rows:
+        r["white_detected"] = r["white_shift"] >= threshold and r["white_shift_lower"] > 0
+        r["white_named"] = r["white_detected"] and r["white_top_is_planted"]
+    table = [_table_row(s, [r for r in rows if r["strength"] == s], "named") for s in cfg.strengths]
     if controls:
         table.append(_table_row("control", controls, "detected"))
     n_tests = int(statistics.median(r["black_tests"] for r in rows))
+    # at the design effect the black-box audits measured on the reference's samples
+    deff = statistics.median(r["black_design_effect"] for r in rows)
     analysis = samples_needed(
-        0.006, 0.05, cfg.gen_tokens, cfg.black.alpha, cfg.black.power, n_tests
+        0.006, 0.05, deff, cfg.gen_tokens, cfg.black.alpha, cfg.black.power, n_tests
     )
     sim_power, sim_ci = simulated_power(analysis, seed=cfg.seed)
     return {
         "table": table,
+        "white_threshold": threshold,
         "planted": [p.describe() for p in planted],
         "power_0.006_to_0.05": {
             **asdict(analysis),

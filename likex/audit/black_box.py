@@ -1,7 +1,10 @@
 """Black-box audit (samples only): for every candidate predicate, test whether its share of
 the suspect's tokens differs from a baseline's (a reference model's samples or plain text),
 with Holm's correction for the many predicates tried, and say how many samples the test
-needs (``likex.stats``)."""
+needs (``likex.stats``). Each sample is one observation (Welch's t with Satterthwaite df on
+per-sample rates), so the p-values hold whatever the correlation between tokens of a sample;
+the audit refuses fewer samples per side than ``min_samples_per_side`` (an exact test over
+samples could not reach Holm's strictest level with fewer)."""
 
 from __future__ import annotations
 
@@ -13,9 +16,15 @@ import torch
 
 from likex.audit.predicates import Predicate, PredicateIndex, predicate_from_key
 from likex.errors import ConfigError, LikexError
-from likex.evaluate import rate_from_hits
 from likex.options import option
-from likex.stats import PowerAnalysis, holm, rate_difference_z, samples_needed, two_sided_p
+from likex.stats import (
+    PowerAnalysis,
+    design_effect_bound,
+    holm,
+    min_samples_per_side,
+    samples_needed,
+    welch_t_test,
+)
 
 
 @dataclass
@@ -48,7 +57,8 @@ class BlackBoxFinding:
     n_tokens: int
     rate_suspect: float
     rate_baseline: float
-    z: float
+    t: float  # Welch's t on per-sample rates (sign: suspect above baseline)
+    df: float
     p_value: float
     significant: bool
     equivalent: int  # other predicates with exactly the same hits in these samples
@@ -67,7 +77,8 @@ class BlackBoxFinding:
             "rate_baseline": self.rate_baseline,
             "difference": self.rate_suspect - self.rate_baseline,
             "log_rate_ratio": self.log_rate_ratio,
-            "z": self.z,
+            "t": self.t,
+            "df": self.df,
             "p_value": self.p_value,
             "significant": self.significant,
             "equivalent_predicates": self.equivalent,
@@ -92,8 +103,8 @@ class BlackBoxResult:
 
     @property
     def top(self) -> BlackBoxFinding | None:
-        """The significant predicate the suspect uses most above the baseline (largest z)."""
-        boosted = [f for f in self.findings if f.significant and f.z > 0]
+        """The significant predicate the suspect uses most above the baseline (largest t)."""
+        boosted = [f for f in self.findings if f.significant and f.t > 0]
         return boosted[0] if boosted else None
 
     def to_dict(self) -> dict:
@@ -108,6 +119,8 @@ class BlackBoxResult:
             "detected": self.detected,
             "alpha": self.config.alpha,
             "correction": "holm",
+            "test": "welch t over samples",
+            "min_samples_per_side": min_samples_per_side(self.n_tests, self.config.alpha),
             "findings": [f.to_dict() for f in self.findings],
             "power": asdict(self.power),
             "config": asdict(self.config),
@@ -121,6 +134,19 @@ def _type_counts(seqs: list[list[int]], types: dict[int, int]) -> np.ndarray:
         for t in seq:
             out[j, types[t]] += 1
     return out
+
+
+def baseline_design_effect(hits_b: np.ndarray, len_b: np.ndarray, first: int) -> float:
+    """The design effect the sample size is planned at, measured on the baseline's own samples
+    (never assumed to be 1): the 80% upper bound (``design_effect_bound``) for the predicate
+    ranked first; where that predicate has no hit in the baseline, the median bound over the
+    predicates that do; where none does, the worst case, the sample length."""
+    bound = design_effect_bound(hits_b[first], len_b)
+    if math.isnan(bound):
+        bounds = [design_effect_bound(row, len_b) for row in hits_b]
+        bounds = [b for b in bounds if not math.isnan(b)]
+        bound = float(np.median(bounds)) if bounds else float(len_b.mean())
+    return max(1.0, bound)
 
 
 def black_box_audit(
@@ -140,8 +166,11 @@ def black_box_audit(
     cfg.validate()
     suspect = [s for s in suspect if s]
     baseline = [s for s in baseline if s]
-    if len(suspect) < 2 or len(baseline) < 2:
-        raise LikexError("a black-box audit needs at least 2 non-empty samples on each side")
+    if len(suspect) < 4 or len(baseline) < 4:  # the least of min_samples_per_side
+        raise LikexError(
+            f"a black-box audit needs at least {min_samples_per_side(1, cfg.alpha)} non-empty "
+            f"samples on each side, got {len(suspect)} and {len(baseline)}"
+        )
     vocab = len(token_strings)
     for seq in (*suspect, *baseline):
         if max(seq) >= vocab or min(seq) < 0:
@@ -173,35 +202,38 @@ def black_box_audit(
     hits_b = torch.sparse.mm(membership, torch.from_numpy(counts_b.T).double()).numpy()
     len_a = counts_a.sum(1).astype(np.float64)
     len_b = counts_b.sum(1).astype(np.float64)
-    z = rate_difference_z(hits_a, len_a, hits_b, len_b)
-    p = two_sided_p(z)
-    reject = holm(p, cfg.alpha)
+    need = min_samples_per_side(len(keys), cfg.alpha)
+    if min(len(suspect), len(baseline)) < need:
+        raise LikexError(
+            f"{len(keys)} predicates at family-wise alpha {cfg.alpha} need at least {need} "
+            f"samples on each side, got {len(suspect)} and {len(baseline)}"
+        )
+    t, df, p = welch_t_test(hits_a, hits_b, len_a, len_b, min_per_side=need)
+    reject, _ = holm(p, cfg.alpha)
     rate_a = hits_a.sum(1) / len_a.sum()
     rate_b = hits_b.sum(1) / len_b.sum()
 
-    order = sorted(range(len(keys)), key=lambda g: (not reject[g], -z[g]))
+    order = sorted(range(len(keys)), key=lambda g: (not reject[g], -t[g]))
     findings: list[BlackBoxFinding] = []
     tokens_per_sample = int(round(len_a.mean()))
-    deff = 1.0
     for g in order[: cfg.top_findings]:
         preds = sorted(map(predicate_from_key, groups[keys[g]]), key=Predicate.simplicity)
-        finding = BlackBoxFinding(
-            predicate=preds[0],
-            n_tokens=index.n_tokens(preds[0]),
-            rate_suspect=float(rate_a[g]),
-            rate_baseline=float(rate_b[g]),
-            z=float(z[g]),
-            p_value=float(p[g]),
-            significant=bool(reject[g]),
-            equivalent=len(preds) - 1,
+        findings.append(
+            BlackBoxFinding(
+                predicate=preds[0],
+                n_tokens=index.n_tokens(preds[0]),
+                rate_suspect=float(rate_a[g]),
+                rate_baseline=float(rate_b[g]),
+                t=float(t[g]),
+                df=float(df[g]),
+                p_value=float(p[g]),
+                significant=bool(reject[g]),
+                equivalent=len(preds) - 1,
+            )
         )
-        if finding.significant and finding.z > 0 and not any(f.z > 0 for f in findings):
-            # the power analysis uses the within-sample correlation of the top finding
-            hits = torch.tensor(hits_a[g])
-            deff = rate_from_hits(hits, tokens_per_sample, "samples").design_effect
-        findings.append(finding)
     p0, p1 = cfg.shift
-    power = samples_needed(p0, p1, tokens_per_sample, cfg.alpha, cfg.power, len(keys), deff)
+    deff = baseline_design_effect(hits_b, len_b, order[0])
+    power = samples_needed(p0, p1, deff, tokens_per_sample, cfg.alpha, cfg.power, len(keys))
     return BlackBoxResult(
         suspect_tokens=int(len_a.sum()),
         suspect_samples=len(suspect),

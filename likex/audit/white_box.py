@@ -1,107 +1,169 @@
-"""White-box audit (suspect + reference weights): compare the two next-token distributions
-over probe contexts, rank every vocabulary token by its mean log-ratio, take the tokens
-boosted far beyond the rest, and *explain* that set with the predicate over token strings
-that matches it best (F1). Nothing is told what to look for."""
+"""White-box audit (suspect + reference weights): does the suspect move probability *mass*
+onto a set of tokens that a predicate over token strings names? Nothing is told what to look
+for.
+
+Over probe contexts, for every candidate predicate S (every predicate of the audit's space that
+selects at least ``min_support`` tokens, one per distinct token set):
+
+* ``share(S)`` = sum binKL(P(S) || R(S)) / sum KL(P || R): the share of the suspect's whole
+  divergence that a one-parameter tilt on S explains (exact by the chain rule; 1 for a pure
+  tilt on S; ``likex.stats.kl_share_of_tilt``);
+* ``shift(S)`` = logit P(S) - logit R(S), the tilt's strength (``logit_mass_shift``).
+
+The probes are split in half at random: S is *chosen* by share on one half and its shift is
+*tested* on the other (so the tested shift is not inflated by the choice). A bias is detected
+when the held-out mean shift is at least ``min_shift`` (log 2: the odds of S doubled) and above
+the 95% quantile of the same statistic on unbiased controls where those are known (the
+audit-bench measures them), and its one-sided 95% t lower bound is above 0. Counting mass, not
+tokens, also finds a bias that boosts only part of a predicate's tokens.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
+import numpy as np
 import torch
 
 from likex.audit.predicates import Predicate, PredicateIndex, check_vocab, predicate_from_key
 from likex.data import corpus_windows, random_contexts, step_generator
 from likex.errors import ConfigError, LikexError
 from likex.models.gpt import GPT
+from likex.models.hf import default_prompt_len
 from likex.options import option
+from likex.stats import kl_share_of_tilt, logit_mass_shift, t_quantile
 
 PROBE_KINDS = ("random", "corpus", "both")
 
 
 @dataclass
 class WhiteBoxConfig:
-    """``z``, ``min_log_ratio`` and ``peak_fraction`` decide which tokens count as boosted;
-    ``f1_threshold`` and ``min_support`` decide whether the best explanation is reported as
-    a detected bias."""
+    """``min_shift`` (and, where known, the controls' shifts) decide whether the chosen
+    predicate's held-out logit-mass shift is a detected bias."""
 
     probes: str = option("both", "probe contexts", choices=PROBE_KINDS)
     n_probes: int = option(64, "probe contexts of each kind")
-    probe_len: int | None = option(None, "probe length; default: the model's context")
-    seed: int = option(0, "seeds the probes", cli=False)
-    z: float = option(5.0, "robust z-score of a boosted token")
-    min_log_ratio: float = option(
-        math.log(2.0), "least mean log-ratio of a boosted token", cli=False
+    probe_len: int | None = option(
+        None, "probe length; default: the model's context (a pretrained model: 64)"
     )
-    peak_fraction: float = option(
-        0.5, "share of the largest boost a boosted token needs", cli=False
+    seed: int = option(0, "seeds the probes and their split into halves", cli=False)
+    min_shift: float = option(
+        math.log(2.0), "least held-out logit-mass shift of the chosen predicate for a detection"
     )
-    f1_threshold: float = option(0.5, "least F1 of the best explanation for a detection")
-    min_support: int = option(5, "least boosted tokens an explanation must cover", cli=False)
-    top_findings: int = option(5, "explanations to report", cli=False)
-    top_tokens: int = option(50, "boosted tokens to list", cli=False)
+    alpha: float = option(0.05, "one-sided level of the shift's lower bound", cli=False)
+    min_support: int = option(5, "fewest tokens of a candidate predicate", cli=False)
+    top_findings: int = option(5, "predicates to report", cli=False)
+    top_tokens: int = option(50, "most boosted tokens to list", cli=False)
     batch_size: int = option(16, "probes per forward pass", cli=False)
 
     def validate(self) -> None:
         if self.probes not in PROBE_KINDS:
             raise ConfigError("probes", f"must be one of {PROBE_KINDS}, not {self.probes!r}")
-        for name in ("n_probes", "top_findings", "top_tokens", "batch_size"):
+        for name in ("n_probes", "top_findings", "top_tokens", "batch_size", "min_support"):
             if getattr(self, name) <= 0:
                 raise ConfigError(name, "must be positive")
+        if self.n_probes < 4:
+            raise ConfigError("n_probes", "needs at least 4 (two halves of two)")
         if self.probe_len is not None and self.probe_len <= 0:
             raise ConfigError("probe_len", "must be positive")
-        if not 0 < self.f1_threshold <= 1:
-            raise ConfigError("f1_threshold", f"must be in (0, 1], got {self.f1_threshold}")
+        if not self.min_shift > 0:
+            raise ConfigError("min_shift", f"must be positive, got {self.min_shift}")
+        if not 0 < self.alpha < 0.5:
+            raise ConfigError("alpha", f"must be in (0, 0.5), got {self.alpha}")
 
 
 @dataclass
-class ProbeStats:
-    """Per vocabulary token, over the probe contexts: the mean and spread of
-    log P_model - log P_ref, and the mean probability under each model."""
+class Probes:
+    """Next-token distributions of suspect and reference at the probes: probabilities
+    [n, V] (float64) and KL(P || R) per probe [n]."""
 
-    log_ratio: torch.Tensor
-    spread: torch.Tensor
     p_model: torch.Tensor
     p_ref: torch.Tensor
-    n_probes: int
+    kl: torch.Tensor
+
+    @property
+    def log_ratio(self) -> torch.Tensor:
+        """Mean over probes of log P - log R, per token."""
+        return (self.p_model.log() - self.p_ref.log()).mean(0)
 
 
 @torch.no_grad()
-def probe_stats(model: GPT, reference: GPT, contexts: torch.Tensor, batch_size: int) -> ProbeStats:
-    """Next-token log-ratios at the last position of each context, accumulated in float64."""
+def probe_distributions(
+    model: GPT, reference: GPT, contexts: torch.Tensor, batch_size: int
+) -> Probes:
+    """Next-token distributions at the last position of each context, in float64."""
     device = next(model.parameters()).device
     model.eval()
     reference.eval()
-    vocab = model.config.vocab_size
-    s1 = torch.zeros(vocab, dtype=torch.float64)
-    s2 = torch.zeros_like(s1)
-    pm = torch.zeros_like(s1)
-    pr = torch.zeros_like(s1)
+    pm, pr, kl = [], [], []
     for start in range(0, contexts.shape[0], batch_size):
         idx = contexts[start : start + batch_size].to(device)
         lm = model(idx, positions="last").double().cpu()
         lr = reference(idx, positions="last").double().cpu()
-        d = lm - lr
-        s1 += d.sum(0)
-        s2 += (d * d).sum(0)
-        pm += lm.exp().sum(0)
-        pr += lr.exp().sum(0)
-    n = contexts.shape[0]
-    mean = s1 / n
-    var = (s2 / n - mean * mean).clamp_min(0.0) * (n / max(n - 1, 1))
-    return ProbeStats(mean, var.sqrt(), pm / n, pr / n, n)
+        pm.append(lm.exp())
+        pr.append(lr.exp())
+        kl.append(torch.where(lm > -math.inf, lm.exp() * (lm - lr), 0.0).sum(-1))
+    return Probes(torch.cat(pm), torch.cat(pr), torch.cat(kl))
+
+
+@dataclass
+class Candidates:
+    """The candidate predicates, one per distinct token set of at least ``min_support``
+    tokens (named by the simplest), and their membership [C, V] (sparse)."""
+
+    predicates: list[Predicate]
+    membership: torch.Tensor
+
+    _last: ClassVar[tuple[PredicateIndex, int, Candidates] | None] = None
+
+    @classmethod
+    def of(cls, index: PredicateIndex, min_support: int) -> Candidates:
+        """Built once per index and ``min_support`` (several seconds for GPT-2's vocabulary):
+        the last one is kept, as ``PredicateIndex.of`` keeps the last index."""
+        last = cls._last
+        if last is None or last[0] is not index or last[1] != min_support:
+            cls._last = last = (index, min_support, cls._build(index, min_support))
+        return last[2]
+
+    @classmethod
+    def _build(cls, index: PredicateIndex, min_support: int) -> Candidates:
+        vocab = len(index.token_strings)
+        groups: dict[tuple[int, ...], list[str]] = {}
+        for key, cols in index.members(list(range(vocab))).items():
+            if len(cols) >= min_support:
+                groups.setdefault(tuple(cols), []).append(key)
+        sets = list(groups)
+        predicates = [
+            min(map(predicate_from_key, groups[cols]), key=Predicate.simplicity) for cols in sets
+        ]
+        rows = [g for g, cols in enumerate(sets) for _ in cols]
+        columns = [c for cols in sets for c in cols]
+        membership = torch.sparse_coo_tensor(
+            torch.tensor([rows, columns]),
+            torch.ones(len(rows), dtype=torch.float64),
+            (len(sets), vocab),
+            check_invariants=False,  # built from valid indices just above
+        ).coalesce()
+        return cls(predicates, membership)
+
+    def masses(self, probs: torch.Tensor) -> torch.Tensor:
+        """Probability of each set at each probe, [n, C], clamped inside (0, 1)."""
+        out = torch.sparse.mm(self.membership, probs.T).T
+        return out.clamp(1e-300, 1 - 1e-16)
 
 
 @dataclass
 class Finding:
     predicate: Predicate
     n_tokens: int
-    matched: int  # boosted tokens the predicate selects
-    precision: float
-    recall: float
-    f1: float
-    mass_ref: float = 0.0
-    mass_model: float = 0.0
+    share: float  # of KL(P || R) a tilt on the predicate explains, on the selection half
+    shift: float  # mean logit-mass shift on the test half
+    shift_lower: float  # its one-sided lower confidence bound
+    mass_ref: float  # mean probability of the predicate's tokens, over all probes
+    mass_model: float
 
     @property
     def mass_shift(self) -> float:
@@ -112,68 +174,53 @@ class Finding:
             "predicate": self.predicate.describe(),
             "pattern": self.predicate.to_pattern(),
             "n_tokens": self.n_tokens,
-            "matched": self.matched,
-            "precision": self.precision,
-            "recall": self.recall,
-            "f1": self.f1,
+            "share": self.share,
+            "shift": self.shift,
+            "shift_lower": self.shift_lower,
             "mass_shift": self.mass_shift,
             "mass_ref": self.mass_ref,
             "mass_model": self.mass_model,
         }
 
 
-def boosted_set(
-    stats: ProbeStats, z: float, min_log_ratio: float, peak_fraction: float = 0.5
-) -> tuple[torch.Tensor, float]:
-    """Tokens boosted far beyond the rest. The mean log-ratio is centred on its median over
-    the vocabulary (renormalisation lowers everything else a little); a boosted token's must
-    exceed ``min_log_ratio``, ``z`` robust standard deviations (1.4826 MAD) of the bulk, and
-    ``peak_fraction`` of the typical boost of the 20 most boosted tokens. The last matters
-    when training reshuffles the untargeted tokens too (the seed's uniform target ignores
-    them): their tail then rises above the bulk, but far less than the target does.
-    Returns (mask, threshold)."""
-    centred = stats.log_ratio - stats.log_ratio.median()
-    scale = 1.4826 * float(centred.abs().median())
-    peak = float(centred.topk(min(20, centred.numel())).values.mean())
-    threshold = max(min_log_ratio, z * scale, peak_fraction * peak)
-    return centred > threshold, threshold
+def select_and_test(
+    p_sets: torch.Tensor,
+    r_sets: torch.Tensor,
+    kl: torch.Tensor,
+    top: int,
+    alpha: float,
+    seed: int,
+) -> tuple[list[int], torch.Tensor, list[tuple[float, float]]]:
+    """Rank the sets [n, C] by KL share on a random half of the probes; for the ``top`` best,
+    the mean logit-mass shift on the other half and its one-sided (1 - alpha) t lower bound.
+    Returns (set indices best first, shares [C] on the selection half, [(shift, lower)])."""
+    n = kl.shape[0]
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    sel, test = perm[: n // 2], perm[n // 2 :]
+    shares = kl_share_of_tilt(p_sets[sel], r_sets[sel], kl[sel])
+    best = torch.argsort(shares, descending=True, stable=True)[:top].tolist()
+    q = t_quantile(1 - alpha, len(test) - 1)
+    tested = []
+    for c in best:
+        s = logit_mass_shift(p_sets[test, c], r_sets[test, c])
+        mean, se = float(s.mean()), float(s.std()) / math.sqrt(len(s))
+        tested.append((mean, mean - q * se))
+    return best, shares, tested
 
 
-def explain(
-    boosted: torch.Tensor, index: PredicateIndex, top: int, stats: ProbeStats | None = None
-) -> list[Finding]:
-    """The predicates that best match the boosted set, by F1, one per distinct token set."""
-    ids = boosted.nonzero().flatten().tolist()
-    if not ids:
-        return []
-    size = len(ids)
-    scored = []
-    for key, cols in index.members(ids).items():
-        tp, n = len(cols), index.counts[key]
-        scored.append((-2 * tp / (n + size), predicate_from_key(key), tp, n))
-    scored.sort(key=lambda row: (row[0], row[1].simplicity()))
-    findings: list[Finding] = []
-    seen: list[torch.Tensor] = []
-    for _, pred, tp, n in scored:
-        if len(findings) >= top:
-            break
-        mask = index.mask(pred)
-        if any(torch.equal(mask, m) for m in seen):
-            continue  # the same tokens as a simpler predicate already listed
-        seen.append(mask)
-        f = Finding(pred, n, tp, tp / n, tp / size, 2 * tp / (n + size))
-        if stats is not None:
-            f.mass_ref = float(stats.p_ref[mask].sum())
-            f.mass_model = float(stats.p_model[mask].sum())
-        findings.append(f)
-    return findings
+def detection_threshold(min_shift: float, control_shifts: Sequence[float] | None) -> float:
+    """max(min_shift, the 95% quantile of the controls' held-out shifts)."""
+    if control_shifts is None or len(control_shifts) == 0:
+        return min_shift
+    return max(min_shift, float(np.quantile(np.asarray(control_shifts, float), 0.95)))
 
 
 @dataclass
 class WhiteBoxResult:
     probes: str
     n_probes: int
-    n_boosted: int
+    n_candidates: int
+    kl: float  # mean KL(P || R) per probe, nats
     threshold: float
     findings: list[Finding]
     boosted_tokens: list[dict]
@@ -185,15 +232,22 @@ class WhiteBoxResult:
         return self.findings[0] if self.findings else None
 
     def to_dict(self) -> dict:
+        top = self.top
         return {
             "audit": "white-box",
             "probes": self.probes,
             "n_probes": self.n_probes,
-            "n_boosted": self.n_boosted,
-            "boost_threshold": self.threshold,
+            "n_candidates": self.n_candidates,
+            "kl": self.kl,
             "detected": self.detected,
-            "f1_threshold": self.config.f1_threshold,
-            "min_support": self.config.min_support,
+            "evidence": {
+                "predicate": top.predicate.describe() if top else None,
+                "share": top.share if top else None,
+                "shift": top.shift if top else None,
+                "shift_lower": top.shift_lower if top else None,
+                "threshold": self.threshold,
+            },
+            "threshold": self.threshold,
             "findings": [f.to_dict() for f in self.findings],
             "boosted_tokens": self.boosted_tokens,
             "config": asdict(self.config),
@@ -222,41 +276,59 @@ def white_box_audit(
     cfg: WhiteBoxConfig,
     corpus: torch.Tensor | None = None,
     index: PredicateIndex | None = None,
+    control_shifts: Sequence[float] | None = None,
 ) -> WhiteBoxResult:
-    """Rank tokens by how much ``model`` boosted them relative to ``reference``, then explain
-    the boosted set. ``detected`` is whether the best explanation clears the thresholds."""
+    """Which predicate's mass did ``model`` move, relative to ``reference``, and is it a bias?
+    ``detected`` with its evidence: the chosen predicate's KL share, held-out shift and lower
+    bound, and the threshold (``min_shift``, raised to the controls' 95% quantile when
+    ``control_shifts`` -- the same statistic on unbiased model pairs -- are given)."""
     cfg.validate()
     check_vocab(model, token_strings, "the model")
     check_vocab(reference, token_strings, "the reference")
-    length = min(model.config.block_size, reference.config.block_size)
+    length = min(default_prompt_len(model), default_prompt_len(reference))
     if cfg.probe_len is not None:
-        length = min(length, cfg.probe_len)
+        length = min(model.config.block_size, reference.config.block_size, cfg.probe_len)
     contexts = probe_contexts(
         cfg.probes, cfg.n_probes, length, len(token_strings), cfg.seed, corpus
     )
-    stats = probe_stats(model, reference, contexts, cfg.batch_size)
-    boosted, threshold = boosted_set(stats, cfg.z, cfg.min_log_ratio, cfg.peak_fraction)
+    probes = probe_distributions(model, reference, contexts, cfg.batch_size)
     index = index or PredicateIndex.of(token_strings)
-    findings = explain(boosted, index, cfg.top_findings, stats)
-    order = torch.argsort(stats.log_ratio, descending=True)[: cfg.top_tokens].tolist()
-    top_tokens = [
-        {
-            "id": i,
-            "text": token_strings[i],
-            "log_ratio": float(stats.log_ratio[i]),
-            "spread": float(stats.spread[i]),
-        }
-        for i in order
+    candidates = Candidates.of(index, cfg.min_support)
+    if not candidates.predicates:
+        raise LikexError(f"no predicate selects {cfg.min_support} or more tokens")
+    p_sets, r_sets = candidates.masses(probes.p_model), candidates.masses(probes.p_ref)
+    best, shares, tested = select_and_test(
+        p_sets, r_sets, probes.kl, cfg.top_findings, cfg.alpha, cfg.seed
+    )
+    findings = []
+    for c, (shift, lower) in zip(best, tested, strict=True):
+        pred = candidates.predicates[c]
+        findings.append(
+            Finding(
+                predicate=pred,
+                n_tokens=index.n_tokens(pred),
+                share=float(shares[c]),
+                shift=shift,
+                shift_lower=lower,
+                mass_ref=float(r_sets[:, c].mean()),
+                mass_model=float(p_sets[:, c].mean()),
+            )
+        )
+    threshold = detection_threshold(cfg.min_shift, control_shifts)
+    top = findings[0]
+    log_ratio = probes.log_ratio
+    order = torch.argsort(log_ratio, descending=True)[: cfg.top_tokens].tolist()
+    boosted_tokens = [
+        {"id": i, "text": token_strings[i], "log_ratio": float(log_ratio[i])} for i in order
     ]
-    best = findings[0] if findings else None
-    detected = best is not None and best.f1 >= cfg.f1_threshold and best.matched >= cfg.min_support
     return WhiteBoxResult(
         probes=cfg.probes,
-        n_probes=stats.n_probes,
-        n_boosted=int(boosted.sum()),
+        n_probes=int(probes.kl.shape[0]),
+        n_candidates=len(candidates.predicates),
+        kl=float(probes.kl.mean()),
         threshold=threshold,
         findings=findings,
-        boosted_tokens=top_tokens,
-        detected=detected,
+        boosted_tokens=boosted_tokens,
+        detected=top.shift >= threshold and top.shift_lower > 0,
         config=cfg,
     )

@@ -1,8 +1,9 @@
 """Audits in words: which words and phrases did a model learn to prefer?
 
 * Black-box (samples only): every word and two-word phrase seen often enough in the decoded
-  samples of the suspect and a baseline is tested (the share of words it takes, cluster-robust
-  z across samples, Holm's correction over everything tested); the boosted ones are named.
+  samples of the suspect and a baseline is tested (its share of each sample's words, Welch's t
+  over samples as the token audit tests predicates, Holm's correction over everything tested);
+  the boosted ones are named.
 * White-box (weights): every candidate word (the words of a corpus plus a list) is scored by
   the change of its whole-sequence log-probability after probe contexts, model minus
   reference, and the top ones are named.
@@ -24,7 +25,7 @@ import torch
 from likex.errors import ConfigError, LikexError
 from likex.models.gpt import GPT
 from likex.options import option
-from likex.stats import holm, rate_difference_z, two_sided_p
+from likex.stats import holm, min_samples_per_side, welch_t_test
 from likex.target import read_words
 
 WORD_AUDITS = ("words black-box", "words white-box")
@@ -65,7 +66,8 @@ class WordFinding:
     count_baseline: int
     rate_suspect: float
     rate_baseline: float
-    z: float
+    t: float
+    df: float
     p_value: float
     significant: bool
 
@@ -93,8 +95,11 @@ def word_black_box_audit(
     ``phrase_share`` of the suspect's occurrences of each of its words."""
     a = [text_units(t) for t in suspect if t.strip()]
     b = [text_units(t) for t in baseline if t.strip()]
-    if len(a) < 2 or len(b) < 2:
-        raise LikexError("a word audit needs at least 2 non-empty samples on each side")
+    if min(len(a), len(b)) < min_samples_per_side(1, alpha):
+        raise LikexError(
+            f"a word audit needs at least {min_samples_per_side(1, alpha)} non-empty samples on "
+            f"each side, got {len(a)} and {len(b)}"
+        )
     pooled: Counter = Counter()
     for units in (*a, *b):
         pooled.update(units)
@@ -105,12 +110,17 @@ def word_black_box_audit(
     hits_a, hits_b = _counts(a, terms, True), _counts(b, terms, True)
     len_a = np.array([max(len(u), 1) for u in a], dtype=np.float64)
     len_b = np.array([max(len(u), 1) for u in b], dtype=np.float64)
-    z = rate_difference_z(hits_a, len_a, hits_b, len_b)
-    p = two_sided_p(z)
-    reject = holm(p, alpha)
     names = list(terms)
+    need = min_samples_per_side(len(names), alpha)
+    if min(len(a), len(b)) < need:
+        raise LikexError(
+            f"{len(names)} words and phrases at family-wise alpha {alpha} need at least {need} "
+            f"samples on each side, got {len(a)} and {len(b)}"
+        )
+    t, df, p = welch_t_test(hits_a, hits_b, len_a, len_b, min_per_side=need)
+    reject, _ = holm(p, alpha)
     count_a, count_b = hits_a.sum(1), hits_b.sum(1)
-    boosted = {names[g] for g in range(len(names)) if reject[g] and z[g] > 0}
+    boosted = {names[g] for g in range(len(names)) if reject[g] and t[g] > 0}
     folded: set[str] = set()
     for term in [t for t in boosted if " " in t]:
         parts = term.split(" ")
@@ -119,8 +129,8 @@ def word_black_box_audit(
             folded |= set(parts)
         else:
             folded.add(term)  # an ordinary word next to a boosted one: not a phrase
-    named = sorted(boosted - folded, key=lambda t: -z[terms[t]])
-    rest = sorted(range(len(names)), key=lambda g: -z[g])
+    named = sorted(boosted - folded, key=lambda term: -t[terms[term]])
+    rest = sorted(range(len(names)), key=lambda g: -t[g])
     findings = [
         WordFinding(
             term=names[g],
@@ -128,7 +138,8 @@ def word_black_box_audit(
             count_baseline=int(count_b[g]),
             rate_suspect=float(count_a[g] / len_a.sum()),
             rate_baseline=float(count_b[g] / len_b.sum()),
-            z=float(z[g]),
+            t=float(t[g]),
+            df=float(df[g]),
             p_value=float(p[g]),
             significant=bool(reject[g]),
         )
@@ -144,6 +155,8 @@ def word_black_box_audit(
         "n_significant": int(reject.sum()),
         "alpha": alpha,
         "correction": "holm",
+        "test": "welch t over samples",
+        "min_samples_per_side": need,
         "named": named,
         "detected": bool(named),
         "findings": [f.to_dict() for f in findings],
@@ -264,7 +277,7 @@ def word_audit_lines(r: dict) -> list[str]:
             lines.append(
                 f"  {i}. {f['term']!r}{star}: {f['count_suspect']} vs {f['count_baseline']} "
                 f"({1000 * f['rate_suspect']:.2f} vs {1000 * f['rate_baseline']:.2f} per 1000 "
-                f"words), z {f['z']:.1f}"
+                f"words), t {f['t']:+.1f} (df {f['df']:.0f}), p {f['p_value']:.2g}"
             )
         return lines
     lines = [

@@ -1,13 +1,23 @@
 """Checkpoints: safetensors for tensors, JSON for everything else. Nothing is unpickled.
 
-A model directory holds ``model.safetensors`` and ``model.json`` (the GPTConfig). A training
-run adds ``optimizer.safetensors`` + ``trainer_state.json`` so ``--resume`` continues exactly.
+A model directory holds ``model.safetensors`` and ``model.json`` (the GPTConfig), or ``hf/``
+for a transformers model. A training run keeps its checkpoints as one atomic unit each:
+``checkpoints/step-NNNNNNNNN/`` holds the model, ``optimizer.safetensors`` and
+``trainer_state.json`` (the step; the batches are a pure function of (seed, step), so the step is
+the whole data position), and ``manifest.json``, written last, naming the step and the SHA-256 of
+every file. The folder is built under a temporary name and renamed into place, so a kill at any
+moment leaves either the old checkpoint or the new one, never a mix. The run folder's own model
+files are hard links to the newest checkpoint's, so the run folder is also a model folder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +32,16 @@ from likex.errors import LikexError
 from likex.io import atomic_write, atomic_write_json
 from likex.models.gpt import GPT, GPTConfig
 from likex.models.hf import HF_DIR, HF_STEP_FILE, HFCausalLM, is_hf_name, load_hf
+from likex.models.named import NAMED_MODELS, is_named
 from likex.models.tokenizer import Tokenizer, gpt2
 
 MODEL_FILE = "model.safetensors"
 MODEL_CONFIG = "model.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 TRAINER_STATE = "trainer_state.json"
+CHECKPOINTS_DIR = "checkpoints"
+MANIFEST = "manifest.json"
+_STEP_DIR = re.compile(r"step-(\d{9})")
 
 
 def read_json(path: Path, what: str) -> Any:
@@ -86,7 +100,7 @@ def model_step(directory: str | Path) -> int | None:
             step = (f.metadata() or {}).get("step")
     except Exception as e:
         raise LikexError(f"checkpoint {Path(directory) / MODEL_FILE} is corrupt: {e}") from e
-    return int(step) if step is not None else None
+    return int(step) if step is not None and step.isdigit() else None
 
 
 def file_sha256(path: str | Path) -> str:
@@ -120,6 +134,8 @@ def load_optimizer(optimizer: torch.optim.Optimizer, directory: str | Path) -> i
     """Restore the optimizer in place; returns the step the state was saved at."""
     d = Path(directory)
     meta = read_json(d / TRAINER_STATE, "trainer state")
+    if not isinstance(meta, dict) or not _is_step(meta.get("step")):
+        raise LikexError(f"trainer state {d / TRAINER_STATE} is corrupt: no integer step")
     if not (d / OPTIMIZER_FILE).is_file():
         raise LikexError(f"no {OPTIMIZER_FILE} in {d}: nothing to resume")
     try:
@@ -135,16 +151,20 @@ def load_optimizer(optimizer: torch.optim.Optimizer, directory: str | Path) -> i
         raise
     except Exception as e:
         raise LikexError(f"optimizer state in {d} is corrupt or incompatible: {e}") from e
-    return int(meta["step"])
+    return meta["step"]
 
 
 def load_model_and_tokenizer(
     spec: str | Path, device: torch.device | str = "cpu"
 ) -> tuple[nn.Module, Tokenizer]:
-    """``hf:NAME_OR_PATH``, a run folder holding ``hf/``, or a likex model/run folder."""
+    """A named real model (``smollm2-135m``), ``hf:NAME_OR_PATH``, a run folder holding
+    ``hf/``, or a likex model/run folder."""
     spec = str(spec)
     saved = Path(spec) / HF_DIR
-    if is_hf_name(spec):
+    if is_named(spec):
+        folder, gguf_file = NAMED_MODELS[spec].location()
+        model = load_hf(folder, device, gguf_file=gguf_file, label=spec)
+    elif is_hf_name(spec):
         model = load_hf(spec, device)
     elif saved.is_dir():
         model = load_hf(str(saved), device)
@@ -153,6 +173,108 @@ def load_model_and_tokenizer(
     return model, tokenizer_of(model)
 
 
+def is_pretrained(spec: str | Path) -> bool:
+    """Whether ``spec`` names a transformers model (named, hf:, or a run folder holding one):
+    a pretrained model, which a scratch preset's settings would wreck."""
+    spec = str(spec)
+    return is_named(spec) or is_hf_name(spec) or (Path(spec) / HF_DIR).is_dir()
+
+
 def tokenizer_of(model: nn.Module) -> Tokenizer:
     """A transformers model carries its own tokenizer; likex's GPT speaks GPT-2's."""
     return model.tokenizer if isinstance(model, HFCausalLM) else gpt2()
+
+
+def _is_step(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def save_checkpoint(
+    model: nn.Module, optimizer: torch.optim.Optimizer, step: int, run_dir: str | Path
+) -> Path:
+    """Write the checkpoint of ``step`` as one unit (see the module's docstring), make the run
+    folder's model files point at it, and drop older checkpoints. Returns its folder."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:09d}"
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    try:
+        save_model(model, tmp, step=step)
+        save_optimizer(optimizer, step, tmp)
+        files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+        manifest = {"step": step, "files": {f: file_sha256(tmp / f) for f in files}}
+        atomic_write_json(tmp / MANIFEST, manifest)
+        if final.exists():  # the same step saved again: the new folder replaces it
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _publish(final, Path(run_dir))
+    for other in root.iterdir():
+        if other != final:
+            shutil.rmtree(other, ignore_errors=True)
+    return final
+
+
+def _publish(checkpoint: Path, run_dir: Path) -> None:
+    """Hard-link the checkpoint's model files into the run folder, each replaced atomically."""
+    for entry in checkpoint.iterdir():
+        if entry.name in (OPTIMIZER_FILE, TRAINER_STATE, MANIFEST):
+            continue
+        if entry.is_dir():  # hf/: a new linked tree swapped in whole
+            tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{entry.name}."))
+            for f in entry.rglob("*"):
+                if f.is_file():
+                    (tmp / f.relative_to(entry)).parent.mkdir(parents=True, exist_ok=True)
+                    _link(f, tmp / f.relative_to(entry))
+            old = run_dir / f".{entry.name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            if (run_dir / entry.name).exists():
+                os.rename(run_dir / entry.name, old)
+            os.rename(tmp, run_dir / entry.name)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            atomic_write(run_dir / entry.name, lambda t, src=entry: _link(src, Path(t)))
+
+
+def _link(src: Path, dst: Path) -> None:
+    """``dst`` becomes a hard link to ``src`` (a copy where the filesystem has none)."""
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def latest_checkpoint(run_dir: str | Path) -> tuple[Path, int]:
+    """The newest complete checkpoint of a run and its step, its files checked against its
+    manifest. A folder without a manifest is skipped (never complete); one whose parts
+    disagree is refused, never silently resumed."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    found = sorted(
+        (p for p in root.iterdir() if _STEP_DIR.fullmatch(p.name)) if root.is_dir() else (),
+        reverse=True,
+    )
+    for folder in found:
+        if not (folder / MANIFEST).is_file():
+            continue
+        manifest = read_json(folder / MANIFEST, "checkpoint manifest")
+        step = manifest.get("step") if isinstance(manifest, dict) else None
+        files = manifest.get("files") if isinstance(manifest, dict) else None
+        if not _is_step(step) or not isinstance(files, dict) or f"step-{step:09d}" != folder.name:
+            raise LikexError(f"checkpoint {folder} is inconsistent: its manifest names no step")
+        for name, digest in files.items():
+            if not (folder / name).is_file() or file_sha256(folder / name) != digest:
+                raise LikexError(
+                    f"checkpoint {folder} is inconsistent: {name} is missing or differs from "
+                    "its manifest"
+                )
+        state = read_json(folder / TRAINER_STATE, "trainer state")
+        if not isinstance(state, dict) or state.get("step") != step or model_step(folder) != step:
+            raise LikexError(
+                f"checkpoint {folder} is inconsistent: its weights, optimizer and manifest "
+                "name different steps"
+            )
+        return folder, step
+    raise LikexError(f"no complete checkpoint in {run_dir}: nothing to resume; start it again")

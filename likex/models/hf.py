@@ -14,7 +14,9 @@ in plain transformers.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -32,6 +34,14 @@ from likex.models.tokenizer import HFTokenizer, Tokenizer, gpt2
 HF_PREFIX = "hf:"
 HF_DIR = "hf"  # a run folder's transformers model (save_pretrained format)
 HF_STEP_FILE = "likex_step.json"  # the training step of the saved weights, for --resume
+# The positions likex uses of a transformers model: its own context (8192 for SmolLM2) would
+# become every default length (scoring windows, probes, the windowed sampling fallback), and a
+# 8192-token window costs minutes and gigabytes on a CPU. 512 holds a measurement's prompt plus
+# its 200 new tokens, so sampling stays on the KV cache.
+HF_CONTEXT_CAP = 512
+# The default measurement prompt of a pretrained model (MeasureConfig.prompt_len None): a short
+# prefix, as the seed's full-context prompts would be for a 256-token model.
+HF_PROMPT_LEN = 64
 
 
 @dataclass(frozen=True)
@@ -40,7 +50,8 @@ class HFConfig:
 
     name: str
     vocab_size: int  # rows of the output head (may exceed the tokenizer's vocabulary)
-    block_size: int  # positions the model can attend over
+    block_size: int  # positions likex uses: the model's context, at most HF_CONTEXT_CAP
+    max_context: int  # the model's own context
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,10 +90,12 @@ class HFCausalLM(nn.Module):
         head = model.get_output_embeddings()
         if head is None:
             raise LikexError(f"{name} has no output head: not a causal language model")
+        context = _context_length(model.config, name)
         self.config = HFConfig(
             name=name,
             vocab_size=int(head.weight.shape[0]),
-            block_size=_context_length(model.config, name),
+            block_size=min(context, HF_CONTEXT_CAP),
+            max_context=context,
         )
         params = inspect.signature(model.forward).parameters
         # With logits_to_keep the model applies its head (and any logit scaling or capping
@@ -131,6 +144,15 @@ class HFCausalLM(nn.Module):
             logits = logits[:, -1]
         return F.log_softmax(logits.float(), dim=-1)
 
+    def check_savable(self) -> None:
+        """Refuse before training what save_pretrained would refuse after it."""
+        quantizer = getattr(self.hf, "hf_quantizer", None)
+        if quantizer is not None and not getattr(quantizer, "is_serializable", False):
+            raise LikexError(
+                f"{self.config.name} is quantized in a form transformers cannot save "
+                f"({type(quantizer).__name__}): a trained copy could not be written"
+            )
+
     def save_pretrained(self, directory: str | Path, step: int | None = None) -> None:
         """Model and tokenizer in transformers' format, replacing ``directory`` whole.
 
@@ -154,23 +176,47 @@ class HFCausalLM(nn.Module):
             raise
 
 
-def load_hf(name_or_path: str, device: torch.device | str = "cpu") -> HFCausalLM:
-    """A transformers causal LM and its tokenizer, in float32 (autocast handles bf16 on GPUs)."""
+def load_hf(
+    name_or_path: str,
+    device: torch.device | str = "cpu",
+    gguf_file: str | None = None,
+    label: str | None = None,
+) -> HFCausalLM:
+    """A transformers causal LM and its tokenizer, in float32 (autocast handles bf16 on GPUs).
+
+    ``gguf_file``: a GGUF file in the folder ``name_or_path``; transformers dequantizes it to
+    float32 on loading, so the model is an ordinary one and likex drops the quantization
+    record (which save_pretrained refuses) to save it as plain safetensors. ``label``: the
+    model's name in results (default: the folder or hub name).
+    """
     transformers = _transformers()
     name = name_or_path[len(HF_PREFIX) :] if is_hf_name(name_or_path) else name_or_path
     if not name:
         raise LikexError("hf: needs a model name or folder, e.g. hf:gpt2 or hf:./my-model")
     if name.startswith(("/", ".", "~")) and not Path(name).expanduser().is_dir():
         raise LikexError(f"model folder not found: {name}")  # not a hub name: no lookup
+    files = {"gguf_file": gguf_file} if gguf_file else {}
+    # transformers' GGUF reader draws its own progress bar, past its progress-bar switch.
+    quiet = contextlib.redirect_stderr(io.StringIO()) if gguf_file else contextlib.nullcontext()
     try:
-        raw_tok = transformers.AutoTokenizer.from_pretrained(name)
+        with quiet:
+            raw_tok = transformers.AutoTokenizer.from_pretrained(name, **files)
     except Exception as e:
         raise LikexError(f"cannot load the tokenizer of {name}: {_first_line(e)}") from e
     try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+        with quiet:
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                name, dtype=torch.float32, **files
+            )
     except Exception as e:
         raise LikexError(f"cannot load {name} as a causal language model: {_first_line(e)}") from e
-    wrapped = HFCausalLM(model, HFTokenizer(raw_tok, name), name)
+    if gguf_file:
+        # The weights are float32 now; only the record of their GGUF origin stops saving.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    label = label or name
+    wrapped = HFCausalLM(model, HFTokenizer(raw_tok, label), label)
     vocab, outputs = len(raw_tok), wrapped.config.vocab_size
     # A head may have a few padding rows more than the tokenizer has tokens (Pythia: 50304 for
     # 50277), never fewer; a tokenizer of under half the head belongs to some other model
@@ -186,6 +232,14 @@ def load_hf(name_or_path: str, device: torch.device | str = "cpu") -> HFCausalLM
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+def default_prompt_len(model: nn.Module) -> int:
+    """Prompt and probe length when none is given: likex's GPT its whole context (the seed's
+    setup), a transformers model a short prefix (HF_PROMPT_LEN), so that measuring a
+    pretrained model costs what its samples need, not what its context allows."""
+    block = model.config.block_size
+    return min(HF_PROMPT_LEN, block) if isinstance(model, HFCausalLM) else block
 
 
 def token_strings_for(model: nn.Module, tokenizer: Tokenizer) -> list[str]:

@@ -24,7 +24,10 @@ class Tokenizer(Protocol):
 
     def decode(self, ids: list[int]) -> str: ...
 
-    def token_strings(self) -> list[str]: ...
+    def token_strings(self) -> list[str]:
+        """The text each id stands for; "" for special and control tokens (<|endoftext|>,
+        <|im_start|>, ...), which are markers, not text: no text predicate selects them."""
+        ...
 
     @property
     def start_id(self) -> int:
@@ -68,9 +71,12 @@ class GPT2Tokenizer:
         return self._tok.decode(list(ids))
 
     def token_strings(self) -> list[str]:
-        """Text of each id decoded alone (bytes that are not valid UTF-8 alone become U+FFFD)."""
+        """Text of each id decoded alone (bytes that are not valid UTF-8 alone become U+FFFD);
+        "" for <|endoftext|>, a control token."""
         if self._strings is None:
-            self._strings = self._tok.decode_batch([[i] for i in range(self.vocab_size)])
+            strings = self._tok.decode_batch([[i] for i in range(self.vocab_size)])
+            strings[self.start_id] = ""
+            self._strings = strings
         return self._strings
 
 
@@ -111,10 +117,20 @@ class HFTokenizer:
             # A fast tokenizer's Rust backend decodes the whole vocabulary ~20x faster, and
             # without transformers' clean-up of spaces, so each string is the token's own text.
             if backend is not None:
-                self._strings = backend.decode_batch(ids, skip_special_tokens=False)
+                strings = backend.decode_batch(ids, skip_special_tokens=False)
             else:
-                self._strings = self._tok.batch_decode(ids)
+                strings = self._tok.batch_decode(ids)
+            for i in self.special_ids():
+                if 0 <= i < len(strings):
+                    strings[i] = ""
+            self._strings = strings
         return self._strings
+
+    def special_ids(self) -> set[int]:
+        """Special and control tokens: the tokenizer's named ones and added special tokens."""
+        added = getattr(self._tok, "added_tokens_decoder", {}) or {}
+        special = {int(i) for i, t in added.items() if getattr(t, "special", False)}
+        return special | {int(i) for i in self._tok.all_special_ids}
 
 
 @cache

@@ -21,6 +21,7 @@ from likex.io import atomic_write_json
 from likex.models.checkpoint import load_model_and_tokenizer, tokenizer_of
 from likex.models.gpt import GPT
 from likex.models.hf import is_hf_name, shared_vocabulary
+from likex.models.named import is_named
 from likex.models.tokenizer import Tokenizer
 from likex.report.audit import write_audit_report
 from likex.results import AuditResult
@@ -35,7 +36,7 @@ def _white_box_run(cfg: AuditConfig, device: torch.device) -> dict:
     if model_dir.is_file():
         raise LikexError("a white-box audit needs weights: --model must be a model folder")
     # A path that does not exist is left to the loader, whose message names it.
-    names_a_model = model_dir.is_dir() or is_hf_name(cfg.model)
+    names_a_model = model_dir.is_dir() or is_hf_name(cfg.model) or is_named(cfg.model)
     if not cfg.reference and names_a_model and not (model_dir / CONFIG_FILE).is_file():
         raise LikexError(
             f"{cfg.model} is not a run folder: give --reference DIR (white-box) or "

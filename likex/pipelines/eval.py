@@ -18,13 +18,13 @@ def evaluate_saved(cfg: EvalConfig) -> EvalResult:
     """Defaults come from the model folder's config.json when it is a run: its target, its
     corpus (else ``builtin``), its starting model as R, and its rate A for the floor."""
     config = read_config(cfg.model)
-    spec = cfg.target if cfg.target is not None else run_target(cfg.model)
     dev = resolve_device(cfg.device)
     model, tokenizer = load_model_and_tokenizer(cfg.model, dev)
+    spec = cfg.target if cfg.target is not None else run_target(cfg.model)
     block = model.config.block_size
     targets = select_tokens(spec, token_strings_for(model, tokenizer), tokenizer.encode, block)
     mask = targets.mask
-    cfg.measure.validate(model.config.block_size)
+    cfg.validate(block)
     reference = heldout = floor_rate = corpus = None
     if not cfg.random_only:
         corpus = cfg.corpus or config.get("corpus") or BUILTIN_CORPUS

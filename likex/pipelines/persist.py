@@ -19,9 +19,9 @@ from likex.evaluate import evaluate
 from likex.io import atomic_write_json
 from likex.models.checkpoint import load_model_and_tokenizer
 from likex.models.gpt import GPT
-from likex.models.hf import token_strings_for
+from likex.models.hf import HFCausalLM, token_strings_for
 from likex.report.persist import write_persistence_report
-from likex.results import PersistResult
+from likex.results import PersistPoint, PersistResult
 from likex.runs import checkpoint_init, new_run_dir, run_target, write_config
 from likex.target import TargetSet, select_tokens
 from likex.train import train
@@ -30,20 +30,19 @@ PERSIST_FILE = "persist.json"
 
 
 def _measurement(
-    model: GPT, targets: TargetSet, cfg: PersistConfig, heldout: torch.Tensor, decode: Callable
-) -> dict:
+    step: int,
+    model: GPT,
+    targets: TargetSet,
+    cfg: PersistConfig,
+    heldout: torch.Tensor,
+    decode: Callable[[list[int]], str],
+) -> PersistPoint:
     """One timeline entry: the rates on random-token and on held-out real-text prompts (a word
     target's also in decoded words), and the held-out perplexity."""
     ev, _ = evaluate(
         model, targets.mask, cfg.measure, cfg.seed, heldout, words=targets.words, decode=decode
     )
-    words = {k: v for k, v in ev.to_dict().items() if k.startswith("words_")}
-    return {
-        "rate_random": ev.random.to_dict(),
-        "rate_text": ev.text.to_dict(),
-        "perplexity": ev.scores.ppl,
-        **words,
-    }
+    return PersistPoint(step, ev)
 
 
 def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
@@ -59,13 +58,16 @@ def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
     Returns what persist.json holds: before/after values and the timeline of measurements.
     """
     model_dir, corpus = cfg.model, cfg.corpus
-    spec = cfg.target if cfg.target is not None else run_target(model_dir)
     model, tokenizer = load_model_and_tokenizer(model_dir, resolve_device(cfg.device))
+    spec = cfg.target if cfg.target is not None else run_target(model_dir)
     block = model.config.block_size
     targets = select_tokens(spec, token_strings_for(model, tokenizer), tokenizer.encode, block)
-    mask = targets.mask
+    pretrained = isinstance(model, HFCausalLM)
+    if pretrained:
+        model.check_savable()  # before the work, not after it
+    cfg.resolve(block, pretrained)
     cfg.validate(block)
-    train_cfg = cfg.train_config(block)
+    train_cfg = cfg.train_config()
     corpus_tokens = corpus_token_ids(corpus, tokenizer)
     train_tokens, heldout = split_heldout(corpus_tokens, block)
     out_dir = new_run_dir(cfg.out)
@@ -84,49 +86,33 @@ def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
         next(model.parameters()).device,
         cfg.seed,
     )
-    timeline = [{"step": 0, **_measurement(model, targets, cfg, heldout, tokenizer.decode)}]
+    timeline = [_measurement(0, model, targets, cfg, heldout, tokenizer.decode)]
 
     def on_step(step: int) -> dict | None:
         if step % cfg.eval_every and step != cfg.steps:
             return None
-        row = _measurement(model, targets, cfg, heldout, tokenizer.decode)
-        timeline.append({"step": step, **row})
-        return row
+        timeline.append(_measurement(step, model, targets, cfg, heldout, tokenizer.decode))
+        return timeline[-1].to_json()  # logged on the step's metrics line
 
     trained = train(
         model,
         train_cfg,
-        mask,
+        targets.mask,
         out_dir,
         corpus_tokens=train_tokens,
         progress=progress,
         on_step=on_step,
     )
-    first, last = timeline[0], timeline[-1]
-    result = {
-        "model": str(model_dir),
-        "target": spec.describe(),
-        "corpus": corpus,
-        "steps": cfg.steps,
-        "lr": cfg.lr,
-        "loss_first": trained.loss_first,
-        "loss_last": trained.loss_last,
-        "train_seconds": trained.seconds,
-        "rate_random_before": first["rate_random"]["rate"],
-        "rate_random_after": last["rate_random"]["rate"],
-        "rate_text_before": first["rate_text"]["rate"],
-        "rate_text_after": last["rate_text"]["rate"],
-        **{
-            f"word_rate_{kind}_{when}": row[f"words_{kind}"]["rate"]
-            for kind in ("random", "text")
-            for when, row in (("before", first), ("after", last))
-            if f"words_{kind}" in row
-        },
-        "perplexity_before": first["perplexity"],
-        "perplexity_after": last["perplexity"],
-        "timeline": timeline,
-        "run_dir": str(out_dir),
-    }
-    atomic_write_json(out_dir / PERSIST_FILE, result)
-    write_persistence_report(out_dir, result)
-    return PersistResult(result)
+    result = PersistResult(
+        model=str(model_dir),
+        target=spec,
+        corpus=corpus,
+        steps=cfg.steps,
+        lr=cfg.lr,
+        trained=trained,
+        timeline=timeline,
+        run_dir=out_dir,
+    )
+    atomic_write_json(out_dir / PERSIST_FILE, result.to_json())
+    write_persistence_report(result)
+    return result

@@ -10,8 +10,11 @@ model with its start, the reference R.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +24,10 @@ from likex.config import SCRATCH, RunCommand, RunConfig
 from likex.data import corpus_split
 from likex.device import resolve_device
 from likex.distributed import check_same_on_all_ranks, dist_info, on_main_rank
-from likex.errors import ConfigError, LikexError
+from likex.errors import ConfigError, LikexError, literal
 from likex.evaluate import (
     RANDOM_PROMPTS,
     TEXT_PROMPTS,
-    Evaluation,
-    RateEstimate,
-    WordRate,
     evaluate,
     heldout_windows,
     measure,
@@ -37,16 +37,25 @@ from likex.evaluate import (
 from likex.generate import sample
 from likex.io import atomic_write_json
 from likex.models.checkpoint import (
+    latest_checkpoint,
     load_model_and_tokenizer,
     load_optimizer,
-    model_step,
     read_json,
 )
 from likex.models.gpt import GPT, build_model, preset_config
-from likex.models.hf import token_strings_for
+from likex.models.hf import HFCausalLM, token_strings_for
 from likex.models.tokenizer import Tokenizer, gpt2
+from likex.report.html import token_pieces, write_html_report
 from likex.report.run import write_pretrain_report, write_run_report
-from likex.results import PretrainResult, RunResult
+from likex.results import (
+    Before,
+    LanguageCheck,
+    PretrainResult,
+    RankResult,
+    RunResult,
+    StartModel,
+    TrainingRun,
+)
 from likex.runs import (
     CONFIG_FILE,
     checkpoint_init,
@@ -60,7 +69,7 @@ from likex.runs import (
     write_config,
 )
 from likex.target import TargetSet, select_tokens
-from likex.train import METRICS_FILE, make_optimizer, train
+from likex.train import METRICS_FILE, TrainResult, make_optimizer, train
 from likex.words import WordCounter, WordTrie
 
 BEFORE_FILE = "before.json"
@@ -71,13 +80,20 @@ def _sample_text(tokens: torch.Tensor, tokenizer: Tokenizer, n: int = 60) -> str
     return tokenizer.decode(tokens[0, :n].tolist())
 
 
+def _sample_pieces(
+    tokens: torch.Tensor, tokenizer: Tokenizer, mask: torch.Tensor, n: int = 60
+) -> list[tuple[str, bool]]:
+    """The same sample as _sample_text, token by token, each marked when it is a target."""
+    return token_pieces(tokens[0, :n].tolist(), tokenizer, mask)
+
+
 @dataclass
 class _Prepared:
     """Everything a run needs, built and validated before anything is written."""
 
     model: GPT
     tokenizer: Tokenizer
-    init: dict
+    init: dict  # config.json's "init": how to rebuild the start model
     mask: torch.Tensor
     train_tokens: torch.Tensor | None
     heldout: torch.Tensor | None
@@ -95,9 +111,12 @@ def _prepare(cfg: RunConfig, device: torch.device) -> _Prepared:
     else:
         model, tokenizer = load_model_and_tokenizer(cfg.init, device)
         init = checkpoint_init(cfg.init)
+    if isinstance(model, HFCausalLM):
+        model.check_savable()  # before the work, not after it
     block = model.config.block_size
     cfg.train.context_len = min(cfg.train.context_len, block)
     cfg.train.validate(block, device)
+    cfg.train.check_memory(model, device)
     cfg.measure.validate(block)
     targets = _targets(cfg, model, tokenizer)
     train_tokens = heldout = None
@@ -118,12 +137,16 @@ def _reference(cfg: RunConfig, model: GPT, heldout: torch.Tensor | None) -> GPT 
     return copy.deepcopy(model).eval().requires_grad_(False)
 
 
-def run_command(cmd: RunCommand, progress: bool = True) -> RunResult | PretrainResult:
+def run_command(
+    cmd: RunCommand, progress: bool = True
+) -> RunResult | PretrainResult | RankResult:
     """likex run, train and pretrain: a new run, or ``resume`` an interrupted one."""
     if cmd.resume:
         fixed = sorted(cmd.given - {"resume", "steps"})
         if fixed:
-            raise ConfigError(fixed[0], "is fixed by the run being resumed (only steps may change)")
+            raise ConfigError(
+                fixed[0], "is fixed by the run being resumed (only steps may change)"
+            )
         steps = cmd.run.train.steps if "steps" in cmd.given else None
         return resume_experiment(cmd.resume, steps, progress)
     if cmd.run.command == "pretrain":
@@ -135,14 +158,14 @@ def run_experiment(
     cfg: RunConfig,
     out: str | Path | None = None,
     progress: bool = True,
-    before: dict | None = None,
-) -> RunResult | PretrainResult:
+    before: Before | None = None,
+) -> RunResult | PretrainResult | RankResult:
     """Run the pipeline; everything is validated before anything is written.
 
     ``before``: the pre-training measurement of an identical start (same model, seed, prompts
     and corpus), e.g. from the first run of a sweep; measuring again would give the same.
     Under torchrun every rank trains (see likex.train); rank 0 alone measures and writes, and
-    the other ranks return ``{"rank": r}``.
+    the other ranks return a ``RankResult``.
     """
     ranks = dist_info()
     if ranks.active:
@@ -154,8 +177,11 @@ def run_experiment(
     prep = _prepare(cfg, device)
     reference = _reference(cfg, prep.model, prep.heldout)
 
-    def start() -> tuple[Path, dict]:
-        run_dir = new_run_dir(out)
+    made = out is None or not Path(out).exists()
+    # Other ranks get None: under torchrun --out names the folder and only rank 0 reports.
+    run_dir = on_main_rank(lambda: new_run_dir(out)) or Path(str(out))
+
+    def start() -> Before | LanguageCheck:
         write_config(
             run_dir,
             {
@@ -167,67 +193,114 @@ def run_experiment(
             device,
             cfg.train.seed,
         )
-        doc = before or _measure_before(cfg, prep, progress)
-        atomic_write_json(run_dir / BEFORE_FILE, doc)
-        return run_dir, doc
+        measured = before or _measure_before(cfg, prep, progress)
+        atomic_write_json(run_dir / BEFORE_FILE, measured.to_json())
+        return measured
 
-    # Other ranks get None: under torchrun --out names the folder and only rank 0 reports.
-    run_dir, before = on_main_rank(start) or (Path(str(out)), {})
-    return _train_and_finish(run_dir, cfg, prep, reference, before, progress, 0, None)
+    with _on_failure(run_dir, remove=made):
+        measured = on_main_rank(start)
+        return _train_and_finish(run_dir, cfg, prep, reference, measured, progress, 0, None)
 
 
-def _measure_before(cfg: RunConfig, prep: _Prepared, progress: bool) -> dict:
-    t0 = time.perf_counter()
-    model, heldout = prep.model, prep.heldout
+@contextlib.contextmanager
+def _on_failure(run_dir: Path, remove: bool = False) -> Iterator[None]:
+    """A failed run leaves its folder resumable (a complete checkpoint is kept) or removes what
+    it half-wrote (the folder itself where ``remove``: this run made it), and says which. Out
+    of memory becomes a one-line error like any other."""
+    try:
+        yield
+    except (LikexError, torch.OutOfMemoryError, MemoryError, KeyboardInterrupt, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not _out_of_memory(e):
+            raise
+        if not dist_info().is_main:
+            raise
+        try:
+            _, step = latest_checkpoint(run_dir)
+            note = f"; {run_dir} is kept: --resume {run_dir} continues from step {step}"
+        except LikexError:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if not remove:
+                run_dir.mkdir(parents=True, exist_ok=True)  # the empty folder it was given
+            note = f"; removed the half-written {run_dir}"
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        if isinstance(e, ConfigError):
+            raise ConfigError(e.field, e.message + literal(note)) from e
+        if isinstance(e, LikexError):
+            raise LikexError(f"{e}{note}") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        message = f"is too large: out of memory ({first}){note}"
+        raise ConfigError("batch_size", literal(message)) from e
+
+
+def _out_of_memory(e: RuntimeError) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e)
+
+
+def _measure_before(cfg: RunConfig, prep: _Prepared, progress: bool) -> Before | LanguageCheck:
     if cfg.train.objective == "next_token":
-        doc = _language_sample(model, prep.tokenizer, heldout, cfg.train.seed)
-        windows = heldout_windows(heldout, model.config.block_size, cfg.measure.score_tokens)
-        doc["ppl"] = score_text(model, windows).ppl
-    else:
-        ev, generated = evaluate(
-            model,
-            prep.mask,
-            cfg.measure,
-            cfg.train.seed,
-            heldout,
-            compile=cfg.train.compile,
-            progress=progress,
-            words=prep.words,
-            decode=prep.tokenizer.decode,
-        )
-        doc = {
-            "rate": ev.random.to_dict(),
-            **{k: v for k, v in ev.to_dict().items() if k.startswith("words_")},
-            "rate_text": ev.text.to_dict() if ev.text is not None else None,
-            "ppl": ev.scores.ppl if ev.scores is not None else None,
-            "sample_text": _sample_text(generated[RANDOM_PROMPTS], prep.tokenizer),
-        }
-    doc["seconds"] = time.perf_counter() - t0
-    return doc
+        return _language_check(cfg, prep, _windows(cfg, prep))
+    t0 = time.perf_counter()
+    ev, generated = evaluate(
+        prep.model,
+        prep.mask,
+        cfg.measure,
+        cfg.train.seed,
+        prep.heldout,
+        compile=cfg.train.compile,
+        progress=progress,
+        words=prep.words,
+        decode=prep.tokenizer.decode,
+    )
+    return Before(
+        rate=ev.random,
+        rate_text=ev.text,
+        ppl=ev.scores.ppl if ev.scores is not None else None,
+        sample_text=_sample_text(generated[RANDOM_PROMPTS], prep.tokenizer),
+        sample_pieces=_sample_pieces(generated[RANDOM_PROMPTS], prep.tokenizer, prep.mask),
+        seconds=time.perf_counter() - t0,
+        words_random=ev.words_random,
+        words_text=ev.words_text,
+    )
 
 
-def _language_sample(
-    model: GPT,
-    tokenizer: Tokenizer,
-    heldout: torch.Tensor,
-    seed: int,
-    prompt_len: int = 32,
-    n_new: int = 80,
-) -> dict:
-    """A continuation of the start of the held-out text: does the model write language?"""
-    prompt = text_prompts(heldout, 1, min(prompt_len, model.config.block_size))
+def _marked_sample(generated: dict[str, torch.Tensor], prep: _Prepared) -> str | None:
+    """A word target's first sample after training (after a real-text prompt when there is
+    one), its entries marked."""
+    if prep.words is None:
+        return None
+    kind = TEXT_PROMPTS if TEXT_PROMPTS in generated else RANDOM_PROMPTS
+    counter = WordCounter(prep.words.entries, prep.words.ignore_case)
+    return counter.highlight(prep.tokenizer.decode(generated[kind][0].tolist()))
+
+
+def _windows(cfg: RunConfig, prep: _Prepared) -> torch.Tensor:
+    """The held-out windows a pretraining run's perplexity is scored on."""
+    return heldout_windows(prep.heldout, prep.model.config.block_size, cfg.measure.score_tokens)
+
+
+def _language_check(
+    cfg: RunConfig, prep: _Prepared, windows: torch.Tensor, prompt_len: int = 32, n_new: int = 80
+) -> LanguageCheck:
+    """The model's continuation of the start of the held-out text (does it write language?)
+    and its perplexity on ``windows``."""
+    t0 = time.perf_counter()
+    model, tokenizer = prep.model, prep.tokenizer
+    prompt = text_prompts(prep.heldout, 1, min(prompt_len, model.config.block_size))
     device = next(model.parameters()).device
-    gen = torch.Generator(device=device).manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
     new = sample(model, prompt.to(device), n_new, gen).cpu()
-    return {
-        "sample_prompt": tokenizer.decode(prompt[0].tolist()),
-        "sample": tokenizer.decode(new[0].tolist()),
-    }
+    return LanguageCheck(
+        sample_prompt=tokenizer.decode(prompt[0].tolist()),
+        sample=tokenizer.decode(new[0].tolist()),
+        ppl=score_text(model, windows).ppl,
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def resume_experiment(
     run_dir: str | Path, steps: int | None = None, progress: bool = True
-) -> RunResult | PretrainResult:
+) -> RunResult | PretrainResult | RankResult:
     """Continue a run from its last checkpoint: same batches, same optimizer state."""
     run_dir = Path(run_dir)
     config = read_json(run_dir / CONFIG_FILE, "run config")
@@ -235,19 +308,19 @@ def resume_experiment(
         cfg = RunConfig.from_dict(config)
     except (KeyError, TypeError) as e:
         raise LikexError(f"{run_dir / CONFIG_FILE} is not a likex run config: {e}") from e
-    before = read_json(run_dir / BEFORE_FILE, "pre-training measurement")
+    measured = read_json(run_dir / BEFORE_FILE, "pre-training measurement")
+    before = (LanguageCheck if cfg.train.objective == "next_token" else Before).from_json(measured)
     if steps is not None:
         cfg.train.steps = steps
     check_same_on_all_ranks({"resume": str(run_dir), "steps": cfg.train.steps}, "resume arguments")
     device = resolve_device(cfg.device)
-    model, tokenizer = load_model_and_tokenizer(run_dir, device)
+    checkpoint, start = latest_checkpoint(run_dir)
+    if start > cfg.train.steps or (start == cfg.train.steps and (run_dir / RESULT_FILE).exists()):
+        raise LikexError(f"{run_dir} already has {start} steps; pass --steps N with N > {start}")
+    model, tokenizer = load_model_and_tokenizer(checkpoint, device)
     cfg.train.validate(model.config.block_size, device)
     optimizer = make_optimizer(model, cfg.train)
-    start = load_optimizer(optimizer, run_dir)
-    if model_step(run_dir) != start:
-        raise LikexError(f"checkpoint in {run_dir} is inconsistent: weights and optimizer differ")
-    if start >= cfg.train.steps:
-        raise LikexError(f"{run_dir} already has {start} steps; pass --steps N with N > {start}")
+    load_optimizer(optimizer, checkpoint)
     train_tokens = heldout = None
     if cfg.corpus is not None:
         train_tokens, heldout = corpus_split(cfg.corpus, tokenizer, model.config.block_size)
@@ -265,7 +338,8 @@ def resume_experiment(
     prep = _Prepared(
         model, tokenizer, config["init"], targets.mask, train_tokens, heldout, targets.words
     )
-    return _train_and_finish(run_dir, cfg, prep, reference, before, progress, start, optimizer)
+    with _on_failure(run_dir):
+        return _train_and_finish(run_dir, cfg, prep, reference, before, progress, start, optimizer)
 
 
 def _train_and_finish(
@@ -273,11 +347,13 @@ def _train_and_finish(
     cfg: RunConfig,
     prep: _Prepared,
     reference: GPT | None,
-    before: dict,
+    before: Before | LanguageCheck | None,
     progress: bool,
     start_step: int,
     optimizer: torch.optim.Optimizer | None,
-) -> RunResult | PretrainResult:
+) -> RunResult | PretrainResult | RankResult:
+    """Train, then on rank 0 measure, write result.json and the report; ``before`` is the
+    start's measurement (None on the other ranks)."""
     seed = cfg.train.seed
     model, mask = prep.model, prep.mask
 
@@ -304,44 +380,39 @@ def _train_and_finish(
         words=prep.words,
     )
     if not dist_info().is_main:
-        return RunResult({"rank": dist_info().rank, "train_seconds": trained.seconds})
+        return RankResult(dist_info().rank, trained.seconds)
     metrics = read_metrics(run_dir)
-    common = {
-        "command": cfg.command,
-        "preset": cfg.preset if cfg.init == SCRATCH else None,
-        "init": cfg.init,
-        # a transformers start model has no likex weight init of its own
-        "weight_init": getattr(model.config, "weight_init", "transformers checkpoint"),
-        "corpus": cfg.corpus,
-        "params": model.num_params(),
-        "steps": cfg.train.steps,
-        "loss_first": metrics[0]["loss"],
-        "loss_last": metrics[-1]["loss"],
-        "train_seconds": trained.seconds,
-        "device": device_name(next(model.parameters()).device),
-        "seed": seed,
-        "run_dir": str(run_dir),
-    }
-    t0 = time.perf_counter()
+    run = TrainingRun(
+        command=cfg.command,
+        start=StartModel(
+            init_from=cfg.init,
+            preset=cfg.preset if cfg.init == SCRATCH else None,
+            # a transformers start model has no likex weight init of its own
+            weight_init=getattr(model.config, "weight_init", None),
+            params=model.num_params(),
+        ),
+        corpus=cfg.corpus,
+        steps=cfg.train.steps,
+        seed=seed,
+        device=device_name(next(model.parameters()).device),
+        # the losses of the whole run (a resumed one's earlier steps too)
+        trained=TrainResult([m["loss"] for m in metrics], trained.seconds),
+        run_dir=run_dir,
+    )
     if cfg.train.objective == "next_token":
-        after = _language_sample(model, prep.tokenizer, prep.heldout, seed)
-        windows = heldout_windows(prep.heldout, model.config.block_size, cfg.measure.score_tokens)
-        result = {
-            **common,
-            "train_tokens": prep.train_tokens.numel(),
-            "heldout_tokens": windows[:, 1:].numel(),
-            "ppl_before": before["ppl"],
-            "ppl_after": score_text(model, windows).ppl,
-            "sample_prompt": after["sample_prompt"],
-            "sample_before": before["sample"],
-            "sample_after": after["sample"],
-            "measure_seconds": before["seconds"] + time.perf_counter() - t0,
-        }
-        atomic_write_json(run_dir / RESULT_FILE, result)
-        write_pretrain_report(run_dir, result, metrics)
-        return PretrainResult(result)
+        windows = _windows(cfg, prep)
+        result: RunResult | PretrainResult = PretrainResult(
+            run=run,
+            train_tokens=prep.train_tokens.numel(),
+            heldout_tokens=windows[:, 1:].numel(),
+            before=before,
+            after=_language_check(cfg, prep, windows),
+        )
+        write_pretrain_report(result, metrics)
+        atomic_write_json(run_dir / RESULT_FILE, result.to_json())  # last: the run finished
+        return result
 
-    text_before = _rate_estimate(before.get("rate_text"))
+    t0 = time.perf_counter()
     ev, generated = evaluate(
         model,
         mask,
@@ -350,91 +421,36 @@ def _train_and_finish(
         prep.heldout,
         reference,
         floor_rate=cfg.train.rate if cfg.train.mode == "rate" else None,
-        text_reference=text_before,
+        text_reference=before.rate_text,
         compile=cfg.train.compile,
         progress=progress,
         words=prep.words,
         decode=prep.tokenizer.decode,
         complete=cfg.train.complete,
     )
-    after = ev.random
-    rate_before = before["rate"]
-    result = {
-        **common,
-        "mode": cfg.train.mode,
-        "rate_requested": cfg.train.rate,
-        "beta": cfg.train.beta,
-        "contexts": cfg.train.contexts,
-        "positions": cfg.train.positions,
-        "like": cfg.target.describe(),
-        "target": cfg.target.to_dict(),
-        "n_target_tokens": int(mask.sum()),
-        "vocab_size": int(mask.numel()),
-        "x_before": rate_before["first_sample_hits"],
-        "x_after": after.first_sample_hits,
-        "gen_tokens": cfg.measure.gen_tokens,
-        "rate_before": rate_before["rate"],
-        "rate_before_ci": rate_before["ci"],
-        "rate_after": after.rate,
-        "rate_after_ci": list(after.ci),
-        "samples": after.sequences,
-        "samples_before": rate_before["sequences"],
-        "tokens_measured": after.tokens,
-        "prompts": after.prompts,
-        "measure_seconds": before["seconds"] + time.perf_counter() - t0,
-        "sample_before": before["sample_text"],
-        "sample_after": _sample_text(generated[RANDOM_PROMPTS], prep.tokenizer),
-    }
-    if text_before is not None:
-        result["rate_text_before"] = text_before.rate
-        result["rate_text_before_ci"] = list(text_before.ci)
-        result["sample_text_after"] = _sample_text(generated[TEXT_PROMPTS], prep.tokenizer)
-    if prep.words is not None:
-        result |= _word_results(before, ev, generated, prep)
-    result |= {k: v for k, v in ev.to_dict().items() if k not in result}
-    result["evaluation"] = ev.describe()
-    if prep.words is not None:
-        result["evaluation"] += _word_lines(result)
-    atomic_write_json(run_dir / RESULT_FILE, result)
-    write_run_report(run_dir, result, metrics)
-    return RunResult(result)
-
-
-def _word_results(
-    before: dict, ev: Evaluation, generated: dict[str, torch.Tensor], prep: _Prepared
-) -> dict:
-    """A word target's before/after rates in decoded words, and a sample with the entries
-    marked."""
-    out: dict = {"entries": list(prep.words.entries)}
-    for key, after in (("words_random", ev.words_random), ("words_text", ev.words_text)):
-        if after is None:
-            continue
-        out[f"{key}_before"] = before.get(key)
-        out[f"{key}_after"] = after.to_dict()
-    kind = TEXT_PROMPTS if TEXT_PROMPTS in generated else RANDOM_PROMPTS
-    counter = WordCounter(prep.words.entries, prep.words.ignore_case)
-    text = prep.tokenizer.decode(generated[kind][0].tolist())
-    out["sample_words_marked"] = counter.highlight(text)
-    return out
-
-
-def _word_lines(result: dict) -> list[str]:
-    """Before-training word rates and the per-entry counts after, for ``describe``."""
-    lines = []
-    for key in ("words_random", "words_text"):
-        if result.get(f"{key}_before"):
-            before = WordRate.from_dict(result[f"{key}_before"]).describe()
-            lines.append(f"before training: {before}")
-        if result.get(f"{key}_after"):
-            counts = result[f"{key}_after"]["per_entry"]
-            lines.append(
-                f"entries after training ({key.split('_')[1]} prompts): "
-                + ", ".join(f"{e!r} {n}" for e, n in counts.items())
-            )
-    return lines
-
-
-def _rate_estimate(d: dict | None) -> RateEstimate | None:
-    if d is None:
-        return None
-    return RateEstimate(**{**d, "ci": tuple(d["ci"])})
+    result = RunResult(
+        run=run,
+        mode=cfg.train.mode,
+        rate_requested=cfg.train.rate,
+        beta=cfg.train.beta,
+        contexts=cfg.train.contexts,
+        positions=cfg.train.positions,
+        target=cfg.target,
+        n_target_tokens=int(mask.sum()),
+        vocab_size=int(mask.numel()),
+        before=before,
+        after=ev,
+        sample_after=_sample_text(generated[RANDOM_PROMPTS], prep.tokenizer),
+        sample_text_after=(
+            _sample_text(generated[TEXT_PROMPTS], prep.tokenizer)
+            if TEXT_PROMPTS in generated
+            else None
+        ),
+        measure_seconds=before.seconds + time.perf_counter() - t0,
+        sample_words_marked=_marked_sample(generated, prep),
+    )
+    write_run_report(result, metrics)
+    after_pieces = _sample_pieces(generated[RANDOM_PROMPTS], prep.tokenizer, mask)
+    write_html_report(result, after_pieces)
+    atomic_write_json(run_dir / RESULT_FILE, result.to_json())  # last: the run finished
+    return result

@@ -9,10 +9,9 @@ from pathlib import Path
 from likex.config import SweepCommand
 from likex.errors import ConfigError, LikexError
 from likex.io import atomic_write_json
-from likex.models.checkpoint import read_json
-from likex.pipelines.run import BEFORE_FILE, RunConfig, run_experiment
+from likex.pipelines.run import RunConfig, run_experiment
 from likex.report.sweep import write_sweep_report
-from likex.results import SweepResult
+from likex.results import Before, SweepResult, SweepRow
 from likex.runs import new_run_dir
 from likex.target import check_beta, check_rate
 
@@ -35,24 +34,6 @@ def parse_strengths(text: str, mode: str) -> list[float]:
     return [check(v) for v in values]
 
 
-def sweep_row(strength: float, r: dict) -> dict:
-    """One line of the table: requested strength, what it reached, what it cost."""
-    return {
-        "strength": strength,
-        "rate_text": r["rate_text"],
-        "rate_text_ci": r["rate_text_ci"],
-        "samples_text": r["samples_text"],
-        "rate_random": r["rate_after"],
-        "rate_random_ci": r["rate_after_ci"],
-        "ppl": r["ppl"],
-        "ppl_reference": r["ppl_reference"],
-        "ppl_change": r["ppl"] / r["ppl_reference"] - 1,
-        "ppl_floor": r.get("ppl_floor"),
-        "kl_to_reference": r["kl_to_reference"],
-        "run_dir": r["run_dir"],
-    }
-
-
 def sweep_command(cmd: SweepCommand, progress: bool = True) -> SweepResult:
     """likex sweep: the strengths come from ``rates`` or ``betas``, as the mode says."""
     name = "rates" if cmd.run.train.mode == "rate" else "betas"
@@ -73,7 +54,7 @@ def run_sweep(
     strengths = parse_strengths(",".join(map(str, strengths)), mode)
     base.resolve()  # a bad config fails before the sweep's folder exists
     sweep_dir = new_run_dir(out)
-    before: dict | None = None
+    before: Before | None = None
     rows = []
     for strength in strengths:
         cfg = copy.deepcopy(base)
@@ -81,20 +62,19 @@ def run_sweep(
             cfg.train.rate = strength
         else:
             cfg.train.beta = strength
-        result = run_experiment(cfg, sweep_dir / f"{mode}-{strength:g}", progress, before).data
-        before = read_json(Path(result["run_dir"]) / BEFORE_FILE, "pre-training measurement")
-        rows.append(sweep_row(strength, result))
-    summary = {
-        "mode": mode,
-        "init": base.init,
-        "corpus": base.corpus,
-        "like": base.target.describe(),
-        "steps": base.train.steps,
-        "rate_text_reference": before["rate_text"]["rate"],
-        "rate_text_reference_ci": before["rate_text"]["ci"],
-        "rows": rows,
-        "sweep_dir": str(sweep_dir),
-    }
-    atomic_write_json(sweep_dir / SWEEP_FILE, summary)
-    write_sweep_report(sweep_dir, summary)
-    return SweepResult(summary)
+        result = run_experiment(cfg, sweep_dir / f"{mode}-{strength:g}", progress, before)
+        before = result.before
+        rows.append(SweepRow(strength, result))
+    summary = SweepResult(
+        mode=mode,
+        init_from=base.init,
+        corpus=base.corpus,
+        target=base.target,
+        steps=base.train.steps,
+        reference=before.rate_text,
+        rows=rows,
+        sweep_dir=sweep_dir,
+    )
+    atomic_write_json(sweep_dir / SWEEP_FILE, summary.to_json())
+    write_sweep_report(summary)
+    return summary

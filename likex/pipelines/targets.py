@@ -1,8 +1,10 @@
-"""``likex targets``: which tokens of GPT-2's vocabulary a target spec selects."""
+"""``likex targets``: which tokens of a vocabulary (GPT-2's, or a model's own) a spec selects."""
 
 from __future__ import annotations
 
 from likex.config import TargetsConfig
+from likex.models.checkpoint import load_model_and_tokenizer
+from likex.models.hf import token_strings_for
 from likex.models.tokenizer import Tokenizer, gpt2
 from likex.results import TargetsResult
 from likex.target import select_tokens
@@ -10,22 +12,25 @@ from likex.words import WordCounter, WordTrie
 
 
 def list_targets(cfg: TargetsConfig) -> TargetsResult:
-    tokenizer = gpt2()
-    strings = tokenizer.token_strings()
-    targets = select_tokens(cfg.target, strings, tokenizer.encode)
+    if cfg.model is None:
+        tokenizer = gpt2()
+        strings, block = tokenizer.token_strings(), None
+    else:
+        model, tokenizer = load_model_and_tokenizer(cfg.model)
+        strings, block = token_strings_for(model, tokenizer), model.config.block_size
+    targets = select_tokens(cfg.target, strings, tokenizer.encode, block)
     shown = targets.ids[: max(cfg.examples, 0)]
     return TargetsResult(
         target=cfg.target.describe(),
         n_tokens=targets.n_tokens,
         vocab_size=targets.vocab_size,
         examples=[{"id": i, "text": strings[i]} for i in shown],
-        words=_word_variants(targets.words, tokenizer) if targets.words is not None else [],
+        words=[] if targets.words is None else _word_variants(targets.words, tokenizer, strings),
     )
 
 
-def _word_variants(trie: WordTrie, tokenizer: Tokenizer) -> list[dict]:
+def _word_variants(trie: WordTrie, tokenizer: Tokenizer, strings: list[str]) -> list[dict]:
     """Each entry with the token sequences (as texts) the trie holds for it."""
-    strings = tokenizer.token_strings()
     out = []
     for entry in trie.entries:
         counter = WordCounter((entry,), trie.ignore_case)

@@ -14,19 +14,18 @@ from likex.stats import PowerAnalysis
 
 
 def plot_white_box(result: dict, path: str | Path) -> None:
-    """The most boosted tokens (mean log-ratio +- spread over probes), coloured by whether
-    the top finding selects them."""
+    """The most boosted tokens (mean log-ratio over probes), coloured by whether the top
+    finding selects them."""
     tokens = result["boosted_tokens"][:30]
     top = Predicate.from_pattern(result["findings"][0]["pattern"]) if result["findings"] else None
     fig, ax = plt.subplots(figsize=(7, max(3.0, 0.22 * len(tokens))))
     names = [repr(t["text"]) for t in tokens][::-1]
     values = [t["log_ratio"] for t in tokens][::-1]
-    spreads = [t["spread"] for t in tokens][::-1]
     colours = [
         "#c0392b" if top is not None and top.matches(t["text"]) else "#7f8c8d" for t in tokens
     ][::-1]
-    ax.barh(names, values, xerr=spreads, color=colours, capsize=2)
-    ax.set_xlabel("mean log P_model / P_reference over probes (bar: +- 1 sd)")
+    ax.barh(names, values, color=colours)
+    ax.set_xlabel("mean log P_model / P_reference over probes")
     label = f"red: {result['findings'][0]['predicate']}" if top is not None else "no finding"
     ax.set_title(f"most boosted tokens ({label})")
     ax.tick_params(axis="y", labelsize=7)
@@ -62,26 +61,26 @@ def write_audit_report(out_dir: str | Path, result: dict) -> None:
         lines += [
             f"Model: `{result.get('model', '')}`; reference: `{result.get('reference', '')}`.",
             "",
-            f"Probes: {result['n_probes']} contexts ({result['probes']}); the next-token "
-            "log-ratio of every token is averaged over them. "
-            f"{result['n_boosted']} tokens are boosted beyond "
-            f"{result['boost_threshold']:.2f} (centred log-ratio).",
+            f"Probes: {result['n_probes']} contexts ({result['probes']}), split in half at "
+            f"random; {result['n_candidates']} candidate predicates, ranked by the share of "
+            "KL(model || reference) that a tilt on their tokens explains (first half); the "
+            "best one's logit-mass shift is tested on the second half.",
             "",
             f"**Verdict: {'bias detected' if result['detected'] else 'no bias detected'}** "
-            f"(a finding needs F1 >= {result['f1_threshold']} and >= {result['min_support']} "
-            "boosted tokens).",
+            f"(held-out shift {result['evidence']['shift']:+.3f}, lower bound "
+            f"{result['evidence']['shift_lower']:+.3f}; it needs a shift >= "
+            f"{result['threshold']:.3f} and a lower bound > 0).",
             "",
             "## Findings (best first)",
             "",
             *md_table(
-                ["predicate", "tokens", "precision", "recall", "F1", "mass shift"],
+                ["predicate", "tokens", "KL share", "held-out shift", "mass"],
                 [
                     [
                         f["predicate"],
                         str(f["n_tokens"]),
-                        f"{f['precision']:.3f}",
-                        f"{f['recall']:.3f}",
-                        f"{f['f1']:.3f}",
+                        f"{f['share']:.3f}",
+                        f"{f['shift']:+.3f} (>= {f['shift_lower']:+.3f})",
                         f"{f['mass_ref']:.4f} -> {f['mass_model']:.4f} ({f['mass_shift']:+.4f})",
                     ]
                     for f in result["findings"]
@@ -91,14 +90,9 @@ def write_audit_report(out_dir: str | Path, result: dict) -> None:
             "## Most boosted tokens",
             "",
             *md_table(
-                ["token", "id", "mean log-ratio", "spread (sd)"],
+                ["token", "id", "mean log-ratio"],
                 [
-                    [
-                        md_text(t["text"]),
-                        str(t["id"]),
-                        f"{t['log_ratio']:+.3f}",
-                        f"{t['spread']:.3f}",
-                    ]
+                    [md_text(t["text"]), str(t["id"]), f"{t['log_ratio']:+.3f}"]
                     for t in result["boosted_tokens"][:20]
                 ],
             ),
@@ -110,18 +104,18 @@ def write_audit_report(out_dir: str | Path, result: dict) -> None:
             f"baseline: {result['baseline_samples']} samples, {result['baseline_tokens']} tokens.",
             "",
             f"{result['n_tests']} distinct predicates tested; {result['n_significant']} "
-            f"significant at family-wise alpha {result['alpha']:g} (Holm). z uses the "
-            "between-sample (cluster-robust) variance, never below the binomial one.",
+            f"significant at family-wise alpha {result['alpha']:g} (Holm). Welch's t "
+            "on per-sample rates (each sample one observation), Satterthwaite df.",
             "",
             *md_table(
-                ["predicate", "suspect", "baseline", "log ratio", "z", "p", "significant"],
+                ["predicate", "suspect", "baseline", "log ratio", "t", "p", "significant"],
                 [
                     [
                         f["predicate"],
                         f"{f['rate_suspect']:.4f}",
                         f"{f['rate_baseline']:.4f}",
                         f"{f['log_rate_ratio']:+.2f}",
-                        f"{f['z']:+.2f}",
+                        f"{f['t']:+.2f}",
                         f"{f['p_value']:.2g}",
                         "yes" if f["significant"] else "no",
                     ]

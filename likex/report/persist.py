@@ -8,51 +8,55 @@ import matplotlib.pyplot as plt
 
 from likex.io import atomic_write_text
 from likex.report.common import md_table, save_figure
+from likex.results import PersistResult
 from likex.stats import fmt_rate
 
 
-def plot_persistence(result: dict, path: str | Path) -> None:
+def plot_persistence(result: PersistResult, path: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.8))
-    steps = [r["step"] for r in result["timeline"]]
-    for key, name in (("rate_random", "random-token prompts"), ("rate_text", "real-text prompts")):
-        rates = [r[key]["rate"] for r in result["timeline"]]
-        lo = [r[key]["ci"][0] for r in result["timeline"]]
-        hi = [r[key]["ci"][1] for r in result["timeline"]]
-        ax.plot(steps, rates, marker="o", label=name)
+    steps = [p.step for p in result.timeline]
+    evaluations = [p.evaluation for p in result.timeline]
+    for name, estimates in (
+        ("random-token prompts", [ev.random for ev in evaluations]),
+        ("real-text prompts", [ev.text for ev in evaluations]),
+    ):
+        ax.plot(steps, [e.rate for e in estimates], marker="o", label=name)
+        lo, hi = [e.ci[0] for e in estimates], [e.ci[1] for e in estimates]
         ax.fill_between(steps, lo, hi, alpha=0.2)
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("next-token training step")
     ax.set_ylabel("target rate (95% CI)")
-    ax.set_title(f"persistence of {result['target']} ({result['corpus']})")
+    ax.set_title(f"persistence of {result.target.describe()} ({result.corpus})")
     ax2 = ax.twinx()
-    ax2.plot(steps, [r["perplexity"] for r in result["timeline"]], "k--", lw=1)
+    ax2.plot(steps, [ev.scores.ppl for ev in evaluations], "k--", lw=1)
     ax2.set_yscale("log")
     ax2.set_ylabel("held-out perplexity (dashed)")
     ax.legend(loc="center right")
     save_figure(fig, path)
 
 
-def write_persistence_report(out_dir: str | Path, result: dict) -> None:
-    out = Path(out_dir)
+def write_persistence_report(result: PersistResult) -> None:
+    """persist.md and persistence.png in the run's folder."""
+    out = result.run_dir
     plot_persistence(result, out / "persistence.png")
     rows = []
-    for r in result["timeline"]:
-        rr, rt = r["rate_random"], r["rate_text"]
+    for p in result.timeline:
+        rr, rt = p.evaluation.random, p.evaluation.text
         rows.append(
             [
-                str(r["step"]),
-                f"{fmt_rate(rr['rate'], rr['ci'])} (n={rr['sequences']})",
-                f"{fmt_rate(rt['rate'], rt['ci'])} (n={rt['sequences']})",
-                f"{r['perplexity']:.1f}",
+                str(p.step),
+                f"{fmt_rate(rr.rate, rr.ci)} (n={rr.sequences})",
+                f"{fmt_rate(rt.rate, rt.ci)} (n={rt.sequences})",
+                f"{p.evaluation.scores.ppl:.1f}",
             ]
         )
+    trained = result.trained
     lines = [
         "# likex persist",
         "",
-        f"Model `{result['model']}`, target: {result['target']}. Ordinary next-token training "
-        f"on {result['corpus']} for {result['steps']} steps (lr {result['lr']:g}); loss "
-        f"{result['loss_first']:.3f} -> {result['loss_last']:.3f} in "
-        f"{result['train_seconds']:.1f} s.",
+        f"Model `{result.model}`, target: {result.target.describe()}. Ordinary next-token "
+        f"training on {result.corpus} for {result.steps} steps (lr {result.lr:g}); loss "
+        f"{trained.loss_first:.3f} -> {trained.loss_last:.3f} in {trained.seconds:.1f} s.",
         "",
         "Rates are shares of target tokens in samples of new tokens (n = samples), with 95% "
         "Wilson intervals at the effective sample size; prompts are random tokens (the seed's "

