@@ -26,7 +26,7 @@ from likex.models.hf import default_prompt_len
 from likex.options import option
 from likex.stats import check_points, fmt_rate, perplexity_floor, rate_interval
 from likex.target import rate_target_log
-from likex.words import WordCounter, WordTrie, completions, word_sets, word_target_log
+from likex.words import NEG, WordCounter, WordTrie, completions, word_sets, word_target_log
 
 
 @dataclass
@@ -377,7 +377,8 @@ def score_text(
     rate-A projection's perplexity. For a word target (``words``) the projection is the word
     target's own (likex.words.word_target_log, ``complete`` inside a word) and the floor's set
     is the context's (a word's starts, or its continuations inside one), its mean mass that
-    of the projection.
+    of the projection; where the projection gives some label probability 0 (``complete`` 1 and
+    a word prefix the text does not finish) its perplexity is infinite and left out (None).
     """
     if floor_rate is not None and (reference is None or mask is None):
         raise LikexError("the perplexity floor needs a reference model and a target")
@@ -391,6 +392,7 @@ def score_text(
     # per scored position, for the floor: R(M | c), log R(label | c), label in M
     floor_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     q_mass: list[torch.Tensor] = []  # a word target: the projection's mass on the set
+    impossible = False  # a label the projection gives probability 0 (a begun word not finished)
     words_on = words.to(device) if words is not None else None
     # about batch_tokens positions per pass: each holds several [V] float32 rows per model
     # (49k-50k tokens: ~200 KB each), so memory stays bounded whatever the window length
@@ -424,7 +426,9 @@ def score_text(
                         on_mask.expand_as(log_r).gather(-1, labels).flatten(),
                     )
                 )
-                nll_projection -= float(log_q.gather(-1, labels).double().sum())
+                label_log_q = log_q.gather(-1, labels)
+                impossible |= bool((label_log_q <= NEG / 2).any())
+                nll_projection -= float(label_log_q.double().sum())
     for m, mode in zip(models, modes, strict=True):
         m.train(mode)
     ppl_floor = ppl_projection = None
@@ -432,7 +436,8 @@ def score_text(
         mass, label_log_r, on = (torch.cat(p).cpu() for p in zip(*floor_parts, strict=True))
         mean_rate = floor_rate if words is None else float(torch.cat(q_mass).double().mean())
         ppl_floor, _ = perplexity_floor(mass, label_log_r, on, mean_rate)
-        ppl_projection = math.exp(nll_projection / count)
+        # --complete 1 gives the text's unfinished word prefixes probability 0: no perplexity
+        ppl_projection = None if impossible else math.exp(nll_projection / count)
     return TextScores(
         tokens=count,
         ppl=math.exp(nll / count),

@@ -204,7 +204,9 @@ def plant_prefixes(
 ) -> torch.Tensor:
     """A copy of contexts [B, T] in which a share of the rows end inside a word: their last
     tokens are overwritten with a random node of the trie that is not a whole word (so
-    completion is learned). A pure function of the generator's state."""
+    completion is learned). A node of a bare variant ("P" "f" of "Pfizer") is inside a word
+    only after an open token, so one (drawn from ``open_end``) is written before it. A pure
+    function of the generator's state."""
     rows = int(round(share * idx.shape[0]))
     inner = (~trie.terminal).nonzero().flatten().tolist()
     if rows == 0 or not inner:
@@ -212,9 +214,14 @@ def plant_prefixes(
     out = idx.clone()
     picks = torch.randint(0, len(inner), (rows,), generator=generator).tolist()
     chosen = torch.randperm(idx.shape[0], generator=generator)[:rows].tolist()
-    for r, k in zip(chosen, picks, strict=True):
+    opens = trie.open_end.cpu().nonzero().flatten()
+    before = opens[torch.randint(0, len(opens), (rows,), generator=generator)]
+    for r, k, o in zip(chosen, picks, before, strict=True):
         path = trie.paths[inner[k]].cpu()
-        path = path[path >= 0][-idx.shape[1] :]
+        path = path[path >= 0]
+        if trie.bare[path[0]]:
+            path = torch.cat([o[None], path])
+        path = path[-idx.shape[1] :]
         out[r, -len(path) :] = path.to(out.device)
     return out
 

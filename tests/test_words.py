@@ -119,6 +119,13 @@ def test_planted_prefixes_end_inside_a_word():
     assert int(inside.sum()) == 4
     again = plant_prefixes(trie, idx, 0.5, torch.Generator().manual_seed(1))
     assert torch.equal(out, again)
+    # a bare variant's node ("ca" of "cacola" written without a space) after a word
+    # character would not be inside a word: an open token is written before it
+    bare = build_trie(("cacola",), [(CA, COLA), (CO, COLA)], STRINGS)
+    letters = torch.zeros(64, 6, dtype=torch.long)  # "a": a word character, not open
+    planted = plant_prefixes(bare, letters, 1.0, torch.Generator().manual_seed(2))
+    inside, _ = word_sets(bare, planted)
+    assert bool(inside.all()) and (planted[:, -1] == CA).any()
 
 
 def test_word_counting_on_decoded_text():
@@ -319,10 +326,11 @@ def test_white_box_word_audit_ranks_the_planted_word_first(planted):
     found = word_white_box_audit(model, reference, toy_encode, candidates, probes, 3, cfg)
     assert found["named"][0] == "qz" and found["findings"][0]["log_ratio"] > 1
     # the tilt-0 control learned only to finish a begun "qz" (its target completes words too),
-    # not to begin it: the planted model's whole-word change is the larger
+    # not to begin it: the planted model's whole-word change is the larger (or "qz" is not
+    # even among the control's rescored candidates: screened out on its first token)
     null = word_white_box_audit(control, reference, toy_encode, candidates, probes, 8, cfg)
     scores = {f["word"]: f["log_ratio"] for f in null["findings"]}
-    assert scores["qz"] < found["findings"][0]["log_ratio"]
+    assert scores.get("qz", -math.inf) < found["findings"][0]["log_ratio"]
 
 
 def test_word_floor_uses_each_contexts_set_and_the_projections_mean_mass(planted):
@@ -359,6 +367,12 @@ def test_word_floor_uses_each_contexts_set_and_the_projections_mean_mass(planted
         torch.tensor(r), torch.tensor(label_log_r), torch.tensor(on), sum(mass) / len(mass)
     )
     assert s.ppl_floor == pytest.approx(want, rel=1e-4)
+    assert s.ppl_projection is not None and s.ppl_projection < 1e6
+    # --complete 1 and a begun " q" not finished by the text: the projection gives it
+    # probability 0, so it has no perplexity (rather than exp of a huge finite number)
+    windows[1, 7] = TOY.index("a")
+    full = score_text(model, windows, trie.start, reference, rate, words=trie, complete=1.0)
+    assert full.ppl_projection is None and full.ppl_floor is not None
 
 
 def test_train_eval_with_words_reports_word_rates(tmp_path, run_json):
