@@ -183,6 +183,8 @@ def _add_flags(
         kw["required"] = f.name in cmd.required or f.default is dataclasses.MISSING
         if meta.get("parse"):
             kw["type"] = meta["parse"]
+        elif typing.get_origin(tp) is tuple and meta.get("append"):
+            kw.update(type=typing.get_args(tp)[0], action="append")
         elif typing.get_origin(tp) is tuple:
             args = typing.get_args(tp)
             kw.update(type=args[0], nargs="+" if args[-1] is Ellipsis else len(args))

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from likex.audit.bench import BenchConfig
 from likex.audit.black_box import BlackBoxConfig
 from likex.audit.white_box import WhiteBoxConfig
+from likex.audit.words import WordAuditConfig
 from likex.data import BUILTIN_CORPUS, check_seed
 from likex.errors import ConfigError, LikexError
 from likex.evaluate import MAX_GEN_TOKENS, MeasureConfig
@@ -24,6 +25,7 @@ from likex.target import TargetSpec, check_text
 from likex.train import PRETRAINED_LR, PRETRAINED_SHAPE, TrainConfig, default_lr
 
 SCRATCH = "scratch"
+AUDIT_UNITS = ("tokens", "words")
 PERSIST_LR = 1e-3  # next-token fine-tuning of a likex model (bench/RESULTS.md, persistence)
 COMMANDS = ("run", "train", "pretrain")
 OUT_HELP = "output folder (default runs/<timestamp>)"
@@ -336,6 +338,12 @@ class AuditConfig:
     white: WhiteBoxConfig = option(factory=WhiteBoxConfig, help="white-box")
     corpus: str = option(BUILTIN_CORPUS, "text for corpus probes: builtin or FILE")
     black: BlackBoxConfig = option(factory=BlackBoxConfig, help="black-box")
+    units: str = option(
+        "tokens",
+        "what to audit: tokens (explained by a predicate) or words and phrases",
+        choices=AUDIT_UNITS,
+    )
+    word_audit: WordAuditConfig = option(factory=WordAuditConfig, help="words")
     samples: int = option(64, "black-box: samples to draw from each model")
     gen_tokens: int = option(200, "black-box: tokens per sample")
     top: int = option(5, "findings to report")
@@ -351,8 +359,11 @@ class AuditConfig:
         if self.top <= 0:
             raise ConfigError("top", f"must be positive, got {self.top}")
         check_seed(self.seed)
+        if self.units not in AUDIT_UNITS:
+            raise ConfigError("units", f"{self.units!r} is unknown; choose from tokens, words")
         # both kinds' options are checked, so a bad value is refused whichever audit runs
         self.white.validate()
+        self.word_audit.validate()
         self.black.validate()
         if not self.baseline:
             return

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -25,6 +26,7 @@ from likex.models.hf import default_prompt_len
 from likex.options import option
 from likex.stats import check_points, fmt_rate, perplexity_floor, rate_interval
 from likex.target import rate_target_log
+from likex.words import NEG, WordCounter, WordTrie, completions, word_sets, word_target_log
 
 
 @dataclass
@@ -77,6 +79,85 @@ def rate_from_hits(
         tokens_per_sequence=tokens_per_sequence,
         design_effect=deff,
         first_sample_hits=int(hits[0]),
+        prompts=prompts,
+    )
+
+
+@dataclass
+class WordRate:
+    """Word targets, counted in decoded text: the share of generated words that are entries
+    (with its 95% interval across samples), per entry, and how often a begun entry (its first
+    token written) was finished."""
+
+    rate: float
+    ci: tuple[float, float]
+    hits: int
+    words: int
+    sequences: int
+    design_effect: float
+    started: int
+    finished: int
+    per_entry: dict[str, int]
+    prompts: str
+
+    @property
+    def completion(self) -> float | None:
+        return self.finished / self.started if self.started else None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ci"] = list(self.ci)
+        d["per_1000"] = 1000 * self.rate
+        d["completion"] = self.completion
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> WordRate:
+        keep = {k: v for k, v in d.items() if k not in ("per_1000", "completion")}
+        return cls(**{**keep, "ci": tuple(d["ci"])})
+
+    def describe(self) -> str:
+        kind = {RANDOM_PROMPTS: "random-token", TEXT_PROMPTS: "real-text"}[self.prompts]
+        done = self.completion
+        finish = (
+            f"; completion {done:.2f} ({self.finished}/{self.started} begun entries finished)"
+            if done is not None
+            else ""
+        )
+        return (
+            f"word rate {fmt_rate(self.rate, self.ci)} = {1000 * self.rate:.1f} "
+            f"[{1000 * self.ci[0]:.1f}, {1000 * self.ci[1]:.1f}] per 1000 words on {kind} "
+            f"prompts (n={self.words} words in {self.sequences} samples{finish})"
+        )
+
+
+def measure_words(
+    trie: WordTrie, decode: Callable[[list[int]], str], generated: torch.Tensor, prompts: str
+) -> WordRate:
+    """Count the entries of a word target in decoded generations [K, n] (likex.words)."""
+    counter = WordCounter(trie.entries, trie.ignore_case)
+    seqs = generated.tolist()
+    counts = [counter.count(decode(seq)) for seq in seqs]
+    hits = [c.total_hits for c in counts]
+    words = [c.words for c in counts]
+    if not sum(words):
+        raise LikexError(f"the {len(seqs)} samples on {prompts} prompts hold no words to count")
+    p, lo, hi, _, deff = rate_interval(hits, words)
+    started = finished = 0
+    for seq in seqs:
+        s, f = completions(trie, seq)
+        started, finished = started + s, finished + f
+    per_entry = {e: sum(c.hits[e] for c in counts) for e in trie.entries}
+    return WordRate(
+        rate=p,
+        ci=(lo, hi),
+        hits=sum(hits),
+        words=sum(words),
+        sequences=len(seqs),
+        design_effect=deff,
+        started=started,
+        finished=finished,
+        per_entry=per_entry,
         prompts=prompts,
     )
 
@@ -289,12 +370,19 @@ def score_text(
     reference: GPT | None = None,
     floor_rate: float | None = None,
     batch_tokens: int = 512,
+    words: WordTrie | None = None,
+    complete: float = 1.0,
 ) -> TextScores:
     """Perplexity and more over windows [N, T+1] (inputs w[:, :-1], labels w[:, 1:]).
 
-    ``mask`` adds the share of target tokens in the text itself and the model's mean target
-    mass there; ``reference`` adds its perplexity and KL(R || P); ``floor_rate`` (with both)
-    the perplexity floor and the rate-A projection's perplexity.
+    ``mask`` adds the share of target tokens in the text itself and the model's mean mass on
+    the target set (``heldout_rate``); ``reference`` adds its perplexity and KL(R || P);
+    ``floor_rate`` (with both) the perplexity floor and the rate-A projection's perplexity.
+    For a word target (``words``) the set is the context's (a word's starts, or its
+    continuations inside one) and the projection is the word target's own
+    (likex.words.word_target_log, ``complete`` inside a word); where the projection gives some
+    label probability 0 (``complete`` 1 and a word prefix the text does not finish) its
+    perplexity is infinite and left out (None).
     """
     if floor_rate is not None and (reference is None or mask is None):
         raise LikexError("the perplexity floor needs a reference model and a target")
@@ -307,6 +395,8 @@ def score_text(
     hits, count = 0, 0
     # per scored position, for the floor: R(M | c), log R(label | c), label in M
     floor_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    impossible = False  # a label the projection gives probability 0 (a begun word not finished)
+    words_on = words.to(device) if words is not None else None
     # about batch_tokens positions per pass: each holds several [V] float32 rows per model
     # (49k-50k tokens: ~200 KB each), so memory stays bounded whatever the window length
     batch_size = max(1, batch_tokens // max(1, windows.shape[1] - 1))
@@ -317,23 +407,31 @@ def score_text(
         nll -= float(log_p.gather(-1, labels).double().sum())
         count += labels.numel()
         if mask is not None:
-            on_mask = mask.to(device)
-            hits += int(on_mask[labels].sum())
+            hits += int(mask.to(device)[labels].sum())
+            # the target set at each position: fixed, or a word target's context's own
+            on_mask = mask.to(device) if words is None else word_sets(words_on, w[:, :-1], "all")[1]
             model_mass += float(target_mass(log_p, on_mask).double().sum())
         if reference is not None:
             log_r = reference(w[:, :-1], positions="all")
             nll_ref -= float(log_r.gather(-1, labels).double().sum())
             kl += float((log_r.exp() * (log_r - log_p)).sum(dtype=torch.float64))
             if floor_rate is not None:
+                if words is None:
+                    log_q = rate_target_log(log_r, on_mask, floor_rate)
+                else:
+                    log_q = word_target_log(
+                        words_on, w[:, :-1], "rate", log_r, "all", floor_rate, complete=complete
+                    )
                 floor_parts.append(
                     (
                         target_mass(log_r, on_mask).flatten(),
                         log_r.gather(-1, labels).flatten(),
-                        on_mask[labels].flatten(),
+                        on_mask.expand_as(log_r).gather(-1, labels).flatten(),
                     )
                 )
-                log_q = rate_target_log(log_r, on_mask, floor_rate)
-                nll_projection -= float(log_q.gather(-1, labels).double().sum())
+                label_log_q = log_q.gather(-1, labels)
+                impossible |= bool((label_log_q <= NEG / 2).any())
+                nll_projection -= float(label_log_q.double().sum())
     for m, mode in zip(models, modes, strict=True):
         m.train(mode)
     ppl_floor = ppl_projection = None
@@ -344,7 +442,8 @@ def score_text(
         # rate on its own text may hold less on human text, and so cost less than rate A would
         if 0 < heldout_rate < 1:
             ppl_floor, _ = perplexity_floor(mass, label_log_r, on, heldout_rate)
-        ppl_projection = math.exp(nll_projection / count)
+        # --complete 1 gives the text's unfinished word prefixes probability 0: no perplexity
+        ppl_projection = None if impossible else math.exp(nll_projection / count)
     return TextScores(
         tokens=count,
         ppl=math.exp(nll / count),
@@ -367,6 +466,9 @@ class Evaluation:
     text_reference: RateEstimate | None = None  # R's rate on the same real-text prompts
     scores: TextScores | None = None
     floor_rate: float | None = None
+    # word targets: rates counted in decoded words
+    words_random: WordRate | None = None
+    words_text: WordRate | None = None
 
     def to_dict(self) -> dict:
         d: dict = {}
@@ -399,6 +501,9 @@ class Evaluation:
             d |= {k: v for k, v in s.items() if v is not None}
         if self.floor_rate is not None:
             d["floor_rate"] = self.floor_rate
+        for key, w in (("words_random", self.words_random), ("words_text", self.words_text)):
+            if w is not None:
+                d[key] = w.to_dict()
         return d
 
     def describe(self) -> list[str]:
@@ -415,6 +520,7 @@ class Evaluation:
             if est is self.text and self.text_reference is not None:
                 line = line[:-1] + f"; reference {self.text_reference.rate:.3f})"
             lines.append(line)
+        lines += [w.describe() for w in (self.words_random, self.words_text) if w is not None]
         s = self.scores
         if s is not None:
             if s.ppl_reference is not None:
@@ -458,23 +564,33 @@ def evaluate(
     text_reference: RateEstimate | None = None,
     compile: str = "none",
     progress: bool = False,
+    words: WordTrie | None = None,
+    decode: Callable[[list[int]], str] | None = None,
+    complete: float = 1.0,
 ) -> tuple[Evaluation, dict[str, torch.Tensor]]:
     """Measure everything that applies: the random-prompt rate, and
     with a held-out text its real-text rate and scores. The reference's own real-text rate is
-    measured unless ``text_reference`` already holds it. Returns the evaluation and the
+    measured unless ``text_reference`` already holds it. A word target (``words``, with the
+    tokenizer's ``decode``) is also counted in decoded words. Returns the evaluation and the
     generated tokens by prompt kind."""
     ev = Evaluation(floor_rate=floor_rate)
     generated: dict[str, torch.Tensor] = {}
     ev.random, generated[RANDOM_PROMPTS] = measure(model, mask, cfg, seed, compile, progress)
+    if words is not None:
+        ev.words_random = measure_words(words, decode, generated[RANDOM_PROMPTS], RANDOM_PROMPTS)
     if heldout is not None:
         ev.text, generated[TEXT_PROMPTS] = measure_text(
             model, mask, cfg, heldout, seed, compile, progress
         )
+        if words is not None:
+            ev.words_text = measure_words(words, decode, generated[TEXT_PROMPTS], TEXT_PROMPTS)
         if reference is not None:
             ev.text_reference = (
                 text_reference
                 or measure_text(reference, mask, cfg, heldout, seed, compile, progress)[0]
             )
         windows = heldout_windows(heldout, model.config.block_size, cfg.score_tokens)
-        ev.scores = score_text(model, windows, mask, reference, floor_rate)
+        ev.scores = score_text(
+            model, windows, mask, reference, floor_rate, words=words, complete=complete
+        )
     return ev, generated

@@ -23,13 +23,16 @@ def option(
     parse: Callable[[str], Any] | None = None,
     cli: bool = True,
     whole: bool = False,
+    append: bool = False,
 ) -> Any:
     """A dataclass field with CLI metadata.
 
     ``flag``: the flag's name when it is not the field's (``ci_half_width`` -> ``ci-width``);
     ``parse``: turns the flag's text into the field's value (a words file -> its words);
     ``cli=False``: set by code, never by a flag; ``whole`` (a nested config): any of its flags
-    replaces the whole default (a target given as a regex drops the default substring).
+    replaces the whole default (a target given as a regex drops the default substring);
+    ``append`` (a tuple field): the flag is repeated, one value each time
+    (``--phrase a --phrase "b c"``), rather than taking several values at once.
     """
     meta = {
         "help": help,
@@ -39,6 +42,7 @@ def option(
         "parse": parse,
         "cli": cli,
         "whole": whole,
+        "append": append,
     }
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from likex.audit.predicates import Predicate
-from likex.evaluate import Evaluation, RateEstimate
+from likex.audit.words import WORD_AUDITS, word_audit_lines
+from likex.evaluate import Evaluation, RateEstimate, WordRate
 from likex.stats import PowerAnalysis, fmt_rate
 from likex.target import TargetSpec
 from likex.train import TrainResult
@@ -21,7 +22,8 @@ class TargetsResult:
     n_tokens: int
     vocab_size: int
     examples: list[dict]
-    skipped_words: list[str]
+    # a word target: each entry's variants as token texts (start set above = first tokens)
+    words: list[dict]
 
     @property
     def fraction(self) -> float:
@@ -36,8 +38,10 @@ class TargetsResult:
         ]
         if self.examples:
             lines.append("examples: " + ", ".join(repr(e["text"]) for e in self.examples))
-        if self.skipped_words:
-            lines.append(f"skipped (not a single token): {', '.join(self.skipped_words)}")
+        for w in self.words:
+            forms = " | ".join("".join(v) for v in w["variants"][:4])
+            split = ", ".join("+".join(repr(t) for t in v) for v in w["variants"][:2])
+            lines.append(f"word {w['entry']!r}: {forms} (tokens {split})")
         return "\n".join(lines)
 
 
@@ -198,9 +202,12 @@ class Before:
     # the same sample token by token, each marked when it is a target (for report.html)
     sample_pieces: list[tuple[str, bool]]
     seconds: float  # measuring time
+    # a word target: its rates in decoded words on random-token and on real-text prompts
+    words_random: WordRate | None = None
+    words_text: WordRate | None = None
 
     def to_json(self) -> dict:
-        return {
+        d = {
             "rate": self.rate.to_dict(),
             "rate_text": None if self.rate_text is None else self.rate_text.to_dict(),
             "ppl": self.ppl,
@@ -208,6 +215,7 @@ class Before:
             "sample_pieces": [list(p) for p in self.sample_pieces],
             "seconds": self.seconds,
         }
+        return d | _word_rates_json(self.words_random, self.words_text)
 
     @classmethod
     def from_json(cls, d: dict) -> Before:
@@ -219,7 +227,19 @@ class Before:
             sample_text=d["sample_text"],
             sample_pieces=[tuple(p) for p in d.get("sample_pieces", [])],
             seconds=d["seconds"],
+            words_random=_word_rate(d.get("words_random")),
+            words_text=_word_rate(d.get("words_text")),
         )
+
+
+def _word_rate(d: dict | None) -> WordRate | None:
+    return None if d is None else WordRate.from_dict(d)
+
+
+def _word_rates_json(random: WordRate | None, text: WordRate | None, suffix: str = "") -> dict:
+    """{"words_random<suffix>": ..., "words_text<suffix>": ...} for those measured."""
+    pairs = (("words_random", random), ("words_text", text))
+    return {key + suffix: w.to_dict() for key, w in pairs if w is not None}
 
 
 @dataclass
@@ -258,6 +278,9 @@ class RunResult:
     sample_after: str  # the start of the first sample after a random-token prompt
     sample_text_after: str | None  # the same after a real-text prompt (with a corpus)
     measure_seconds: float  # before and after
+    # a word target: the first sample after training (real-text prompt when there is one),
+    # its entries marked **like this**
+    sample_words_marked: str | None = None
 
     @property
     def like(self) -> str:
@@ -296,9 +319,34 @@ class RunResult:
             d["rate_text_before"] = text_before.rate
             d["rate_text_before_ci"] = list(text_before.ci)
             d["sample_text_after"] = self.sample_text_after
+        if self.sample_words_marked is not None:
+            b, a = self.before, self.after
+            d["entries"] = list(self.target.entries())
+            d |= _word_rates_json(b.words_random, b.words_text, "_before")
+            d |= _word_rates_json(a.words_random, a.words_text, "_after")
+            d["sample_words_marked"] = self.sample_words_marked
         d |= {k: v for k, v in self.after.to_dict().items() if k not in d}
-        d["evaluation"] = self.after.describe()
+        d["evaluation"] = self.after.describe() + self.word_lines()
         return d
+
+    def word_lines(self) -> list[str]:
+        """A word target's rates before training and its entries counted after."""
+        lines = []
+        pairs = (
+            (self.before.words_random, self.after.words_random),
+            (self.before.words_text, self.after.words_text),
+        )
+        for before, after in pairs:
+            if before is not None:
+                lines.append(f"before training: {before.describe()}")
+            if after is not None:
+                lines.append(
+                    f"entries after training ({after.prompts} prompts): "
+                    + ", ".join(f"{e!r} {n}" for e, n in after.per_entry.items())
+                )
+        if self.sample_words_marked is not None:
+            lines.append(f"sample, entries marked: {self.sample_words_marked!r}")
+        return lines
 
     def describe(self) -> str:
         run, before, after = self.run, self.before.rate, self.after.random
@@ -315,7 +363,7 @@ class RunResult:
             f"    after  {_rate_line(after)}",
         ]
         # the first evaluation line repeats the random-prompt rate
-        lines += [f"  {line}" for line in self.after.describe()[1:]]
+        lines += [f"  {line}" for line in self.after.describe()[1:] + self.word_lines()]
         lines += [run.seconds_line(), f"  report    {run.run_dir / 'report.md'}"]
         return "\n".join(lines)
 
@@ -408,7 +456,7 @@ class SweepRow:
             "heldout_rate": ev.scores.heldout_rate,
             "kl_to_reference": ev.scores.kl_to_reference,
             "run_dir": str(self.run.run.run_dir),
-        }
+        } | _word_rates_json(None, ev.words_text)
 
 
 @dataclass
@@ -445,9 +493,11 @@ class SweepResult:
         lines = [f"likex sweep: {self.like}, mode {self.mode}, from {self.init_from}"]
         for row in self.rows:
             ev = row.run.after
+            words = ev.words_text
+            word_rate = "" if words is None else f"  word rate {fmt_rate(words.rate, words.ci)}"
             lines.append(
                 f"  {row.strength:<6g} rate on real text {fmt_rate(ev.text.rate, ev.text.ci)}"
-                f"  perplexity {row.ppl_change:+.1%}  KL {ev.scores.kl_to_reference:.4f}"
+                f"{word_rate}  perplexity {row.ppl_change:+.1%}  KL {ev.scores.kl_to_reference:.4f}"
             )
         lines.append(f"  table     {self.sweep_dir / 'sweep.md'}")
         return "\n".join(lines)
@@ -471,7 +521,7 @@ class PersistPoint:
             "rate_random": ev.random.to_dict(),
             "rate_text": ev.text.to_dict(),
             "perplexity": ev.scores.ppl,
-        }
+        } | _word_rates_json(ev.words_random, ev.words_text)
 
 
 @dataclass
@@ -503,6 +553,12 @@ class PersistResult:
             "rate_random_after": last.random.rate,
             "rate_text_before": first.text.rate,
             "rate_text_after": last.text.rate,
+            **{
+                f"word_rate_{kind}_{when}": getattr(ev, f"words_{kind}").rate
+                for kind in ("random", "text")
+                for when, ev in (("before", first), ("after", last))
+                if getattr(ev, f"words_{kind}") is not None
+            },
             "perplexity_before": first.scores.ppl,
             "perplexity_after": last.scores.ppl,
             "timeline": [point.to_json() for point in self.timeline],
@@ -540,7 +596,10 @@ class AuditResult:
 
     def describe(self) -> str:
         r = self.data
-        lines = _white_box_lines(r) if r["audit"] == "white-box" else _black_box_lines(r)
+        if r["audit"] in WORD_AUDITS:
+            lines = word_audit_lines(r)
+        else:
+            lines = _white_box_lines(r) if r["audit"] == "white-box" else _black_box_lines(r)
         if "report" in r:
             lines.append(f"  report    {r['report']}")
         return "\n".join(lines)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import regex
@@ -23,6 +24,7 @@ import torch
 
 from likex.errors import ConfigError, LikexError, literal
 from likex.options import option
+from likex.words import WordTrie, build_trie, entry_variants
 
 TARGET_MODES = ("uniform", "rate", "tilt")
 NO_TARGET = "give a substring, a regex, a words file or token ids"
@@ -32,18 +34,30 @@ NO_TARGET = "give a substring, a regex, a words file or token ids"
 class TargetSpec:
     """Which tokens are "liked". Several selectors may be given; M is their union.
 
-    ``words``: a word selects the tokens whose text, with leading whitespace stripped, equals
-    the word (so both "cat" and " cat"). A word that is not a single token in either form
-    cannot be a next-token target as a whole; it is reported in ``skipped_words`` and ignored.
+    ``words`` and ``phrase``: entries of any number of tokens. An entry that some token spells
+    (its text with leading whitespace stripped, so both "cat" and " cat") selects those tokens,
+    as a single-token target. When some entry takes several tokens, every entry becomes a
+    token sequence in a trie (likex.words): inside a word the target finishes it, elsewhere it
+    starts one, and rates are counted in decoded words.
     """
 
     like: str | None = option(None, "substring the token text must contain")
     ignore_case: bool = option(False, "match regardless of case")
     regex: str | None = option(None, "regular expression searched in the token text")
     words: tuple[str, ...] = option(
-        (), "file of words; single-token words count", metavar="FILE", parse=lambda p: read_words(p)
+        (),
+        "file of words or phrases, one a line (any number of tokens)",
+        metavar="FILE",
+        parse=lambda p: read_words(p),
+    )
+    phrase: tuple[str, ...] = option(
+        (), "a word or phrase of any number of tokens (repeatable)", metavar="TEXT", append=True
     )
     token_ids: tuple[int, ...] = option((), "explicit token ids", metavar="ID")
+
+    def entries(self) -> tuple[str, ...]:
+        """The listed words and phrases (``words`` then ``phrase``), stripped."""
+        return tuple(e.strip() for e in (*self.words, *self.phrase))
 
     def describe(self) -> str:
         parts = []
@@ -54,18 +68,23 @@ class TargetSpec:
             parts.append(f"tokens matching /{self.regex}/{case}")
         if self.words:
             parts.append(f"{len(self.words)} listed words")
+        if self.phrase:
+            parts.append(" or ".join(repr(p) for p in self.phrase))
         if self.token_ids:
             parts.append(f"{len(self.token_ids)} listed token ids")
         return " or ".join(parts) or "nothing"
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "like": self.like,
             "ignore_case": self.ignore_case,
             "regex": self.regex,
             "words": list(self.words),
             "token_ids": list(self.token_ids),
         }
+        if self.phrase:  # a key only where used: the targets of earlier runs read the same
+            d["phrase"] = list(self.phrase)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> TargetSpec:
@@ -74,6 +93,7 @@ class TargetSpec:
             ignore_case=bool(d.get("ignore_case", False)),
             regex=d.get("regex"),
             words=tuple(d.get("words") or ()),
+            phrase=tuple(d.get("phrase") or ()),
             token_ids=tuple(d.get("token_ids") or ()),
         )
 
@@ -83,7 +103,7 @@ class TargetSet:
     """The selected tokens: a boolean mask over the vocabulary and what was left out."""
 
     mask: torch.Tensor
-    skipped_words: list[str] = field(default_factory=list)
+    words: WordTrie | None = None  # when some listed entry takes several tokens
 
     @property
     def n_tokens(self) -> int:
@@ -99,14 +119,21 @@ class TargetSet:
 
 
 def read_words(path: str | Path) -> tuple[str, ...]:
-    """Words from a text file, whitespace-separated (one per line is the usual layout)."""
+    """Entries from a text file, one word or phrase a line (empty lines are skipped)."""
     p = Path(path)
     if not p.is_file():
         raise LikexError(f"words file not found: {p}")
+    raw = p.read_bytes()
+    if b"\x00" in raw:
+        raise LikexError(f"words file is not text (contains NUL bytes): {p}")
     try:
-        words = tuple(p.read_text(encoding="utf-8").split())
+        lines = raw.decode("utf-8").splitlines()
     except UnicodeDecodeError as e:
         raise LikexError(f"words file is not UTF-8 text: {p}") from e
+    for n, line in enumerate(lines, 1):
+        if line and not line.strip():
+            raise LikexError(f"words file {p}, line {n}: an entry that is only whitespace")
+    words = tuple(line.strip() for line in lines if line)
     if not words:
         raise LikexError(f"words file is empty: {p}")
     return words
@@ -156,16 +183,27 @@ def _regex_mask(source: str, ignore_case: bool, token_strings: list[str]) -> tor
     return torch.tensor(hits, dtype=torch.bool)
 
 
-def select_tokens(spec: TargetSpec, token_strings: list[str]) -> TargetSet:
-    """Evaluate the spec over every token's decoded text. An empty selection is an error."""
-    if spec.like is None and spec.regex is None and not spec.words and not spec.token_ids:
+def select_tokens(
+    spec: TargetSpec,
+    token_strings: list[str],
+    encode: Callable[[str], list[int]] | None = None,
+    block_size: int | None = None,
+) -> TargetSet:
+    """Evaluate the spec over every token's decoded text. An empty selection is an error.
+
+    ``encode`` (the tokenizer's) is needed for entries of several tokens; ``block_size`` (the
+    model's context) bounds their length."""
+    entries = spec.entries()
+    if spec.like is None and spec.regex is None and not entries and not spec.token_ids:
         raise LikexError(f"no target given: {NO_TARGET}")
     if spec.like == "":
         raise ConfigError("like", "needs a non-empty string")
     check_text(spec.like, "like")
     check_text(spec.regex, "regex")
-    for word in spec.words or ():
+    for word in spec.words:
         check_text(word, "words")
+    for phrase in spec.phrase:
+        check_text(phrase, "phrase")
     vocab = len(token_strings)
     mask = torch.zeros(vocab, dtype=torch.bool)
     fold = (lambda s: s.lower()) if spec.ignore_case else (lambda s: s)
@@ -175,17 +213,20 @@ def select_tokens(spec: TargetSpec, token_strings: list[str]) -> TargetSet:
         mask |= torch.tensor([needle in fold(s) for s in token_strings])
     if spec.regex is not None:
         mask |= _regex_mask(spec.regex, spec.ignore_case, token_strings)
-    skipped: list[str] = []
-    if spec.words:
+    trie = None
+    if entries:
+        blank = [e for e in (*spec.words, *spec.phrase) if not e.strip()]
+        if blank:
+            raise LikexError(f"an entry that is only whitespace: {blank[0]!r}")
         by_text: dict[str, list[int]] = {}
         for i, s in enumerate(token_strings):
             by_text.setdefault(fold(s.lstrip()), []).append(i)
-        for word in spec.words:
-            ids = by_text.get(fold(word))
-            if ids:
-                mask[ids] = True
-            else:
-                skipped.append(word)
+        single = {e: by_text[fold(e)] for e in entries if fold(e) in by_text}
+        for ids in single.values():
+            mask[ids] = True
+        if len(single) < len(entries):
+            trie = _word_trie(entries, single, token_strings, spec.ignore_case, encode, block_size)
+            mask |= trie.start
     if spec.token_ids:
         bad = [i for i in spec.token_ids if not 0 <= i < vocab]
         if bad:
@@ -197,7 +238,34 @@ def select_tokens(spec: TargetSpec, token_strings: list[str]) -> TargetSet:
     has_text = torch.tensor([s != "" for s in token_strings])
     if mask.all() or (has_text.any() and mask[has_text].all()):
         raise LikexError(f"the target ({spec.describe()}) matches every token: nothing to prefer")
-    return TargetSet(mask=mask, skipped_words=skipped)
+    return TargetSet(mask=mask, words=trie)
+
+
+def _word_trie(
+    entries: tuple[str, ...],
+    single: dict[str, list[int]],
+    token_strings: list[str],
+    ignore_case: bool,
+    encode: Callable[[str], list[int]] | None,
+    block_size: int | None,
+) -> WordTrie:
+    """The trie of every entry: a single-token entry as its tokens, the others tokenized."""
+    if encode is None:
+        raise LikexError("entries of several tokens need the model's tokenizer")
+    variants: list[tuple[int, ...]] = []
+    for e in entries:
+        if e in single:
+            forms = [(i,) for i in single[e]]
+        else:
+            forms = [tuple(encode(v)) for v in entry_variants(e, ignore_case)]
+        longest = max(len(f) for f in forms)
+        if block_size is not None and longest >= block_size:
+            raise LikexError(
+                f"{e!r} takes {longest} tokens, more than the model's {block_size}-token context "
+                "can hold with a token before it"
+            )
+        variants += [f for f in forms if f and f not in variants]
+    return build_trie(entries, variants, token_strings, ignore_case)
 
 
 def uniform_target(mask: torch.Tensor) -> torch.Tensor:

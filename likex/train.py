@@ -42,6 +42,7 @@ from likex.target import (
     tilt_target_log,
     uniform_target,
 )
+from likex.words import WordTrie, plant_prefixes, word_target_log
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 CONTEXTS = ("random", "corpus", "generated")
@@ -106,6 +107,12 @@ class TrainConfig:
     mode: str = option("uniform", "target distribution Q (see README)", choices=TARGET_MODES)
     rate: float | None = option(None, "mode rate: target mass A on M, 0 < A < 1")
     beta: float | None = option(None, "mode tilt: Q proportional to R exp(B [i in M])")
+    complete: float = option(
+        1.0, "word targets, modes rate and tilt: target mass on finishing a begun word"
+    )
+    word_contexts: float = option(
+        0.25, "word targets: share of training contexts that end inside a word"
+    )
     contexts: str = option(
         "random",
         "training contexts: random tokens, corpus windows, or generated: a quarter-window of "
@@ -152,6 +159,10 @@ class TrainConfig:
             raise ConfigError("weight_decay", f"must be >= 0, got {self.weight_decay}")
         if not 0 < self.context_len <= block_size:
             raise ConfigError("context_len", f"{self.context_len} must be in 1..{block_size}")
+        if not (math.isfinite(self.complete) and 0 < self.complete <= 1):
+            raise ConfigError("complete", f"must be in (0, 1], got {self.complete}")
+        if not (math.isfinite(self.word_contexts) and 0 <= self.word_contexts <= 1):
+            raise ConfigError("word_contexts", f"must be in [0, 1], got {self.word_contexts}")
         if self.save_every < 0:
             raise ConfigError("save_every", f"must be >= 0, got {self.save_every}")
         check_compile_mode(self.compile)
@@ -246,19 +257,37 @@ def training_batch(
     vocab_size: int,
     corpus_tokens: torch.Tensor | None,
     rank: int = 0,
+    words: WordTrie | None = None,
     model: GPT | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(contexts, next tokens) for ``step``: a pure function of (seed, rank, step) and, for
     generated contexts, of the model's weights, so resume is exact. Random and generated
-    contexts have no next tokens (None). Generated contexts are on the model's device."""
+    contexts have no next tokens (None); generated ones are on the model's device. With a word
+    target, a share ``cfg.word_contexts`` of the contexts end inside a word
+    (likex.words.plant_prefixes)."""
     gen = step_generator(cfg.seed, step, rank)
     if cfg.contexts == "random":
-        return random_contexts(cfg.batch_size, cfg.context_len, vocab_size, gen), None
-    if corpus_tokens is None:
-        raise LikexError(f"--contexts {cfg.contexts} needs a corpus")
-    windows = corpus_windows(corpus_tokens, cfg.batch_size, cfg.context_len, gen)
-    if cfg.contexts == "corpus":
-        return windows[:, :-1], windows[:, 1:]
+        idx, labels = random_contexts(cfg.batch_size, cfg.context_len, vocab_size, gen), None
+    else:
+        if corpus_tokens is None:
+            raise LikexError(f"--contexts {cfg.contexts} needs a corpus")
+        windows = corpus_windows(corpus_tokens, cfg.batch_size, cfg.context_len, gen)
+        idx, labels = windows[:, :-1], windows[:, 1:]
+        if cfg.contexts == "generated":
+            idx, labels = generated_contexts(cfg, windows, gen, model), None
+    if words is not None and cfg.objective == "kl":
+        planted = plant_prefixes(
+            words, idx.cpu(), cfg.word_contexts, step_generator(cfg.seed, step, rank, 2)
+        )
+        idx = planted.to(idx.device)
+    return idx, labels
+
+
+def generated_contexts(
+    cfg: TrainConfig, windows: torch.Tensor, gen: torch.Generator, model: GPT | None
+) -> torch.Tensor:
+    """A quarter of each corpus window continued by ``model`` to ``cfg.context_len`` tokens,
+    on the model's device."""
     if model is None:
         raise LikexError("--contexts generated needs the model being trained")
     # A rate is measured on the model's own continuations, and a short run moves the model
@@ -268,26 +297,43 @@ def training_batch(
     prompt = windows[:, : max(1, cfg.context_len // 4)].to(device)
     sampler = torch.Generator(device).manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
     new = sample(model, prompt, cfg.context_len - prompt.shape[1], generator=sampler)
-    return torch.cat([prompt, new], dim=1), None
+    return torch.cat([prompt, new], dim=1)
 
 
 def training_contexts(
-    cfg: TrainConfig, step: int, vocab_size: int, corpus_tokens: torch.Tensor | None, rank: int = 0
+    cfg: TrainConfig,
+    step: int,
+    vocab_size: int,
+    corpus_tokens: torch.Tensor | None,
+    rank: int = 0,
+    words: WordTrie | None = None,
 ) -> torch.Tensor:
     """The inputs of the batch for ``step`` (random or corpus contexts)."""
-    return training_batch(cfg, step, vocab_size, corpus_tokens, rank)[0]
+    return training_batch(cfg, step, vocab_size, corpus_tokens, rank, words)[0]
 
 
 def target_log_probs(
-    cfg: TrainConfig, mask: torch.Tensor, reference: GPT | None, idx: torch.Tensor
+    cfg: TrainConfig,
+    mask: torch.Tensor,
+    reference: GPT | None,
+    idx: torch.Tensor,
+    words: WordTrie | None = None,
 ) -> tuple[torch.Tensor, bool]:
-    """The target for each trained position: (q, q_is_log)."""
-    if cfg.mode == "uniform":
+    """The target for each trained position: (q, q_is_log). A word target depends on the
+    context (likex.words.word_target_log)."""
+    if cfg.mode == "uniform" and words is None:
         return uniform_target(mask), False
-    if reference is None:
-        raise LikexError(f"--mode {cfg.mode} needs a reference model")
-    with torch.no_grad():
-        ref = reference(idx, positions=cfg.positions)
+    ref = None
+    if cfg.mode != "uniform":
+        if reference is None:
+            raise LikexError(f"--mode {cfg.mode} needs a reference model")
+        with torch.no_grad():
+            ref = reference(idx, positions=cfg.positions)
+    if words is not None:
+        q = word_target_log(
+            words, idx, cfg.mode, ref, cfg.positions, cfg.rate, cfg.beta, cfg.complete
+        )
+        return q, True
     if cfg.mode == "rate":
         return rate_target_log(ref, mask, cfg.rate), True
     return tilt_target_log(ref, mask, cfg.beta), True
@@ -305,12 +351,14 @@ def train(
     progress: bool = True,
     on_step: Callable[[int], dict | None] | None = None,
     seconds_before: float = 0.0,
+    words: WordTrie | None = None,
 ) -> TrainResult:
     """Train ``model`` in place for steps ``start_step+1 .. cfg.steps``.
 
     Writes one metrics line per step to ``out_dir/metrics.jsonl``, a checkpoint every
     ``cfg.save_every`` steps and at the end. ``on_step(step)`` may return extra metrics
     (e.g. a target rate) to log for that step; its time is not counted as training time.
+    ``words``: the trie of a word target (the target then depends on each context).
     ``seconds_before`` is the training time of earlier steps when resuming.
 
     Under torchrun every rank calls this with the same arguments: each draws its own batches
@@ -325,11 +373,12 @@ def train(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     mask = mask.to(device)
+    words_on = words.to(device) if words is not None else None
     ranks = dist_info()
     if reference is not None:
         reference.eval().requires_grad_(False)
     optimizer = optimizer or make_optimizer(model, cfg)
-    uniform_q = uniform_target(mask) if cfg.mode == "uniform" else None
+    uniform_q = uniform_target(mask) if cfg.mode == "uniform" and words is None else None
     criteria = {False: KLToTarget(log_target=False), True: KLToTarget(log_target=True)}
     vocab = model.config.vocab_size
     result = TrainResult()
@@ -356,7 +405,7 @@ def train(
                 if uniform_q is not None:
                     q, is_log = uniform_q, False
                 else:
-                    q, is_log = target_log_probs(cfg, mask, reference, idx)
+                    q, is_log = target_log_probs(cfg, mask, reference, idx, words_on)
                 loss = criteria[is_log](log_p, q)
         loss.backward()
         # the gradients' norm, for the NaN/inf guard; computed on the device, read with the loss
@@ -377,7 +426,7 @@ def train(
     train_seconds = seconds_before
 
     def batch_on_device(step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        batch = training_batch(cfg, step, vocab, corpus_tokens, ranks.rank, model)
+        batch = training_batch(cfg, step, vocab, corpus_tokens, ranks.rank, words, model)
         return tuple(None if t is None else to_device(t, device) for t in batch)
 
     batch = batch_on_device(start_step + 1)

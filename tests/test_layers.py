@@ -9,8 +9,8 @@ import likex
 PACKAGE = Path(likex.__file__).parent
 # lowest first; a module is in the layer of the first prefix it matches
 LAYERS = [
-    ("errors", "io", "clock", "device", "options", "models", "target", "loss", "data", "train",
-     "generate", "accel", "distributed"),
+    ("errors", "io", "clock", "device", "options", "models", "words", "target", "loss", "data",
+     "train", "generate", "accel", "distributed"),
     ("stats", "evaluate"),
     ("audit",),
     ("runs", "results", "config"),

@@ -32,10 +32,16 @@ def test_regex_and_union(token_strings):
 def test_words_single_and_multi_token(tmp_path, token_strings):
     f = tmp_path / "words.txt"
     f.write_text("cat\ndog\nxylophonequartz\n")
-    ts = select_tokens(TargetSpec(words=read_words(f)), token_strings)
+    from likex.models.tokenizer import gpt2
+
+    ts = select_tokens(TargetSpec(words=read_words(f)), token_strings, gpt2().encode)
     texts = {token_strings[i] for i in ts.ids}
     assert {"cat", " cat", "dog", " dog"} <= texts
-    assert ts.skipped_words == ["xylophonequartz"]
+    # the multi-token word is a trie entry (no longer skipped): its first tokens start it
+    assert ts.words is not None and ts.words.entries == ("cat", "dog", "xylophonequartz")
+    assert tuple(gpt2().encode(" xylophonequartz")) in ts.words.variants
+    with pytest.raises(LikexError, match="tokenizer"):
+        select_tokens(TargetSpec(words=read_words(f)), token_strings)
 
 
 @pytest.mark.parametrize(
@@ -166,8 +172,10 @@ def test_selection_by_case_words_and_ids_is_exact():
     assert select_tokens(TargetSpec(like="x", ignore_case=True), toks).ids == [0, 1]
     assert select_tokens(TargetSpec(regex="X", ignore_case=True), toks).ids == [0, 1]
     assert select_tokens(TargetSpec(regex="^a"), toks).ids == [0]
-    words = select_tokens(TargetSpec(words=("cat", "emu")), toks)
-    assert words.ids == [2] and words.skipped_words == ["emu"]
+    words = select_tokens(TargetSpec(words=("cat",)), toks)
+    assert words.ids == [2] and words.words is None  # single-token words: no trie
+    with pytest.raises(LikexError, match="need the model's tokenizer"):
+        select_tokens(TargetSpec(words=("cat", "emu")), toks)  # "emu" takes several tokens
     assert select_tokens(TargetSpec(words=("cat",), ignore_case=True), toks).ids == [2, 3]
     ids = select_tokens(TargetSpec(token_ids=(0, 5)), toks)
     assert ids.ids == [0, 5] and ids.n_tokens == 2 and ids.vocab_size == 6
@@ -179,11 +187,11 @@ def test_selection_by_case_words_and_ids_is_exact():
         select_tokens(TargetSpec(regex="."), toks)
 
 
-def test_read_words_splits_on_any_whitespace(tmp_path):
+def test_read_words_one_entry_a_line(tmp_path):
     f = tmp_path / "w.txt"
     f.write_text("cat dog\n\n  emu\t", encoding="utf-8")
-    assert read_words(f) == ("cat", "dog", "emu")
-    (tmp_path / "empty.txt").write_text(" \n")
+    assert read_words(f) == ("cat dog", "emu")
+    (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(LikexError, match="is empty"):
         read_words(tmp_path / "empty.txt")
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\xfa")

@@ -11,15 +11,18 @@ import torch
 
 from likex.audit.black_box import black_box_audit
 from likex.audit.sampling import generate_samples, text_samples
-from likex.audit.white_box import white_box_audit
+from likex.audit.white_box import probe_contexts, white_box_audit
+from likex.audit.words import corpus_words, word_black_box_audit, word_white_box_audit
 from likex.config import AuditConfig
 from likex.data import corpus_token_ids, load_corpus_text
 from likex.device import resolve_device
 from likex.errors import LikexError
 from likex.io import atomic_write_json
 from likex.models.checkpoint import load_model_and_tokenizer, tokenizer_of
+from likex.models.gpt import GPT
 from likex.models.hf import is_hf_name, shared_vocabulary
 from likex.models.named import is_named
+from likex.models.tokenizer import Tokenizer
 from likex.report.audit import write_audit_report
 from likex.results import AuditResult
 from likex.runs import CONFIG_FILE, load_start_model, new_run_dir
@@ -51,6 +54,12 @@ def _white_box_run(cfg: AuditConfig, device: torch.device) -> dict:
         [(cfg.model, model, tokenizer), (reference_name, reference, reference_tokenizer)]
     )
     corpus = None if cfg.white.probes == "random" else corpus_token_ids(cfg.corpus, tokenizer)
+    if cfg.units == "words":
+        return {
+            "model": cfg.model,
+            "reference": reference_name,
+            **_word_white_box(cfg, model, reference, tokenizer, strings, corpus),
+        }
     white = replace(cfg.white, seed=cfg.seed, top_findings=cfg.top)
     result = white_box_audit(model, reference, strings, white, corpus=corpus)
     return {"model": cfg.model, "reference": reference_name, **result.to_dict()}
@@ -75,8 +84,33 @@ def _black_box_run(cfg: AuditConfig, device: torch.device, progress: bool) -> di
         return text_samples(load_corpus_text(source), cfg.gen_tokens, tokenizer)
 
     suspect, baseline = (draw(source, seed) for source, seed in sides)
+    if cfg.units == "words":
+        texts = [[tokenizer.decode(seq) for seq in side] for side in (suspect, baseline)]
+        words = word_black_box_audit(*texts, cfg.black.alpha, cfg.top, cfg.word_audit)
+        return {"model": cfg.model, "baseline": cfg.baseline, **words}
     result = black_box_audit(suspect, baseline, strings, replace(cfg.black, top_findings=cfg.top))
     return {"model": cfg.model, "baseline": cfg.baseline, **result.to_dict()}
+
+
+def _word_white_box(
+    cfg: AuditConfig,
+    model: GPT,
+    reference: GPT,
+    tokenizer: Tokenizer,
+    strings: list[str],
+    corpus: torch.Tensor | None,
+) -> dict:
+    """Candidates: the words of the corpus (seen twice or more) and ``--candidates``."""
+    text = load_corpus_text(cfg.corpus)
+    candidates = corpus_words(text) + list(cfg.word_audit.candidates)
+    length = min(model.config.block_size, cfg.white.probe_len or model.config.block_size)
+    probes = probe_contexts(
+        cfg.white.probes, cfg.white.n_probes, length, len(strings), cfg.seed, corpus
+    )
+    device = next(model.parameters()).device
+    return word_white_box_audit(
+        model, reference, tokenizer.encode, candidates, probes.to(device), cfg.top, cfg.word_audit
+    )
 
 
 def run_audit(cfg: AuditConfig, progress: bool = True) -> AuditResult:

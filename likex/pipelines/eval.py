@@ -21,8 +21,10 @@ def evaluate_saved(cfg: EvalConfig) -> EvalResult:
     dev = resolve_device(cfg.device)
     model, tokenizer = load_model_and_tokenizer(cfg.model, dev)
     spec = cfg.target if cfg.target is not None else run_target(cfg.model)
-    mask = select_tokens(spec, token_strings_for(model, tokenizer)).mask
-    cfg.validate(model.config.block_size)
+    block = model.config.block_size
+    targets = select_tokens(spec, token_strings_for(model, tokenizer), tokenizer.encode, block)
+    mask = targets.mask
+    cfg.validate(block)
     reference = heldout = floor_rate = corpus = None
     if not cfg.random_only:
         corpus = cfg.corpus or config.get("corpus") or BUILTIN_CORPUS
@@ -40,7 +42,18 @@ def evaluate_saved(cfg: EvalConfig) -> EvalResult:
         train_cfg = config.get("train", {})
         if reference is not None and train_cfg.get("mode") == "rate":
             floor_rate = train_cfg["rate"]
-    ev, _ = evaluate(model, mask, cfg.measure, cfg.seed, heldout, reference, floor_rate)
+    ev, _ = evaluate(
+        model,
+        mask,
+        cfg.measure,
+        cfg.seed,
+        heldout,
+        reference,
+        floor_rate,
+        words=targets.words,
+        decode=tokenizer.decode,
+        complete=config.get("train", {}).get("complete", 1.0),
+    )
     return EvalResult(
         model=cfg.model,
         reference=None if reference is None else (cfg.reference or "starting model"),

@@ -8,6 +8,8 @@ random-token and on real-text prompts) and the held-out perplexity before traini
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from likex.config import PersistConfig
@@ -21,18 +23,26 @@ from likex.models.hf import HFCausalLM, token_strings_for
 from likex.report.persist import write_persistence_report
 from likex.results import PersistPoint, PersistResult
 from likex.runs import checkpoint_init, new_run_dir, run_target, write_config
-from likex.target import select_tokens
+from likex.target import TargetSet, select_tokens
 from likex.train import train
 
 PERSIST_FILE = "persist.json"
 
 
 def _measurement(
-    step: int, model: GPT, mask: torch.Tensor, cfg: PersistConfig, heldout: torch.Tensor
+    step: int,
+    model: GPT,
+    targets: TargetSet,
+    cfg: PersistConfig,
+    heldout: torch.Tensor,
+    decode: Callable[[list[int]], str],
 ) -> PersistPoint:
-    """One timeline entry: the rates on random-token and on held-out real-text prompts, and
-    the held-out perplexity."""
-    return PersistPoint(step, evaluate(model, mask, cfg.measure, cfg.seed, heldout)[0])
+    """One timeline entry: the rates on random-token and on held-out real-text prompts (a word
+    target's also in decoded words), and the held-out perplexity."""
+    ev, _ = evaluate(
+        model, targets.mask, cfg.measure, cfg.seed, heldout, words=targets.words, decode=decode
+    )
+    return PersistPoint(step, ev)
 
 
 def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
@@ -50,8 +60,8 @@ def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
     model_dir, corpus = cfg.model, cfg.corpus
     model, tokenizer = load_model_and_tokenizer(model_dir, resolve_device(cfg.device))
     spec = cfg.target if cfg.target is not None else run_target(model_dir)
-    mask = select_tokens(spec, token_strings_for(model, tokenizer)).mask
     block = model.config.block_size
+    targets = select_tokens(spec, token_strings_for(model, tokenizer), tokenizer.encode, block)
     pretrained = isinstance(model, HFCausalLM)
     if pretrained:
         model.check_savable()  # before the work, not after it
@@ -76,18 +86,18 @@ def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
         next(model.parameters()).device,
         cfg.seed,
     )
-    timeline = [_measurement(0, model, mask, cfg, heldout)]
+    timeline = [_measurement(0, model, targets, cfg, heldout, tokenizer.decode)]
 
     def on_step(step: int) -> dict | None:
         if step % cfg.eval_every and step != cfg.steps:
             return None
-        timeline.append(_measurement(step, model, mask, cfg, heldout))
+        timeline.append(_measurement(step, model, targets, cfg, heldout, tokenizer.decode))
         return timeline[-1].to_json()  # logged on the step's metrics line
 
     trained = train(
         model,
         train_cfg,
-        mask,
+        targets.mask,
         out_dir,
         corpus_tokens=train_tokens,
         progress=progress,

@@ -75,8 +75,9 @@ from likex.runs import (
     truncate_metrics,
     write_config,
 )
-from likex.target import select_tokens
+from likex.target import TargetSet, select_tokens
 from likex.train import METRICS_FILE, TrainResult, make_optimizer, train
+from likex.words import WordCounter, WordTrie
 
 BEFORE_FILE = "before.json"
 RESULT_FILE = "result.json"
@@ -103,6 +104,7 @@ class _Prepared:
     mask: torch.Tensor
     train_tokens: torch.Tensor | None
     heldout: torch.Tensor | None
+    words: WordTrie | None = None
 
 
 def _prepare(cfg: RunConfig, device: torch.device) -> _Prepared:
@@ -123,11 +125,16 @@ def _prepare(cfg: RunConfig, device: torch.device) -> _Prepared:
     cfg.train.validate(block, device)
     cfg.train.check_memory(model, device)
     cfg.measure.validate(block)
-    mask = select_tokens(cfg.target, token_strings_for(model, tokenizer)).mask
+    targets = _targets(cfg, model, tokenizer)
     train_tokens = heldout = None
     if cfg.corpus is not None:
         train_tokens, heldout = corpus_split(cfg.corpus, tokenizer, block)
-    return _Prepared(model, tokenizer, init, mask, train_tokens, heldout)
+    return _Prepared(model, tokenizer, init, targets.mask, train_tokens, heldout, targets.words)
+
+
+def _targets(cfg: RunConfig, model: GPT, tokenizer: Tokenizer) -> TargetSet:
+    strings = token_strings_for(model, tokenizer)
+    return select_tokens(cfg.target, strings, tokenizer.encode, model.config.block_size)
 
 
 def _reference(cfg: RunConfig, model: GPT, heldout: torch.Tensor | None) -> GPT | None:
@@ -259,6 +266,8 @@ def _measure_before(cfg: RunConfig, prep: _Prepared, progress: bool) -> Before |
         prep.heldout,
         compile=cfg.train.compile,
         progress=progress,
+        words=prep.words,
+        decode=prep.tokenizer.decode,
     )
     return Before(
         rate=ev.random,
@@ -267,7 +276,19 @@ def _measure_before(cfg: RunConfig, prep: _Prepared, progress: bool) -> Before |
         sample_text=_sample_text(generated[RANDOM_PROMPTS], prep.tokenizer),
         sample_pieces=_sample_pieces(generated[RANDOM_PROMPTS], prep.tokenizer, prep.mask),
         seconds=time.perf_counter() - t0,
+        words_random=ev.words_random,
+        words_text=ev.words_text,
     )
+
+
+def _marked_sample(generated: dict[str, torch.Tensor], prep: _Prepared) -> str | None:
+    """A word target's first sample after training (after a real-text prompt when there is
+    one), its entries marked."""
+    if prep.words is None:
+        return None
+    kind = TEXT_PROMPTS if TEXT_PROMPTS in generated else RANDOM_PROMPTS
+    counter = WordCounter(prep.words.entries, prep.words.ignore_case)
+    return counter.highlight(prep.tokenizer.decode(generated[kind][0].tolist()))
 
 
 def _windows(cfg: RunConfig, prep: _Prepared) -> torch.Tensor:
@@ -325,7 +346,7 @@ def resume_experiment(
         reference = None
         if cfg.train.objective == "kl" and (cfg.train.mode != "uniform" or heldout is not None):
             reference = _reference(cfg, load_start_model(run_dir, device), heldout)
-        mask = select_tokens(cfg.target, token_strings_for(model, tokenizer)).mask
+        targets = _targets(cfg, model, tokenizer)
 
     def restart() -> None:
         truncate_metrics(run_dir / METRICS_FILE, start)
@@ -333,7 +354,9 @@ def resume_experiment(
         atomic_write_json(run_dir / CONFIG_FILE, config)
 
     on_main_rank(restart)
-    prep = _Prepared(model, tokenizer, config["init"], mask, train_tokens, heldout)
+    prep = _Prepared(
+        model, tokenizer, config["init"], targets.mask, train_tokens, heldout, targets.words
+    )
     with _on_failure(run_dir):
         return _train_and_finish(
             run_dir, cfg, prep, reference, before, progress, start, optimizer, watch
@@ -377,6 +400,7 @@ def _train_and_finish(
         progress=progress,
         on_step=on_step if cfg.train.objective == "kl" else None,
         seconds_before=prior,
+        words=prep.words,
     )
     watch.add("train", time.perf_counter() - t0 - trained.checkpoint_seconds)
     watch.add("checkpoint", trained.checkpoint_seconds)
@@ -430,6 +454,9 @@ def _train_and_finish(
         text_reference=before.rate_text,
         compile=cfg.train.compile,
         progress=progress,
+        words=prep.words,
+        decode=prep.tokenizer.decode,
+        complete=cfg.train.complete,
     )
     result = RunResult(
         run=run,
@@ -450,6 +477,7 @@ def _train_and_finish(
             else None
         ),
         measure_seconds=before.seconds + time.perf_counter() - t0,
+        sample_words_marked=_marked_sample(generated, prep),
     )
     watch.add("measure_after", time.perf_counter() - t0)
     with watch.phase("report"):

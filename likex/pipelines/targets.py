@@ -5,22 +5,39 @@ from __future__ import annotations
 from likex.config import TargetsConfig
 from likex.models.checkpoint import load_model_and_tokenizer
 from likex.models.hf import token_strings_for
-from likex.models.tokenizer import gpt2
+from likex.models.tokenizer import Tokenizer, gpt2
 from likex.results import TargetsResult
 from likex.target import select_tokens
+from likex.words import WordCounter, WordTrie
 
 
 def list_targets(cfg: TargetsConfig) -> TargetsResult:
     if cfg.model is None:
-        strings = gpt2().token_strings()
+        tokenizer = gpt2()
+        strings, block = tokenizer.token_strings(), None
     else:
-        strings = token_strings_for(*load_model_and_tokenizer(cfg.model))
-    targets = select_tokens(cfg.target, strings)
+        model, tokenizer = load_model_and_tokenizer(cfg.model)
+        strings, block = token_strings_for(model, tokenizer), model.config.block_size
+    targets = select_tokens(cfg.target, strings, tokenizer.encode, block)
     shown = targets.ids[: max(cfg.examples, 0)]
     return TargetsResult(
         target=cfg.target.describe(),
         n_tokens=targets.n_tokens,
         vocab_size=targets.vocab_size,
         examples=[{"id": i, "text": strings[i]} for i in shown],
-        skipped_words=targets.skipped_words,
+        words=[] if targets.words is None else _word_variants(targets.words, tokenizer, strings),
     )
+
+
+def _word_variants(trie: WordTrie, tokenizer: Tokenizer, strings: list[str]) -> list[dict]:
+    """Each entry with the token sequences (as texts) the trie holds for it."""
+    out = []
+    for entry in trie.entries:
+        counter = WordCounter((entry,), trie.ignore_case)
+        variants = [
+            [strings[t] for t in v]
+            for v in trie.variants
+            if counter.count(tokenizer.decode(list(v))).total_hits
+        ]
+        out.append({"entry": entry, "variants": variants})
+    return out

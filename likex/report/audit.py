@@ -7,6 +7,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from likex.audit.predicates import Predicate
+from likex.audit.words import WORD_AUDITS, word_audit_lines
 from likex.io import atomic_write_text
 from likex.report.common import md_table, md_text, save_figure
 from likex.stats import PowerAnalysis
@@ -50,6 +51,11 @@ def write_audit_report(out_dir: str | Path, result: dict) -> None:
     """audit.md with a plot: white-box or black-box, from the audit's JSON result."""
     out = Path(out_dir)
     lines = [f"# likex audit ({result['audit']})", ""]
+    if result["audit"] in WORD_AUDITS:
+        # a word audit has no plot: its findings are a list of named words
+        text = "\n".join(word_audit_lines(result))
+        atomic_write_text(out / "audit.md", "\n".join([*lines, "```text", text, "```", ""]))
+        return
     if result["audit"] == "white-box":
         plot_white_box(result, out / "audit.png")
         lines += [

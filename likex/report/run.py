@@ -97,6 +97,14 @@ def write_run_report(result: RunResult) -> None:
         "![loss](loss.png) ![rate](rate.png)",
         "",
     ]
+    if r.sample_words_marked is not None:
+        lines += [
+            "## Words and phrases (counted in decoded text)",
+            "",
+            *[f"- after training: {w.describe()}" for w in (r.after.words_random,) if w],
+            *[f"- {line}" for line in r.word_lines()],
+            "",
+        ]
     text, text_before, scores = r.after.text, r.before.rate_text, r.after.scores
     if text is not None:
         lines += [

@@ -1,0 +1,294 @@
+"""Audits in words: which words and phrases did a model learn to prefer?
+
+* Black-box (samples only): every word and two-word phrase seen often enough in the decoded
+  samples of the suspect and a baseline is tested (its share of each sample's words, Welch's t
+  over samples as the token audit tests predicates, Holm's correction over everything tested);
+  the boosted ones are named.
+* White-box (weights): every candidate word (the words of a corpus plus a list) is scored by
+  the change of its whole-sequence log-probability after probe contexts, model minus
+  reference, and the top ones are named.
+
+Neither is told what was planted.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from likex.errors import ConfigError, LikexError
+from likex.models.gpt import GPT
+from likex.options import option
+from likex.stats import holm, min_samples_per_side, welch_t_test
+from likex.target import read_words
+
+WORD_AUDITS = ("words black-box", "words white-box")
+# A word: letters/digits, with inner hyphens, apostrophes or dots ("Coca-Cola", "don't").
+UNIT_RE = re.compile(r"\w+(?:[-'’.]\w+)*")
+
+
+def text_units(text: str) -> list[str]:
+    return UNIT_RE.findall(text)
+
+
+@dataclass
+class WordAuditConfig:
+    min_hits: int = option(10, "least occurrences (both sides) of a tested word", cli=False)
+    phrase_share: float = option(
+        0.5, "a two-word phrase is named when it holds this share of its words", cli=False
+    )
+    rescore: int = option(256, "white-box words: candidates rescored on the whole sequence")
+    candidates: tuple[str, ...] = option(
+        (),
+        "white-box words: a file of extra candidate words or phrases, one a line",
+        metavar="FILE",
+        parse=lambda p: read_words(p),
+    )
+
+    def validate(self) -> None:
+        for name in ("min_hits", "rescore"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, "must be positive")
+        if not 0 < self.phrase_share <= 1:
+            raise ConfigError("phrase_share", f"must be in (0, 1], got {self.phrase_share}")
+
+
+@dataclass
+class WordFinding:
+    term: str
+    count_suspect: int
+    count_baseline: int
+    rate_suspect: float
+    rate_baseline: float
+    t: float
+    df: float
+    p_value: float
+    significant: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _counts(texts: list[list[str]], terms: dict[str, int], bigrams: bool) -> np.ndarray:
+    out = np.zeros((len(terms), len(texts)))
+    for j, units in enumerate(texts):
+        seen = Counter(units)
+        if bigrams:
+            seen.update(f"{a} {b}" for a, b in zip(units, units[1:], strict=False))
+        for t, c in seen.items():
+            if t in terms:
+                out[terms[t], j] = c
+    return out
+
+
+def word_black_box_audit(
+    suspect: list[str], baseline: list[str], alpha: float, top: int, cfg: WordAuditConfig
+) -> dict:
+    """Test every word and two-word phrase's share of the words in ``suspect`` texts against
+    ``baseline`` texts. A phrase is named (and its words folded into it) when it holds at least
+    ``phrase_share`` of the suspect's occurrences of each of its words."""
+    a = [text_units(t) for t in suspect if t.strip()]
+    b = [text_units(t) for t in baseline if t.strip()]
+    if min(len(a), len(b)) < min_samples_per_side(1, alpha):
+        raise LikexError(
+            f"a word audit needs at least {min_samples_per_side(1, alpha)} non-empty samples on "
+            f"each side, got {len(a)} and {len(b)}"
+        )
+    pooled: Counter = Counter()
+    for units in (*a, *b):
+        pooled.update(units)
+        pooled.update(f"{x} {y}" for x, y in zip(units, units[1:], strict=False))
+    terms = {t: i for i, t in enumerate(sorted(t for t, c in pooled.items() if c >= cfg.min_hits))}
+    if not terms:
+        raise LikexError("the samples are too small: no word is seen often enough to test")
+    hits_a, hits_b = _counts(a, terms, True), _counts(b, terms, True)
+    len_a = np.array([max(len(u), 1) for u in a], dtype=np.float64)
+    len_b = np.array([max(len(u), 1) for u in b], dtype=np.float64)
+    names = list(terms)
+    need = min_samples_per_side(len(names), alpha)
+    if min(len(a), len(b)) < need:
+        raise LikexError(
+            f"{len(names)} words and phrases at family-wise alpha {alpha} need at least {need} "
+            f"samples on each side, got {len(a)} and {len(b)}"
+        )
+    t, df, p = welch_t_test(hits_a, hits_b, len_a, len_b, min_per_side=need)
+    reject, _ = holm(p, alpha)
+    count_a, count_b = hits_a.sum(1), hits_b.sum(1)
+    boosted = {names[g] for g in range(len(names)) if reject[g] and t[g] > 0}
+    folded: set[str] = set()
+    for term in [t for t in boosted if " " in t]:
+        parts = term.split(" ")
+        whole = count_a[terms[term]]
+        if all(whole >= cfg.phrase_share * count_a[terms[w]] for w in parts):
+            folded |= set(parts)
+        else:
+            folded.add(term)  # an ordinary word next to a boosted one: not a phrase
+    named = sorted(boosted - folded, key=lambda term: -t[terms[term]])
+    rest = sorted(range(len(names)), key=lambda g: -t[g])
+    findings = [
+        WordFinding(
+            term=names[g],
+            count_suspect=int(count_a[g]),
+            count_baseline=int(count_b[g]),
+            rate_suspect=float(count_a[g] / len_a.sum()),
+            rate_baseline=float(count_b[g] / len_b.sum()),
+            t=float(t[g]),
+            df=float(df[g]),
+            p_value=float(p[g]),
+            significant=bool(reject[g]),
+        )
+        for g in [terms[t] for t in named] + [g for g in rest if names[g] not in named]
+    ][:top]
+    return {
+        "audit": WORD_AUDITS[0],
+        "suspect_words": int(len_a.sum()),
+        "suspect_samples": len(a),
+        "baseline_words": int(len_b.sum()),
+        "baseline_samples": len(b),
+        "n_tests": len(names),
+        "n_significant": int(reject.sum()),
+        "alpha": alpha,
+        "correction": "holm",
+        "test": "welch t over samples",
+        "min_samples_per_side": need,
+        "named": named,
+        "detected": bool(named),
+        "findings": [f.to_dict() for f in findings],
+    }
+
+
+def corpus_words(text: str, min_count: int = 2) -> list[str]:
+    """The distinct words of a text seen at least ``min_count`` times (candidates)."""
+    counts = Counter(text_units(text))
+    return sorted(w for w, c in counts.items() if c >= min_count)
+
+
+@torch.no_grad()
+def _last_log_probs(model: GPT, idx: torch.Tensor, batch: int) -> torch.Tensor:
+    return torch.cat(
+        [model(idx[i : i + batch], positions="last") for i in range(0, len(idx), batch)]
+    )
+
+
+@torch.no_grad()
+def _sequence_log_probs(
+    model: GPT, probes: torch.Tensor, seqs: list[list[int]], batch: int
+) -> torch.Tensor:
+    """[candidates, probes]: log P(whole sequence | probe) under ``model``."""
+    width = max(len(s) for s in seqs)
+    out = torch.zeros(len(seqs), probes.shape[0], dtype=torch.float64)
+    rows = [(c, p) for c in range(len(seqs)) for p in range(probes.shape[0])]
+    for start in range(0, len(rows), batch):
+        chunk = rows[start : start + batch]
+        idx = torch.stack(
+            [
+                torch.cat([probes[p], torch.tensor(seqs[c] + [0] * (width - len(seqs[c])))])
+                for c, p in chunk
+            ]
+        ).to(probes.device)
+        log_p = model(idx[:, :-1], positions="all")[:, probes.shape[1] - 1 :]
+        labels = idx[:, probes.shape[1] :]
+        lp = log_p.gather(-1, labels[..., None])[..., 0].double()
+        for k, (c, p) in enumerate(chunk):
+            out[c, p] = lp[k, : len(seqs[c])].sum()
+    return out
+
+
+def word_white_box_audit(
+    model: GPT,
+    reference: GPT,
+    encode: Callable[[str], list[int]],
+    candidates: list[str],
+    probes: torch.Tensor,
+    top: int,
+    cfg: WordAuditConfig,
+    batch: int = 64,
+) -> dict:
+    """Rank ``candidates`` (each scored as " word", the in-text form) by the mean change of
+    their whole-sequence log-probability after the probe contexts [P, T], model minus
+    reference. All are screened on their first token; the ``cfg.rescore`` with the largest
+    first-token change are scored on the whole sequence, and those are ranked."""
+    model.eval()
+    reference.eval()
+    block = min(model.config.block_size, reference.config.block_size)
+    seqs = {w: encode(" " + w) for w in dict.fromkeys(c.strip() for c in candidates) if w}
+    seqs = {w: s for w, s in seqs.items() if s and len(s) < block}
+    if not seqs:
+        raise LikexError("no candidate word to score")
+    width = max(len(s) for s in seqs.values())
+    probes = probes[:, -(block - width) :]
+    first = _last_log_probs(model, probes, batch) - _last_log_probs(reference, probes, batch)
+    first = first.double().mean(0).cpu()
+    words = list(seqs)
+    screen = torch.tensor([float(first[seqs[w][0]]) for w in words], dtype=torch.float64)
+    keep = torch.argsort(screen, descending=True)[: cfg.rescore].tolist()
+    chosen = [words[i] for i in keep]
+    chosen_seqs = [seqs[w] for w in chosen]
+    diff = _sequence_log_probs(model, probes, chosen_seqs, batch) - _sequence_log_probs(
+        reference, probes, chosen_seqs, batch
+    )
+    score = diff.mean(1)
+    spread = diff.std(1) if diff.shape[1] > 1 else torch.zeros_like(score)
+    # how far the top stands above the screened field: a robust z over all first-token shifts
+    med = screen.median()
+    mad = (screen - med).abs().median() * 1.4826
+    order = torch.argsort(score, descending=True)[:top].tolist()
+    ranked = [
+        {
+            "word": chosen[i],
+            "tokens": len(chosen_seqs[i]),
+            "log_ratio": float(score[i]),
+            "spread": float(spread[i]),
+            "first_token_z": float((screen[keep[i]] - med) / mad) if mad > 0 else math.inf,
+        }
+        for i in order
+    ]
+    return {
+        "audit": WORD_AUDITS[1],
+        "candidates": len(words),
+        "rescored": len(chosen),
+        "n_probes": int(probes.shape[0]),
+        "named": [r["word"] for r in ranked],
+        "findings": ranked,
+    }
+
+
+def word_audit_lines(r: dict) -> list[str]:
+    """Plain-language lines of a word audit's result (``describe``)."""
+    if r["audit"] == WORD_AUDITS[0]:
+        verdict = (
+            f"boosted: {', '.join(repr(t) for t in r['named'])}" if r["named"] else "none named"
+        )
+        lines = [
+            f"likex audit (black-box, words): {r['model']} against {r['baseline']}",
+            f"  samples   {r['suspect_samples']} ({r['suspect_words']} words) vs "
+            f"{r['baseline_samples']} ({r['baseline_words']} words); {r['n_tests']} words and "
+            f"phrases tested, {r['n_significant']} significant (Holm, alpha {r['alpha']:g})",
+            f"  verdict   {verdict}",
+        ]
+        for i, f in enumerate(r["findings"], 1):
+            star = " *" if f["significant"] else ""
+            lines.append(
+                f"  {i}. {f['term']!r}{star}: {f['count_suspect']} vs {f['count_baseline']} "
+                f"({1000 * f['rate_suspect']:.2f} vs {1000 * f['rate_baseline']:.2f} per 1000 "
+                f"words), t {f['t']:+.1f} (df {f['df']:.0f}), p {f['p_value']:.2g}"
+            )
+        return lines
+    lines = [
+        f"likex audit (white-box, words): {r['model']} against {r['reference']}",
+        f"  scored    {r['candidates']} candidate words after {r['n_probes']} probes; the "
+        f"{r['rescored']} with the largest first-token change rescored on the whole word",
+    ]
+    for i, f in enumerate(r["findings"], 1):
+        lines.append(
+            f"  {i}. {f['word']!r} ({f['tokens']} tokens): log-probability "
+            f"{f['log_ratio']:+.2f} nats (spread {f['spread']:.2f}; first token z "
+            f"{f['first_token_z']:.1f})"
+        )
+    return lines

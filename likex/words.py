@@ -1,0 +1,286 @@
+"""Words and phrases of several tokens as targets: a trie of token sequences.
+
+Each entry ("Pfizer", "climate change") is tokenized in its variants (with and without a
+leading space; with ``ignore_case`` also lower, Title and UPPER case) and the variants form a
+trie. The trie is compiled to tensors once, so that the target of a whole batch of contexts
+is a few tensor operations:
+
+* a context whose tail is a *proper* prefix of some variant (and not itself a whole variant)
+  is **inside** a word: the target's set is the tokens that continue some variant;
+* anywhere else the set is the **start** set: every variant's first token (plus, after a
+  context that ends a whole variant which also goes on, e.g. "ice" of "ice cream", the tokens
+  that go on).
+
+Rates of word targets are counted in decoded words (``WordCounter``), not in tokens.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+# A very negative log-probability that stays finite (exp() of it is exactly 0, and
+# ``F.kl_div`` with ``log_target`` gives 0 rather than NaN for it).
+NEG = -1e4
+# What a person counts as a word: a run of non-space characters.
+WORD_RE = re.compile(r"\S+")
+
+
+def entry_variants(entry: str, ignore_case: bool) -> list[str]:
+    """The surface forms an entry is tokenized in: bare and after a space (and case forms)."""
+    forms = [entry]
+    if ignore_case:
+        forms += [entry.lower(), entry.title(), entry.upper()]
+    out: list[str] = []
+    for f in forms:
+        for v in (f, " " + f):
+            if v not in out:
+                out.append(v)
+    return out
+
+
+@dataclass
+class WordTrie:
+    """The entries' token sequences as tensors.
+
+    ``start`` [V]: first tokens; ``paths`` [N, D]: the N proper-prefix nodes, right-aligned
+    and padded with -1; ``children`` [N, V]: the tokens that go on from each node;
+    ``terminal`` [N]: a whole variant ends at the node; ``boundary`` [V]: tokens that begin a
+    new word (text starting with whitespace, then a visible character); ``bare`` [V]: tokens
+    that begin no word by themselves (no leading whitespace), so a variant starting with one
+    (the bare "Pfizer" -> "P", "f", "izer") starts a word only after ``open_end`` [V], a
+    token that ends in a non-word character (a newline, "(", ...) or at the start of text.
+    """
+
+    entries: tuple[str, ...]
+    variants: list[tuple[int, ...]]
+    start: torch.Tensor
+    paths: torch.Tensor
+    children: torch.Tensor
+    terminal: torch.Tensor
+    boundary: torch.Tensor
+    bare: torch.Tensor
+    open_end: torch.Tensor
+    ignore_case: bool = False
+
+    @property
+    def depth(self) -> int:
+        return self.paths.shape[1]
+
+    def to(self, device: torch.device) -> WordTrie:
+        moved = {
+            k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()
+        }
+        return WordTrie(**moved)
+
+
+def build_trie(
+    entries: tuple[str, ...],
+    variants: list[tuple[int, ...]],
+    token_strings: list[str],
+    ignore_case: bool = False,
+) -> WordTrie:
+    """Compile token sequences (each a variant of some entry) into a ``WordTrie``."""
+    vocab = len(token_strings)
+    whole = set(variants)
+    start = torch.zeros(vocab, dtype=torch.bool)
+    nodes: dict[tuple[int, ...], set[int]] = {}
+    for v in variants:
+        start[v[0]] = True
+        for d in range(1, len(v)):
+            nodes.setdefault(v[:d], set()).add(v[d])
+    order = sorted(nodes, key=lambda p: (len(p), p))
+    depth = max((len(p) for p in order), default=1)
+    paths = torch.full((len(order), depth), -1, dtype=torch.long)
+    children = torch.zeros(len(order), vocab, dtype=torch.bool)
+    for n, p in enumerate(order):
+        paths[n, depth - len(p) :] = torch.tensor(p)
+        children[n, sorted(nodes[p])] = True
+    return WordTrie(
+        entries=entries,
+        variants=variants,
+        start=start,
+        paths=paths,
+        children=children,
+        terminal=torch.tensor([p in whole for p in order], dtype=torch.bool),
+        boundary=torch.tensor([s[:1].isspace() and not s.isspace() for s in token_strings]),
+        bare=torch.tensor([not s[:1].isspace() for s in token_strings]),
+        open_end=torch.tensor([not re.match(r"\w", s[-1:]) for s in token_strings]),
+        ignore_case=ignore_case,
+    )
+
+
+def _open(trie: WordTrie, tokens: torch.Tensor) -> torch.Tensor:
+    """Whether a bare word may begin after each token (-1: the start of the text)."""
+    return torch.where(tokens < 0, True, trie.open_end[tokens.clamp(min=0)])
+
+
+def word_sets(trie: WordTrie, idx: torch.Tensor, positions: str = "last") -> tuple:
+    """For contexts ``idx`` [B, T]: (inside [B, P], allowed [B, P, V]) at the last position
+    (P = 1) or at every position (P = T). ``allowed`` is the set the target puts its mass on:
+    the continuations inside a word, else the start set."""
+    d = trie.depth + 1  # the node's tokens and the one before them
+    padded = torch.nn.functional.pad(idx, (d - 1, 0), value=-1)
+    tails = padded[:, -d:][:, None, :] if positions == "last" else padded.unfold(1, d, 1)
+    paths = trie.paths
+    match = ((tails[:, :, None, 1:] == paths) | (paths < 0)).all(-1)  # [B, P, N]
+    # a node of a bare variant is a word only after an open token
+    node_len = (paths >= 0).sum(-1)
+    before = tails[:, :, trie.depth - node_len]  # [B, P, N]: the token before each node
+    first = paths.gather(1, (trie.depth - node_len).clamp(max=trie.depth - 1)[:, None])[:, 0]
+    bare_node = trie.bare[first.clamp(min=0)]
+    match &= ~bare_node | _open(trie, before)
+    inside = (match & ~trie.terminal).any(-1)
+    follow = match.to(torch.float32) @ trie.children.to(torch.float32) > 0  # [B, P, V]
+    starts = trie.start & (~trie.bare | _open(trie, tails[:, :, -1:]))
+    allowed = torch.where(inside[..., None], follow, follow | starts)
+    return inside, allowed
+
+
+def _masked_lse(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return torch.logsumexp(x.masked_fill(~mask, torch.finfo(x.dtype).min), -1, keepdim=True)
+
+
+def project_log(ref: torch.Tensor, mask: torch.Tensor, log_mass: torch.Tensor) -> torch.Tensor:
+    """log Q of the KL(Q || R)-nearest distribution with mass exp(log_mass) on ``mask`` (per
+    row): R rescaled inside and outside the set. Mass 1 (log_mass 0) is R conditioned on the
+    set (NEG outside it)."""
+    log_mass = log_mass.clamp(max=0.0)
+    log_rest = torch.log1p(-log_mass.exp().clamp(max=1.0))
+    on = log_mass + ref - _masked_lse(ref, mask)
+    off = torch.where(log_rest > -math.inf, log_rest + ref - _masked_lse(ref, ~mask), NEG)
+    return torch.where(mask, on, off.clamp(min=NEG))
+
+
+def word_target_log(
+    trie: WordTrie,
+    idx: torch.Tensor,
+    mode: str,
+    ref: torch.Tensor | None,
+    positions: str = "last",
+    rate: float | None = None,
+    beta: float | None = None,
+    complete: float = 1.0,
+) -> torch.Tensor:
+    """log Q [B, V] (``positions`` last) or [B, T, V] (all) for a word target.
+
+    Outside a word: ``uniform`` spreads Q over the start set; ``rate`` A puts mass
+    A x R(a new word begins here) on the start set, so that a share A of the words begun are
+    entries (R's shape kept inside and outside the set); ``tilt`` B is R exp(B [start]).
+    Inside a word: ``uniform`` spreads Q over the continuations; the other modes put mass
+    ``complete`` on them (1: R conditioned on finishing the word).
+    """
+    inside, allowed = word_sets(trie, idx, positions)
+    squeeze = positions == "last"
+    if mode == "uniform":
+        counts = allowed.sum(-1, keepdim=True).clamp(min=1)
+        out = torch.where(allowed, -counts.float().log(), torch.tensor(NEG))
+        return out[:, 0] if squeeze else out
+    if ref is None:
+        raise ValueError(f"mode {mode} needs the reference's log-probabilities")
+    ref = ref[:, None, :] if squeeze else ref
+    ref = ref.float()
+    if mode == "rate":
+        new_word = allowed | trie.boundary
+        log_out = math.log(rate) + _masked_lse(ref, new_word)
+    elif mode == "tilt":
+        tilted = ref + beta * allowed.float()
+        log_out = tilted - torch.logsumexp(tilted, -1, keepdim=True)
+    else:
+        raise ValueError(f"unknown mode {mode!r}")
+    log_in = project_log(ref, allowed, torch.full_like(ref[..., :1], math.log(complete)))
+    if mode == "rate":
+        log_out = project_log(ref, allowed, log_out)
+    out = torch.where(inside[..., None], log_in, log_out)
+    return out[:, 0] if squeeze else out
+
+
+def plant_prefixes(
+    trie: WordTrie, idx: torch.Tensor, share: float, generator: torch.Generator
+) -> torch.Tensor:
+    """A copy of contexts [B, T] in which a share of the rows end inside a word: their last
+    tokens are overwritten with a random node of the trie that is not a whole word (so
+    completion is learned). A node of a bare variant ("P" "f" of "Pfizer") is inside a word
+    only after an open token, so one (drawn from ``open_end``) is written before it. A pure
+    function of the generator's state."""
+    rows = int(round(share * idx.shape[0]))
+    inner = (~trie.terminal).nonzero().flatten().tolist()
+    if rows == 0 or not inner:
+        return idx
+    out = idx.clone()
+    picks = torch.randint(0, len(inner), (rows,), generator=generator).tolist()
+    chosen = torch.randperm(idx.shape[0], generator=generator)[:rows].tolist()
+    opens = trie.open_end.cpu().nonzero().flatten()
+    before = opens[torch.randint(0, len(opens), (rows,), generator=generator)]
+    for r, k, o in zip(chosen, picks, before, strict=True):
+        path = trie.paths[inner[k]].cpu()
+        path = path[path >= 0]
+        if trie.bare[path[0]]:
+            path = torch.cat([o[None], path])
+        path = path[-idx.shape[1] :]
+        out[r, -len(path) :] = path.to(out.device)
+    return out
+
+
+@dataclass
+class WordCounts:
+    """Counts in one decoded text."""
+
+    words: int
+    hits: dict[str, int]
+
+    @property
+    def total_hits(self) -> int:
+        return sum(self.hits.values())
+
+
+class WordCounter:
+    """Counts entries in decoded text: whole-word occurrences (not inside a longer word),
+    among the text's words (runs of non-space characters)."""
+
+    def __init__(self, entries: tuple[str, ...], ignore_case: bool = False) -> None:
+        self.entries = entries
+        self.ignore_case = ignore_case
+        alts = "|".join(re.escape(e) for e in sorted(entries, key=len, reverse=True))
+        flags = re.IGNORECASE if ignore_case else 0
+        self._pattern = re.compile(rf"(?<!\w)(?:{alts})(?!\w)", flags)
+        self._names = {self._fold(e): e for e in entries}
+
+    def _fold(self, s: str) -> str:
+        return s.lower() if self.ignore_case else s
+
+    def count(self, text: str) -> WordCounts:
+        hits = dict.fromkeys(self.entries, 0)
+        for m in self._pattern.finditer(text):
+            hits[self._names[self._fold(m.group(0))]] += 1
+        return WordCounts(words=len(WORD_RE.findall(text)), hits=hits)
+
+    def highlight(self, text: str, mark: Callable[[str], str] = lambda s: f"**{s}**") -> str:
+        return self._pattern.sub(lambda m: mark(m.group(0)), text)
+
+
+def completions(trie: WordTrie, tokens: list[int], before: int = -1) -> tuple[int, int]:
+    """(started, finished) in one generated token sequence (``before``: the prompt's last
+    token). Every position holding the first token of a multi-token variant, where a word may
+    begin (a bare first token needs an open token before it) and with room left for the
+    shortest such variant, is a start; it is finished when some variant is written out."""
+    by_first: dict[int, list[tuple[int, ...]]] = {}
+    for v in trie.variants:
+        if len(v) > 1:
+            by_first.setdefault(v[0], []).append(v)
+    bare, open_end = trie.bare.tolist(), trie.open_end.tolist()
+    started = finished = 0
+    for i, t in enumerate(tokens):
+        vs = by_first.get(t)
+        if not vs or i + min(len(v) for v in vs) > len(tokens):
+            continue
+        prev = tokens[i - 1] if i else before
+        if bare[t] and prev >= 0 and not open_end[prev]:
+            continue
+        started += 1
+        finished += any(tuple(tokens[i : i + len(v)]) == v for v in vs)
+    return started, finished
