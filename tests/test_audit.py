@@ -204,28 +204,30 @@ def test_white_box_refuses_different_vocabularies(token_strings):
         white_box_audit(model, other, token_strings, WhiteBoxConfig(n_probes=4))
 
 
-def _synthetic_samples(rng, probs, n_seq, length, concentration=50.0):
-    """Sequences whose token distribution varies from sequence to sequence (correlated
-    tokens within a sequence, as in real samples)."""
+def _synthetic_samples(rng, probs, n_seq, length, vocab_ids, concentration=50.0):
+    """Sequences of token ids ``vocab_ids[i]`` (i drawn by ``probs``) whose distribution varies
+    from sequence to sequence (correlated tokens within a sequence, as in real samples)."""
     ids = np.arange(len(probs))
     out = []
     for _ in range(n_seq):
         p = rng.dirichlet(probs * concentration)
-        out.append(rng.choice(ids, size=length, p=p).tolist())
+        out.append([int(vocab_ids[t]) for t in rng.choice(ids, size=length, p=p)])
     return out
+
+
+def _random_vocabulary(rng, token_strings, size):
+    """``size`` distinct token ids and a random distribution over them."""
+    return rng.choice(len(token_strings), size=size, replace=False), rng.dirichlet(np.ones(size))
 
 
 def test_correction_holds_the_family_wise_error_rate_on_null_data(token_strings, index):
     rng = np.random.default_rng(0)
-    vocab_ids = rng.choice(len(token_strings), size=400, replace=False)
-    probs = rng.dirichlet(np.ones(400))
+    vocab_ids, probs = _random_vocabulary(rng, token_strings, 400)
     cfg = BlackBoxConfig(alpha=0.05)
     reps, flagged, uncorrected = 60, 0, 0
     for _ in range(reps):
-        a = _synthetic_samples(rng, probs, 20, 100)
-        b = _synthetic_samples(rng, probs, 20, 100)
-        a = [[int(vocab_ids[t]) for t in s] for s in a]
-        b = [[int(vocab_ids[t]) for t in s] for s in b]
+        a = _synthetic_samples(rng, probs, 20, 100, vocab_ids)
+        b = _synthetic_samples(rng, probs, 20, 100, vocab_ids)
         result = black_box_audit(a, b, token_strings, cfg, index=index)
         flagged += result.detected
         uncorrected += any(f.p_value < 0.05 for f in result.findings)
@@ -245,7 +247,7 @@ def test_black_box_finds_a_planted_shift_and_names_it(token_strings, index):
     shifted = np.concatenate([np.full(len(q_ids), 0.06 / len(q_ids)), np.full(600, 0.94 / 600)])
 
     def draw(p):
-        return [[int(vocab_ids[t]) for t in s] for s in _synthetic_samples(rng, p, 30, 200)]
+        return _synthetic_samples(rng, p, 30, 200, vocab_ids)
 
     result = black_box_audit(
         draw(shifted), draw(base), token_strings, BlackBoxConfig(), index=index
@@ -264,10 +266,9 @@ def test_black_box_rejects_bad_samples(token_strings):
 
 def test_black_box_p_values_are_welch_over_samples(token_strings, index):
     rng = np.random.default_rng(2)
-    vocab_ids = rng.choice(len(token_strings), size=300, replace=False)
-    probs = rng.dirichlet(np.ones(300))
-    a = [[int(vocab_ids[t]) for t in s] for s in _synthetic_samples(rng, probs, 12, 80)]
-    b = [[int(vocab_ids[t]) for t in s] for s in _synthetic_samples(rng, probs, 15, 60)]
+    vocab_ids, probs = _random_vocabulary(rng, token_strings, 300)
+    a = _synthetic_samples(rng, probs, 12, 80, vocab_ids)
+    b = _synthetic_samples(rng, probs, 15, 60, vocab_ids)
     result = black_box_audit(a, b, token_strings, BlackBoxConfig(), index=index)
     f = result.findings[0]
     mask = index.mask(f.predicate)
@@ -282,10 +283,9 @@ def test_black_box_p_values_are_welch_over_samples(token_strings, index):
 
 def test_black_box_enforces_samples_per_side_for_its_tests(token_strings, index):
     rng = np.random.default_rng(3)
-    vocab_ids = rng.choice(len(token_strings), size=400, replace=False)
-    probs = rng.dirichlet(np.ones(400))
-    a = [[int(vocab_ids[t]) for t in s] for s in _synthetic_samples(rng, probs, 6, 200)]
-    b = [[int(vocab_ids[t]) for t in s] for s in _synthetic_samples(rng, probs, 6, 200)]
+    vocab_ids, probs = _random_vocabulary(rng, token_strings, 400)
+    a = _synthetic_samples(rng, probs, 6, 200, vocab_ids)
+    b = _synthetic_samples(rng, probs, 6, 200, vocab_ids)
     # hundreds of predicates: an exact test over 6 + 6 samples cannot reach 0.05 / m
     with pytest.raises(LikexError, match=r"need at least (8|9|10|11) samples on each side"):
         black_box_audit(a, b, token_strings, BlackBoxConfig(), index=index)
