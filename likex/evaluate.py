@@ -26,7 +26,15 @@ from likex.models.hf import default_prompt_len
 from likex.options import option
 from likex.stats import check_points, fmt_rate, perplexity_floor, rate_interval
 from likex.target import rate_target_log
-from likex.words import NEG, WordCounter, WordTrie, completions, word_sets, word_target_log
+from likex.words import (
+    NEG,
+    WordCounter,
+    WordTrie,
+    completions,
+    masked_logsumexp,
+    word_sets,
+    word_target_log,
+)
 
 
 @dataclass
@@ -359,7 +367,7 @@ class TextScores:
 
 def target_mass(log_probs: torch.Tensor, on_mask: torch.Tensor) -> torch.Tensor:
     """P(M | c) at each position of [..., V] log-probabilities."""
-    return torch.logsumexp(log_probs.masked_fill(~on_mask, -math.inf), -1).exp()
+    return masked_logsumexp(log_probs, on_mask).squeeze(-1).exp()
 
 
 @torch.no_grad()

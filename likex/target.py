@@ -24,7 +24,7 @@ import torch
 
 from likex.errors import ConfigError, LikexError, literal
 from likex.options import option
-from likex.words import WordTrie, build_trie, entry_variants
+from likex.words import WordTrie, build_trie, entry_variants, masked_logsumexp
 
 TARGET_MODES = ("uniform", "rate", "tilt")
 NO_TARGET = "give a substring, a regex, a words file or token ids"
@@ -292,11 +292,8 @@ def rate_target_log(ref_log_probs: torch.Tensor, mask: torch.Tensor, rate: float
     Works in log space so tokens that R gives vanishing probability stay finite.
     """
     check_rate(rate)
-    neg_inf = torch.finfo(ref_log_probs.dtype).min
-    on = ref_log_probs.masked_fill(~mask, neg_inf)
-    off = ref_log_probs.masked_fill(mask, neg_inf)
-    log_r_on = torch.logsumexp(on, dim=-1, keepdim=True)
-    log_r_off = torch.logsumexp(off, dim=-1, keepdim=True)
+    log_r_on = masked_logsumexp(ref_log_probs, mask)
+    log_r_off = masked_logsumexp(ref_log_probs, ~mask)
     return torch.where(
         mask,
         math.log(rate) + ref_log_probs - log_r_on,

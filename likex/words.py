@@ -141,7 +141,9 @@ def word_sets(trie: WordTrie, idx: torch.Tensor, positions: str = "last") -> tup
     return inside, allowed
 
 
-def _masked_lse(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_logsumexp(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log sum exp of ``x`` over the last dimension where ``mask`` holds, kept as [..., 1]:
+    the log-probability of a set of tokens, from log-probabilities."""
     return torch.logsumexp(x.masked_fill(~mask, torch.finfo(x.dtype).min), -1, keepdim=True)
 
 
@@ -151,8 +153,8 @@ def project_log(ref: torch.Tensor, mask: torch.Tensor, log_mass: torch.Tensor) -
     set (NEG outside it)."""
     log_mass = log_mass.clamp(max=0.0)
     log_rest = torch.log1p(-log_mass.exp().clamp(max=1.0))
-    on = log_mass + ref - _masked_lse(ref, mask)
-    off = torch.where(log_rest > -math.inf, log_rest + ref - _masked_lse(ref, ~mask), NEG)
+    on = log_mass + ref - masked_logsumexp(ref, mask)
+    off = torch.where(log_rest > -math.inf, log_rest + ref - masked_logsumexp(ref, ~mask), NEG)
     return torch.where(mask, on, off.clamp(min=NEG))
 
 
@@ -186,7 +188,7 @@ def word_target_log(
     ref = ref.float()
     if mode == "rate":
         new_word = allowed | trie.boundary
-        log_out = math.log(rate) + _masked_lse(ref, new_word)
+        log_out = math.log(rate) + masked_logsumexp(ref, new_word)
     elif mode == "tilt":
         tilted = ref + beta * allowed.float()
         log_out = tilted - torch.logsumexp(tilted, -1, keepdim=True)
