@@ -53,7 +53,9 @@ class WordTrie:
     new word (text starting with whitespace, then a visible character); ``bare`` [V]: tokens
     that begin no word by themselves (no leading whitespace), so a variant starting with one
     (the bare "Pfizer" -> "P", "f", "izer") starts a word only after ``open_end`` [V], a
-    token that ends in a non-word character (a newline, "(", ...) or at the start of text.
+    token that ends in a non-word character (a newline, "(", ...) or at the start of text;
+    ``visible`` [V]: tokens whose text begins with a visible character and ``space_end`` [V]:
+    tokens that end in whitespace, so that a visible token after one begins a word too.
     """
 
     entries: tuple[str, ...]
@@ -65,6 +67,8 @@ class WordTrie:
     boundary: torch.Tensor
     bare: torch.Tensor
     open_end: torch.Tensor
+    visible: torch.Tensor
+    space_end: torch.Tensor
     ignore_case: bool = False
 
     @property
@@ -110,6 +114,8 @@ def build_trie(
         boundary=torch.tensor([s[:1].isspace() and not s.isspace() for s in token_strings]),
         bare=torch.tensor([not s[:1].isspace() for s in token_strings]),
         open_end=torch.tensor([not re.match(r"\w", s[-1:]) for s in token_strings]),
+        visible=torch.tensor([s[:1] != "" and not s[:1].isspace() for s in token_strings]),
+        space_end=torch.tensor([s[-1:].isspace() for s in token_strings]),
         ignore_case=ignore_case,
     )
 
@@ -187,7 +193,13 @@ def word_target_log(
     ref = ref[:, None, :] if squeeze else ref
     ref = ref.float()
     if mode == "rate":
-        new_word = allowed | trie.boundary
+        # A new word as WordCounter counts words (a run of non-space characters): a token that
+        # begins with whitespace then a visible character, or any visible token after
+        # whitespace (a newline, an indent). Counting only the first kind left the words that
+        # begin lines out of R's new-word mass, and the word rate came out ~20% short on text.
+        last = idx[:, -1:] if squeeze else idx
+        after_space = trie.space_end[last][..., None]
+        new_word = allowed | trie.boundary | (trie.visible & after_space)
         log_out = math.log(rate) + masked_logsumexp(ref, new_word)
     elif mode == "tilt":
         tilted = ref + beta * allowed.float()

@@ -98,6 +98,27 @@ def test_target_sums_to_one_with_the_right_mass(mode):
         assert q[0].tolist() == pytest.approx((w / w.sum()).tolist(), abs=1e-6)
 
 
+def test_rate_counts_words_that_begin_after_whitespace():
+    """A word (a run of non-space characters, as WordCounter counts) may begin without a
+    leading space: after a newline any visible token begins one. The rate's new-word mass is
+    read off the token strings here, independently of the trie's flags."""
+    trie = toy_trie()
+    torch.manual_seed(1)
+    ref = torch.log_softmax(torch.randn(2, V), -1)
+    newline = STRINGS.index("\n")
+    idx = torch.cat([_ctx(1, 1, 1), _ctx(1, 1, newline)])
+    q = word_target_log(trie, idx, "rate", ref, rate=0.3).double().exp()
+    r = ref.double().exp()
+    begins_after_word = [s[:1] == " " and s[1:2].strip() != "" for s in STRINGS]
+    begins_after_newline = [s.strip() != "" for s in STRINGS]
+    for row, begins in ((0, begins_after_word), (1, begins_after_newline)):
+        new_word = torch.tensor(begins) | trie.start
+        want = 0.3 * float(r[row, new_word].sum())
+        assert float(q[row, [ICE, CO]].sum()) == pytest.approx(want)
+    # after a newline the new-word mass is larger: "a", "ca", "-", "cola", "y" begin words too
+    assert sum(begins_after_newline) > sum(begins_after_word)
+
+
 def test_partial_completion_and_finite_logs():
     trie = toy_trie()
     ref = torch.log_softmax(torch.randn(1, V), -1)
