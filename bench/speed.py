@@ -36,17 +36,19 @@ import torch
 import torch.nn.functional as F
 
 from likex.accel import COMPILE_MODES, GRAPH_EAGER_STEPS
+from likex.batches import Batches
 from likex.device import resolve_device
-from likex.evaluate import random_prompts, rate_from_hits
 from likex.generate import sample
 from likex.io import atomic_write_json
+from likex.measurement.rates import PromptKind, random_prompts, rate_from_hits
 from likex.models.checkpoint import load_model
 from likex.models.gpt import DEFAULT_LR, GPT, GPTConfig, build_model, preset_config
 from likex.models.tokenizer import gpt2
 from likex.runs import device_name, read_metrics
 from likex.stats import fmt_rate
-from likex.target import TargetSpec, select_tokens, uniform_target
-from likex.train import TrainConfig, train, training_contexts
+from likex.target import TargetSet, TargetSpec, select_tokens, uniform_target
+from likex.train import train_toward
+from likex.train_config import TrainConfig, TrainPlan
 
 SEED = 0
 # Excluded from steps/s: a CUDA graph's eager steps and the step that captures it (with
@@ -121,7 +123,7 @@ def _setup(cfg: BenchConfig) -> tuple[torch.device, GPTConfig, torch.Tensor]:
     return device, model_cfg, mask
 
 
-def _train_cfg(cfg: BenchConfig, steps: int) -> TrainConfig:
+def _train_cfg(cfg: BenchConfig, steps: int) -> TrainPlan:
     return TrainConfig(
         steps=steps,
         batch_size=cfg.batch,
@@ -130,7 +132,7 @@ def _train_cfg(cfg: BenchConfig, steps: int) -> TrainConfig:
         seed=SEED,
         compile=cfg.compile,
         cuda_graph=cfg.cuda_graph,
-    )
+    ).resolve()
 
 
 def case_train_likex(cfg: BenchConfig, out_dir: str) -> dict:
@@ -138,7 +140,8 @@ def case_train_likex(cfg: BenchConfig, out_dir: str) -> dict:
     steps (which include any compilation) from the steady state."""
     device, model_cfg, mask = _setup(cfg)
     model = build_model(model_cfg, SEED).to(device)
-    trained = train(model, _train_cfg(cfg, cfg.steps), mask, out_dir, progress=False)
+    plan = _train_cfg(cfg, cfg.steps)
+    trained = train_toward(model, plan, TargetSet(mask), out_dir, progress=False)
     seconds = {m["step"]: m["seconds"] for m in read_metrics(out_dir)}
     warm = seconds[WARMUP_STEPS]
     return {
@@ -156,17 +159,17 @@ def case_train_baseline(cfg: BenchConfig) -> dict:
     model = build_model(model_cfg, SEED).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=DEFAULT_LR[cfg.preset], weight_decay=0.01)
     q = uniform_target(mask).to(device)
-    tcfg = _train_cfg(cfg, cfg.steps)
+    batches = Batches.of(_train_cfg(cfg, cfg.steps), model_cfg.vocab_size)
     model.train()
     t0 = time.perf_counter()
     losses = []
     for step in range(1, WARMUP_STEPS + 1):
-        idx = training_contexts(tcfg, step, model_cfg.vocab_size, None).to(device)
+        idx = batches(step)[0].to(device)
         losses.append(float(course_train_step(model, opt, idx, q).detach()))
     warm = time.perf_counter() - t0
     t0 = time.perf_counter()
     for step in range(WARMUP_STEPS + 1, WARMUP_STEPS + cfg.baseline_steps + 1):
-        idx = training_contexts(tcfg, step, model_cfg.vocab_size, None).to(device)
+        idx = batches(step)[0].to(device)
         losses.append(float(course_train_step(model, opt, idx, q).detach()))  # syncs, as likex
     seconds = time.perf_counter() - t0
     return {
@@ -187,7 +190,7 @@ def _gen_setup(cfg: BenchConfig, model_dir: str):
 
 
 def _rate(mask: torch.Tensor, tokens: torch.Tensor) -> dict:
-    est = rate_from_hits(mask[tokens.cpu()].sum(dim=1), tokens.shape[1], "random tokens")
+    est = rate_from_hits(mask[tokens.cpu()].sum(dim=1), tokens.shape[1], PromptKind.RANDOM)
     return {"rate": est.rate, "ci": list(est.ci), "tokens": est.tokens, "sequences": est.sequences}
 
 

@@ -245,7 +245,7 @@ def build_config(cmd: Command, args: argparse.Namespace, flags: dict) -> Any:
         value = getattr(args, ".".join(path))
         cfg = _set(cfg, path, tuple(value) if isinstance(value, list) else value, fresh)
     if any(f.name == "given" for f in dataclasses.fields(cfg)):
-        cfg.given = frozenset(given)
+        cfg = dataclasses.replace(cfg, given=frozenset(given))
     return cfg
 
 

@@ -15,23 +15,33 @@ from likex.audit.white_box import WhiteBoxConfig
 from likex.audit.words import WordAuditConfig
 from likex.data import BUILTIN_CORPUS, check_seed
 from likex.errors import ConfigError, LikexError
-from likex.evaluate import MAX_GEN_TOKENS, MeasureConfig
-from likex.models.checkpoint import is_pretrained
-from likex.models.gpt import PRESETS, WEIGHT_INITS, preset_config
+from likex.measurement.rates import MAX_GEN_TOKENS, MeasureConfig
+from likex.models.gpt import PRESETS, WEIGHT_INITS
 from likex.models.named import NAMED_MODELS
+from likex.models.start import SCRATCH, Saved, Scratch, Start, parse_start
+from likex.objective import NEXT_TOKEN, Objective, Uniform
 from likex.options import option
 from likex.stats import MIN_SAMPLES
 from likex.target import TargetSpec, check_text
-from likex.train import PRETRAINED_LR, PRETRAINED_SHAPE, TrainConfig, default_lr
+from likex.train_config import TrainConfig, TrainPlan
 
-SCRATCH = "scratch"
 AUDIT_UNITS = ("tokens", "words")
-PERSIST_LR = 1e-3  # next-token fine-tuning of a likex model (bench/RESULTS.md, persistence)
 COMMANDS = ("run", "train", "pretrain")
 OUT_HELP = "output folder (default runs/<timestamp>)"
 
 
-@dataclass
+def parse_floats(text: str) -> tuple[float, ...]:
+    """ "0.02,0.05,0.1" -> (0.02, 0.05, 0.1): a flag's comma-separated numbers."""
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as e:
+        raise LikexError(f"expected comma-separated numbers, got {text!r}") from e
+    if not values:
+        raise LikexError(f"expected comma-separated numbers, got {text!r}")
+    return values
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """the starting model and the experiment"""
 
@@ -61,49 +71,46 @@ class RunConfig:
         None, "a scratch model's context; None: the preset's", cli=False
     )
 
-    def resolve(self) -> RunConfig:
-        """Fill in what depends on other fields (the learning rate) and check what can be
-        checked before a model exists. Returns self."""
+    def resolve(self, start: Start | None = None, objective: Objective | None = None) -> RunPlan:
+        """The run's plan: the start parsed (or ``start``, a run's recorded one), defaults
+        filled, and everything checked that can be before a model exists. ``objective``: in
+        place of the mode flags (a sweep's strengths)."""
         if self.command not in COMMANDS:
             raise LikexError(f"unknown command {self.command!r}")
-        if self.init == SCRATCH:
-            preset_config(self.preset)  # an unknown preset fails before anything else
         if self.eval_every < 0:
             raise ConfigError("eval_every", f"must be >= 0, got {self.eval_every}")
         check_seed(self.train.seed)  # it seeds the model, built before the training is checked
-        pretrained = self.init != SCRATCH and is_pretrained(self.init)
-        if self.train.lr is None:
-            self.train.lr = default_lr(self.init, self.preset, self.train.objective, pretrained)
-        self.train.fill_shape(pretrained)
-        if self.command == "run" and (
-            self.train.mode != "uniform" or not (self.init == SCRATCH or pretrained)
-        ):
+        if start is None:
+            scratch = Scratch.of(self.preset, self.weight_init, self.train.seed, self.block_size)
+            start = parse_start(self.init, scratch)
+        train = self.train.resolve(start, objective)
+        if self.command == "run" and (train.objective != Uniform() or isinstance(start, Saved)):
             raise LikexError(
                 "likex run is the seed experiment: a uniform target on a scratch model or an "
                 "hf: model; use likex train for anything else"
             )
-        if self.train.contexts != "random" and self.corpus is None:
-            raise ConfigError("contexts", f"{self.train.contexts} needs {{corpus}} builtin|FILE")
-        return self
-
-    def to_dict(self) -> dict:
-        return {
-            "command": self.command,
-            "init_from": self.init,
-            "corpus": self.corpus,
-            "block_size": self.block_size,
+        if train.contexts != "random" and self.corpus is None:
+            raise ConfigError("contexts", f"{train.contexts} needs {{corpus}} builtin|FILE")
+        scratch = isinstance(start, Scratch)
+        return RunPlan(
+            command=self.command,
+            init_from=self.init,
+            start=start,
+            corpus=self.corpus,
+            target=self.target,
+            train=train,
+            measure=self.measure,
+            eval_every=self.eval_every,
+            device=self.device,
             # a scratch model's settings; another start has none (its own weights)
-            "preset": self.preset if self.init == SCRATCH else None,
-            "weight_init": self.weight_init if self.init == SCRATCH else None,
-            "target": self.target.to_dict(),
-            "train": self.train.to_dict(),
-            "measure": asdict(self.measure),
-            "eval_every": self.eval_every,
-            "device": self.device,
-        }
+            preset=self.preset if scratch else None,
+            weight_init=self.weight_init if scratch else None,
+            block_size=self.block_size,
+        )
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
+        """The config a run's plan recorded (``RunPlan.to_dict``)."""
         defaults = cls()
         return cls(
             preset=d["preset"] or defaults.preset,
@@ -120,7 +127,41 @@ class RunConfig:
         )
 
 
-@dataclass
+@dataclass(frozen=True)
+class RunPlan:
+    """A training run resolved and checked: where it starts, what it pulls toward (in
+    ``train.objective``), and everything else it needs. What config.json records."""
+
+    command: str
+    init_from: str  # --init as the user gave it
+    start: Start
+    corpus: str | None
+    target: TargetSpec
+    train: TrainPlan
+    measure: MeasureConfig
+    eval_every: int
+    device: str
+    preset: str | None
+    weight_init: str | None
+    block_size: int | None
+
+    def to_dict(self) -> dict:
+        return {
+            "command": self.command,
+            "init_from": self.init_from,
+            "corpus": self.corpus,
+            "block_size": self.block_size,
+            "preset": self.preset,
+            "weight_init": self.weight_init,
+            "target": self.target.to_dict(),
+            "train": self.train.to_dict(),
+            "measure": asdict(self.measure),
+            "eval_every": self.eval_every,
+            "device": self.device,
+        }
+
+
+@dataclass(frozen=True)
 class RunCommand:
     """likex run, train and pretrain: one pipeline (start -> measure -> train -> measure)."""
 
@@ -139,7 +180,7 @@ class RunCommand:
 
 def pretrain_command() -> RunCommand:
     """likex pretrain's defaults: a few minutes on a 2-core CPU for the cpu preset
-    (bench/RESULTS.md), with GPT-2's N(0, 0.02) init: the course's N(0, 1) embeddings make an
+    (docs/results.md), with GPT-2's N(0, 0.02) init: the course's N(0, 1) embeddings make an
     untrained model copy its input and learn language far more slowly. The training window is
     also the new model's context: a short one keeps every later step cheap."""
     return RunCommand(
@@ -151,7 +192,7 @@ def pretrain_command() -> RunCommand:
             train=TrainConfig(
                 batch_size=8,
                 context_len=64,
-                objective="next_token",
+                objective=NEXT_TOKEN,
                 contexts="corpus",
                 positions="all",
             ),
@@ -159,7 +200,7 @@ def pretrain_command() -> RunCommand:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class SweepCommand:
     """likex sweep: one model per strength from the same start."""
 
@@ -169,12 +210,14 @@ class SweepCommand:
         ),
         help="the starting model and the experiment",
     )
-    rates: str | None = option(None, "mode rate: comma-separated A values, e.g. 0.02,0.05,0.1")
-    betas: str | None = option(None, "mode tilt: comma-separated B values")
+    rates: tuple[float, ...] = option(
+        (), "mode rate: comma-separated A values, e.g. 0.02,0.05,0.1", parse=parse_floats
+    )
+    betas: tuple[float, ...] = option((), "mode tilt: comma-separated B values", parse=parse_floats)
     out: str | None = option(None, OUT_HELP, metavar="DIR")
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalConfig:
     """likex eval: rates and side effects of a saved model against its reference."""
 
@@ -200,7 +243,7 @@ class EvalConfig:
         self.measure.validate(block_size)
 
 
-@dataclass
+@dataclass(frozen=True)
 class GenerateConfig:
     """likex generate: sample text from a saved model."""
 
@@ -226,7 +269,7 @@ class GenerateConfig:
         # temperature and top_k are checked by likex.generate.sample itself
 
 
-@dataclass
+@dataclass(frozen=True)
 class TargetsConfig:
     """likex targets: which tokens a target spec selects."""
 
@@ -240,7 +283,7 @@ class TargetsConfig:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class PersistConfig:
     """likex persist: does a planted preference survive next-token training on clean text?"""
 
@@ -274,45 +317,52 @@ class PersistConfig:
     out: str | None = option(None, OUT_HELP, metavar="DIR")
     device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda[:N], mps")
 
-    def resolve(self, block_size: int, pretrained: bool) -> None:
-        """Fill in the defaults that depend on the model: a pretrained one gets the small
-        fine-tuning steps and learning rate that training it takes (likex.train)."""
-        batch, length = PRETRAINED_SHAPE if pretrained else (16, block_size)
-        if self.batch_size is None:
-            self.batch_size = batch
-        if self.context_len is None:
-            self.context_len = min(length, block_size)
-        if self.lr is None:
-            self.lr = PRETRAINED_LR if pretrained else PERSIST_LR
-
-    def train_config(self) -> TrainConfig:
-        """The fine-tuning in the training loop's terms: next-token loss on corpus windows."""
-        return TrainConfig(
+    def resolve(self, start: Start) -> PersistPlan:
+        """The plan: next-token fine-tuning with the defaults of ``start`` (the one rule of
+        likex.models.start), checked."""
+        if self.eval_every <= 0:
+            raise ConfigError("eval_every", f"must be positive, got {self.eval_every}")
+        train = TrainConfig(
             steps=self.steps,
             batch_size=self.batch_size,
             context_len=self.context_len,
             lr=self.lr,
             weight_decay=self.weight_decay,
             seed=self.seed,
-            objective="next_token",
+            objective=NEXT_TOKEN,
             contexts="corpus",
             positions="all",
-        )
+        ).resolve(start)
+        return PersistPlan(self.model, start, self.corpus, train, self.eval_every, self.measure)
 
-    def validate(self, block_size: int) -> None:
-        self.train_config().validate(block_size)
-        if self.eval_every <= 0:
-            raise ConfigError("eval_every", f"must be positive, got {self.eval_every}")
-        self.measure.validate(block_size)
+
+@dataclass(frozen=True)
+class PersistPlan:
+    """A persistence run resolved: the model's start, the clean text, the fine-tuning."""
+
+    model: str  # as the user named it
+    start: Start
+    corpus: str
+    train: TrainPlan
+    eval_every: int
+    measure: MeasureConfig
 
     def to_dict(self) -> dict:
-        """What config.json records of the fine-tuning (the model and target have their own
-        entries there)."""
-        keep = ("steps", "batch_size", "context_len", "lr", "weight_decay", "eval_every", "seed")
-        return {k: getattr(self, k) for k in keep} | {"measure": asdict(self.measure)}
+        """What config.json's "persist" records of the fine-tuning."""
+        t = self.train
+        return {
+            "steps": t.steps,
+            "batch_size": t.batch_size,
+            "context_len": t.context_len,
+            "lr": t.lr,
+            "weight_decay": t.weight_decay,
+            "eval_every": self.eval_every,
+            "seed": t.seed,
+            "measure": asdict(self.measure),
+        }
 
 
-@dataclass
+@dataclass(frozen=True)
 class AuditConfig:
     """likex audit: find and explain an injected token bias.
 
@@ -373,7 +423,7 @@ class AuditConfig:
             raise ConfigError("gen_tokens", "must be positive")
 
 
-@dataclass
+@dataclass(frozen=True)
 class BenchCommand:
     """likex audit-bench: detection power. Plants predicates drawn from a pool at several
     strengths (plus unbiased controls), audits every model white-box and black-box, and

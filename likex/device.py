@@ -30,4 +30,3 @@ def resolve_device(name: str = "auto") -> torch.device:
     elif device.type not in ("cpu", "cuda", "mps"):
         raise LikexError(f"unsupported device {name!r}: use auto, cpu, cuda, cuda:N or mps")
     return device
-

@@ -13,11 +13,13 @@ CPU sampling is exact float32.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from likex.accel import compiled, inference_model
 from likex.errors import ConfigError
-from likex.models.gpt import GPT, KVCache
+from likex.models import LanguageModel
 
 
 def sample_next(
@@ -37,22 +39,22 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def prefill(model: GPT, prompt: torch.Tensor, cache: KVCache) -> torch.Tensor:
+def prefill(model: LanguageModel, prompt: torch.Tensor, cache: Any) -> torch.Tensor:
     return model(prompt, positions="last", cache=cache, start_pos=0)
 
 
-def decode_step(model: GPT, token: torch.Tensor, cache: KVCache, pos: int) -> torch.Tensor:
+def decode_step(model: LanguageModel, token: torch.Tensor, cache: Any, pos: int) -> torch.Tensor:
     return model(token[:, None], positions="last", cache=cache, start_pos=pos)
 
 
-def window_step(model: GPT, window: torch.Tensor) -> torch.Tensor:
+def window_step(model: LanguageModel, window: torch.Tensor) -> torch.Tensor:
     """The next token after a window of at most block_size tokens (recomputed whole)."""
     return model(window, positions="last")
 
 
 @torch.no_grad()
 def sample(
-    model: GPT,
+    model: LanguageModel,
     prompt: torch.Tensor,
     n_new: int,
     generator: torch.Generator | None = None,
@@ -90,7 +92,7 @@ def sample(
 
 
 def _sample_tokens(
-    model: GPT,
+    model: LanguageModel,
     prompt: torch.Tensor,
     n_new: int,
     generator: torch.Generator | None,

@@ -1,4 +1,5 @@
-"""Run folders: naming, config.json, how to rebuild a run's starting model, metrics I/O.
+"""Run folders: naming, config.json (written with a common header, read back as one typed
+``RunRecord``), metrics I/O.
 
 Every command that writes results writes them into a fresh run folder whose ``config.json``
 starts with the same header (``write_config``): the resolved config, the seed, the versions and
@@ -10,24 +11,20 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import platform
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from likex.errors import LikexError
+from likex.config import COMMANDS, RunConfig, RunPlan
+from likex.errors import ConfigError, LikexError
 from likex.io import atomic_write_json, atomic_write_text
-from likex.models.checkpoint import (
-    MODEL_FILE,
-    file_sha256,
-    load_model,
-    load_model_and_tokenizer,
-    read_json,
-)
-from likex.models.gpt import GPT, GPTConfig, build_model
-from likex.models.hf import HF_DIR, is_hf_name
-from likex.models.named import NAMED_MODELS, is_named
+from likex.models import LanguageModel
+from likex.models.checkpoint import read_json
+from likex.models.start import Start, start_from_record
 from likex.target import NO_TARGET, TargetSpec
 from likex.train import METRICS_FILE
+from likex.train_config import TrainPlan
 
 CONFIG_FILE = "config.json"
 
@@ -79,62 +76,79 @@ def new_run_dir(out: str | Path | None) -> Path:
     return path
 
 
-def scratch_init(model_cfg: GPTConfig, seed: int) -> dict:
-    return {"kind": "scratch", "model": model_cfg.to_dict(), "seed": seed}
+def record_run(
+    run_dir: Path, plan: RunPlan, model: LanguageModel, device: torch.device, world_size: int
+) -> None:
+    """config.json of a training run: its plan, the model's shape and how to rebuild its
+    start (``RunRecord`` reads it back)."""
+    doc = {
+        **plan.to_dict(),
+        "model": model.config.to_dict(),
+        "init": plan.start.record(),
+        "world_size": world_size,
+    }
+    write_config(run_dir, doc, device, plan.train.seed)
 
 
-def checkpoint_init(source: str | Path) -> dict:
-    """How to find a saved start model again, pinned by its weights' checksum."""
-    source = str(source)
-    if is_named(source):
-        folder, gguf_file = NAMED_MODELS[source].location()
-        return {"kind": "named", "name": source, "sha256": file_sha256(Path(folder) / gguf_file)}
-    if is_hf_name(source) or (Path(source) / HF_DIR).is_dir():
-        path = Path(source.removeprefix("hf:"))
-        path = path / HF_DIR if (path / HF_DIR).is_dir() else path
-        weights = path / MODEL_FILE
-        if weights.is_file():
-            return {"kind": "hf", "name": str(path.resolve()), "sha256": file_sha256(weights)}
-        return {"kind": "hf", "name": source.removeprefix("hf:")}
-    d = Path(source).resolve()
-    return {"kind": "checkpoint", "path": str(d), "sha256": file_sha256(d / MODEL_FILE)}
+@dataclass(frozen=True)
+class RunRecord:
+    """A run folder's config.json, read and checked in one place: what resume, eval, persist,
+    audit and sweep read of a run. ``plan``: a training run's whole plan (run, train,
+    pretrain), what resuming it needs; ``doc``: every key as written, so rewriting the record
+    keeps what this type does not read (the header, persist's own keys)."""
 
+    command: str
+    start: Start
+    target: TargetSpec | None  # None: the folder records no target spec
+    corpus: str | None
+    train: TrainPlan
+    plan: RunPlan | None
+    doc: dict
 
-def load_start_model(run_dir: str | Path, device: torch.device | str = "cpu") -> GPT:
-    """Rebuild the model a run started from, from what its config.json recorded."""
-    config = read_json(Path(run_dir) / CONFIG_FILE, "run config")
-    init = config.get("init") if isinstance(config, dict) else None
-    if not isinstance(init, dict):
-        raise LikexError(f"{run_dir} does not record its starting model (no 'init' in config.json)")
-    if init.get("kind") == "scratch":
-        return build_model(GPTConfig.from_dict(init["model"]), int(init["seed"])).to(device)
-    if init.get("kind") == "checkpoint":
-        path = Path(init["path"])
-        if not (path / MODEL_FILE).is_file():
-            raise LikexError(f"the starting model of {run_dir} is gone: {path}")
-        if file_sha256(path / MODEL_FILE) != init["sha256"]:
-            raise LikexError(f"the starting model of {run_dir} has changed since: {path}")
-        return load_model(path, device)
-    if init.get("kind") == "named":
-        folder, gguf_file = NAMED_MODELS[init["name"]].location()
-        if file_sha256(Path(folder) / gguf_file) != init["sha256"]:
-            raise LikexError(f"the starting model of {run_dir} has changed since: {init['name']}")
-        return load_model_and_tokenizer(init["name"], device)[0]
-    if init.get("kind") == "hf":
-        path = Path(init["name"])
-        if "sha256" in init and file_sha256(path / MODEL_FILE) != init["sha256"]:
-            raise LikexError(f"the starting model of {run_dir} has changed since: {path}")
-        return load_model_and_tokenizer(f"hf:{init['name']}", device)[0]
-    raise LikexError(f"{run_dir}: unknown starting-model kind {init.get('kind')!r}")
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RunRecord:
+        path = Path(run_dir) / CONFIG_FILE
+        doc = read_json(path, "run config")
+        if not isinstance(doc, dict):
+            raise LikexError(f"{path} is not a likex run config")
+        command = doc.get("command")
+        try:
+            start = start_from_record(doc.get("init"), str(run_dir))
+            if command in COMMANDS:
+                plan = RunConfig.from_dict(doc).resolve(start)
+                return cls(command, start, plan.target, plan.corpus, plan.train, plan, doc)
+            if command == "persist":
+                target = doc.get("target")
+                spec = TargetSpec.from_dict(target) if isinstance(target, dict) else None
+                train = TrainPlan.from_dict(doc["train"])
+                return cls(command, start, spec, doc.get("corpus"), train, None, doc)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise LikexError(f"{path} is not a likex run config: {e}") from e
+        except ConfigError as e:  # a setting no run could have: the file, not a flag
+            raise LikexError(f"{path} is not a likex run config: {e}") from e
+        raise LikexError(f"{path} records no training run (command {command!r})")
 
+    @classmethod
+    def read(cls, folder: str | Path) -> RunRecord | None:
+        """The record of a run folder; None for anything else (a model folder, a model's
+        name)."""
+        return cls.load(folder) if (Path(folder) / CONFIG_FILE).is_file() else None
 
-def run_target(run_dir: str | Path) -> TargetSpec:
-    """The target the run in ``run_dir`` was trained on, for commands given none."""
-    path = Path(run_dir) / CONFIG_FILE
-    config = read_json(path, "run config") if path.is_file() else None
-    if isinstance(config, dict) and isinstance(config.get("target"), dict):
-        return TargetSpec.from_dict(config["target"])
-    raise LikexError(f"no target given: {NO_TARGET}")
+    def with_plan(self, plan: RunPlan) -> RunRecord:
+        """The record of a training run whose plan changed (only its steps may)."""
+        doc = {**self.doc, "train": plan.train.to_dict()}
+        return replace(self, train=plan.train, plan=plan, doc=doc)
+
+    def save(self, run_dir: str | Path) -> None:
+        atomic_write_json(Path(run_dir) / CONFIG_FILE, self.doc)
+
+    def target_spec(self, given: TargetSpec | None) -> TargetSpec:
+        """``given``, else the run's own target."""
+        if given is not None:
+            return given
+        if self.target is None:
+            raise LikexError(f"no target given: {NO_TARGET}")
+        return self.target
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
@@ -170,12 +184,3 @@ def write_config(run_dir: Path, doc: dict, device: torch.device, seed: int) -> N
             "created": _dt.datetime.now().isoformat(timespec="seconds"),
         },
     )
-
-
-def read_config(run_dir: str | Path) -> dict:
-    """A run folder's config.json, or {} for a folder that holds only a model."""
-    path = Path(run_dir) / CONFIG_FILE
-    config = read_json(path, "run config") if path.is_file() else {}
-    if not isinstance(config, dict):
-        raise LikexError(f"{path} is not a likex run config")
-    return config

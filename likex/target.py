@@ -26,7 +26,6 @@ from likex.errors import ConfigError, LikexError, literal
 from likex.options import option
 from likex.words import WordTrie, build_trie, entry_variants, masked_logsumexp
 
-TARGET_MODES = ("uniform", "rate", "tilt")
 NO_TARGET = "give a substring, a regex, a words file or token ids"
 
 

@@ -164,52 +164,74 @@ def project_log(ref: torch.Tensor, mask: torch.Tensor, log_mass: torch.Tensor) -
     return torch.where(mask, on, off.clamp(min=NEG))
 
 
-def word_target_log(
+def word_uniform_log(trie: WordTrie, idx: torch.Tensor, positions: str = "last") -> torch.Tensor:
+    """log Q [B, V] (``positions`` last) or [B, T, V] (all) of the uniform word target: Q
+    spread evenly over the context's set (a word's continuations inside one, else the start
+    set)."""
+    _, allowed = word_sets(trie, idx, positions)
+    counts = allowed.sum(-1, keepdim=True).clamp(min=1)
+    out = torch.where(allowed, -counts.float().log(), torch.tensor(NEG))
+    return out[:, 0] if positions == "last" else out
+
+
+def word_rate_log(
     trie: WordTrie,
     idx: torch.Tensor,
-    mode: str,
-    ref: torch.Tensor | None,
+    ref: torch.Tensor,
+    rate: float,
     positions: str = "last",
-    rate: float | None = None,
-    beta: float | None = None,
     complete: float = 1.0,
 ) -> torch.Tensor:
-    """log Q [B, V] (``positions`` last) or [B, T, V] (all) for a word target.
+    """log Q of the word target at rate A, from the reference's log-probabilities ``ref``.
+    Outside a word it puts mass A x R(a new word begins here) on the start set, so that a
+    share A of the words begun are entries (R's shape kept inside and outside the set); inside
+    a word, mass ``complete`` on the continuations (1: R conditioned on finishing the word)."""
 
-    Outside a word: ``uniform`` spreads Q over the start set; ``rate`` A puts mass
-    A x R(a new word begins here) on the start set, so that a share A of the words begun are
-    entries (R's shape kept inside and outside the set); ``tilt`` B is R exp(B [start]).
-    Inside a word: ``uniform`` spreads Q over the continuations; the other modes put mass
-    ``complete`` on them (1: R conditioned on finishing the word).
-    """
-    inside, allowed = word_sets(trie, idx, positions)
-    squeeze = positions == "last"
-    if mode == "uniform":
-        counts = allowed.sum(-1, keepdim=True).clamp(min=1)
-        out = torch.where(allowed, -counts.float().log(), torch.tensor(NEG))
-        return out[:, 0] if squeeze else out
-    if ref is None:
-        raise ValueError(f"mode {mode} needs the reference's log-probabilities")
-    ref = ref[:, None, :] if squeeze else ref
-    ref = ref.float()
-    if mode == "rate":
+    def outside(ref: torch.Tensor, allowed: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         # A new word as WordCounter counts words (a run of non-space characters): a token that
         # begins with whitespace then a visible character, or any visible token after
-        # whitespace (a newline, an indent). Counting only the first kind left the words that
-        # begin lines out of R's new-word mass, and the word rate came out ~20% short on text.
-        last = idx[:, -1:] if squeeze else idx
+        # whitespace (a newline, an indent): the words that begin lines count too.
         after_space = trie.space_end[last][..., None]
         new_word = allowed | trie.boundary | (trie.visible & after_space)
-        log_out = math.log(rate) + masked_logsumexp(ref, new_word)
-    elif mode == "tilt":
+        return project_log(ref, allowed, math.log(rate) + masked_logsumexp(ref, new_word))
+
+    return _word_target(trie, idx, ref, positions, complete, outside)
+
+
+def word_tilt_log(
+    trie: WordTrie,
+    idx: torch.Tensor,
+    ref: torch.Tensor,
+    beta: float,
+    positions: str = "last",
+    complete: float = 1.0,
+) -> torch.Tensor:
+    """log Q of the word target tilted by B: R exp(B [start]) outside a word; inside one, mass
+    ``complete`` on the continuations."""
+
+    def outside(ref: torch.Tensor, allowed: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         tilted = ref + beta * allowed.float()
-        log_out = tilted - torch.logsumexp(tilted, -1, keepdim=True)
-    else:
-        raise ValueError(f"unknown mode {mode!r}")
+        return tilted - torch.logsumexp(tilted, -1, keepdim=True)
+
+    return _word_target(trie, idx, ref, positions, complete, outside)
+
+
+def _word_target(
+    trie: WordTrie,
+    idx: torch.Tensor,
+    ref: torch.Tensor,
+    positions: str,
+    complete: float,
+    outside: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """log Q [B, V] or [B, T, V]: ``outside(ref, allowed, last_tokens)`` where no word is
+    begun, mass ``complete`` on finishing the word where one is."""
+    inside, allowed = word_sets(trie, idx, positions)
+    squeeze = positions == "last"
+    ref = (ref[:, None, :] if squeeze else ref).float()
+    last = idx[:, -1:] if squeeze else idx
     log_in = project_log(ref, allowed, torch.full_like(ref[..., :1], math.log(complete)))
-    if mode == "rate":
-        log_out = project_log(ref, allowed, log_out)
-    out = torch.where(inside[..., None], log_in, log_out)
+    out = torch.where(inside[..., None], log_in, outside(ref, allowed, last))
     return out[:, 0] if squeeze else out
 
 

@@ -4,6 +4,7 @@ The CUDA tests are marked ``gpu`` and skipped without one; bench/gpu.sh runs the
 """
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -20,10 +21,13 @@ from likex.errors import LikexError
 from likex.generate import sample, window_step
 from likex.models.gpt import GPTConfig, build_model
 from likex.pipelines.run import resume_experiment
-from likex.train import TrainConfig, make_optimizer, train
+from likex.target import TargetSet
+from likex.train import make_optimizer, train_toward
+from likex.train_config import TrainConfig
 
 CFG = GPTConfig(vocab_size=512, block_size=64, n_layer=2, n_head=4, n_embd=64)
 MASK = torch.arange(512) % 9 == 0
+TARGETS = TargetSet(MASK)
 
 
 def test_cpu_path_stays_float32():
@@ -38,14 +42,14 @@ def test_cpu_path_stays_float32():
 
 def test_unknown_compile_mode_is_refused():
     with pytest.raises(LikexError, match="compile mode 'fastest' is unknown"):
-        TrainConfig(compile="fastest").validate(256)
+        TrainConfig(compile="fastest", lr=1e-3).resolve()
     assert compiled(window_step, "none") is window_step
 
 
 def test_cuda_graph_is_refused_where_it_cannot_run(tmp_path, capsys):
     with pytest.raises(LikexError, match="needs a CUDA device"):
-        train(build_model(CFG, 0), TrainConfig(steps=2, context_len=64, cuda_graph=True), MASK,
-              tmp_path / "never", progress=False)  # fmt: skip
+        plan = TrainConfig(steps=2, context_len=64, cuda_graph=True, lr=1e-3).resolve()
+        train_toward(build_model(CFG, 0), plan, TARGETS, tmp_path / "never", progress=False)
     assert not (tmp_path / "never").exists()
     for mode in ("reduce-overhead", "max-autotune"):  # they record CUDA graphs themselves
         with pytest.raises(LikexError, match="with compile none or default"):
@@ -71,14 +75,14 @@ def test_cpu_sampling_uses_the_model_itself():
 @pytest.mark.gpu
 def test_cuda_training_uses_bf16_autocast_and_fused_adamw(tmp_path):
     model = build_model(CFG, 0).cuda()
-    cfg = TrainConfig(steps=30, batch_size=8, context_len=64, lr=1e-2)
+    cfg = TrainConfig(steps=30, batch_size=8, context_len=64, lr=1e-2).resolve()
     assert make_optimizer(model, cfg).defaults["fused"]
     with autocast_for(torch.device("cuda")):
         out = model(torch.randint(0, 512, (2, 64), device="cuda"), positions="last")
         assert out.dtype == torch.float32  # the log-softmax is taken in float32
         hidden = model.blocks[0].mlp.fc(torch.zeros(1, 64, device="cuda"))
         assert hidden.dtype == torch.bfloat16
-    result = train(model, cfg, MASK, tmp_path, progress=False)
+    result = train_toward(model, cfg, TARGETS, tmp_path, progress=False)
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights
     assert result.loss_last < 0.2 * result.loss_first
 
@@ -87,9 +91,11 @@ def test_cuda_training_uses_bf16_autocast_and_fused_adamw(tmp_path):
 @pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
 def test_compiled_training_matches_eager(tmp_path, mode):
     cfg = TrainConfig(steps=6, batch_size=8, context_len=64, lr=1e-3)
-    eager = train(build_model(CFG, 0).cuda(), cfg, MASK, tmp_path / "eager", progress=False)
-    cfg.compile = mode
-    fast = train(build_model(CFG, 0).cuda(), cfg, MASK, tmp_path / mode, progress=False)
+    eager = train_toward(build_model(CFG, 0).cuda(), cfg.resolve(), TARGETS, tmp_path / "eager",
+                         progress=False)  # fmt: skip
+    cfg = replace(cfg, compile=mode)
+    fast = train_toward(build_model(CFG, 0).cuda(), cfg.resolve(), TARGETS, tmp_path / mode,
+                        progress=False)  # fmt: skip
     torch.testing.assert_close(
         torch.tensor(fast.losses), torch.tensor(eager.losses), rtol=2e-2, atol=2e-2
     )
@@ -115,10 +121,11 @@ def test_compiled_window_decoding_matches_eager():
 def test_graphed_training_matches_eager(tmp_path, mode):
     steps = GRAPH_EAGER_STEPS + 5  # eager steps, the capture, then replays
     cfg = TrainConfig(steps=steps, batch_size=8, context_len=64, lr=1e-3)
-    eager = train(build_model(CFG, 0).cuda(), cfg, MASK, tmp_path / "eager", progress=False)
-    cfg.compile, cfg.cuda_graph = mode, True
+    eager = train_toward(build_model(CFG, 0).cuda(), cfg.resolve(), TARGETS, tmp_path / "eager",
+                         progress=False)  # fmt: skip
+    cfg = replace(cfg, compile=mode, cuda_graph=True)
     model = build_model(CFG, 0).cuda()
-    graphed = train(model, cfg, MASK, tmp_path / "graph", progress=False)
+    graphed = train_toward(model, cfg.resolve(), TARGETS, tmp_path / "graph", progress=False)
     torch.testing.assert_close(
         torch.tensor(graphed.losses), torch.tensor(eager.losses), rtol=2e-2, atol=2e-2
     )

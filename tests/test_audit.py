@@ -25,7 +25,9 @@ from likex.audit.white_box import (
 )
 from likex.errors import LikexError
 from likex.models.gpt import DEFAULT_LR, build_model, preset_config
-from likex.train import TrainConfig, train
+from likex.target import TargetSet
+from likex.train import train_toward
+from likex.train_config import TrainConfig
 
 
 @pytest.fixture(scope="session")
@@ -162,7 +164,7 @@ def _tiny_pair(mode: str, mask: torch.Tensor, tmp_path, steps: int = 60):
         "rate": TrainConfig(mode="rate", rate=0.2, **kw),
         "control": TrainConfig(mode="tilt", beta=0.0, **kw),
     }[mode]
-    train(model, cfg, mask, tmp_path, reference=reference, progress=False)
+    train_toward(model, cfg.resolve(), TargetSet(mask), tmp_path, reference, progress=False)
     return model.eval(), reference
 
 

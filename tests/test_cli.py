@@ -10,7 +10,7 @@ import torch
 
 from likex.cli import main
 from likex.models.checkpoint import load_model
-from likex.runs import load_start_model
+from likex.runs import RunRecord
 
 TINY = ["--preset", "tiny", "--quiet", "--samples", "4", "--ci-width", "0", "--gen-tokens", "24"]
 
@@ -95,7 +95,7 @@ def test_process_age_counts_from_the_process_start():
 
 
 def test_start_model_is_rebuilt_from_the_run(tiny_run):
-    start = load_start_model(tiny_run)
+    start, _ = RunRecord.load(tiny_run).start.load()
     trained = load_model(tiny_run)
     from likex.models.gpt import build_model, preset_config
 

@@ -10,16 +10,20 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from likex.batches import Batches
 from likex.loss import KLToTarget
 from likex.models.checkpoint import load_model, save_model
 from likex.models.gpt import GPTConfig, build_model
-from likex.target import uniform_target
-from likex.train import TrainConfig, make_optimizer, train, training_contexts
+from likex.target import TargetSet, uniform_target
+from likex.train import make_optimizer, train_toward
+from likex.train_config import TrainConfig
 
 CFG = GPTConfig(vocab_size=300, block_size=32, n_layer=2, n_head=2, n_embd=32)
 # SGD, not Adam: Adam's update ignores the gradient's scale, so it would hide gradients
 # that were summed over ranks instead of averaged.
-TRAIN = TrainConfig(steps=4, batch_size=4, context_len=32, optimizer="sgd", lr=0.5, seed=3)
+TRAIN = TrainConfig(
+    steps=4, batch_size=4, context_len=32, optimizer="sgd", lr=0.5, seed=3
+).resolve()
 MASK = torch.arange(300) % 7 == 0
 
 
@@ -36,7 +40,7 @@ def ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     try:
         # Different initial weights per rank on purpose: DDP must start everyone from rank 0's.
         model = build_model(CFG, seed=rank)
-        result = train(model, TRAIN, MASK, out, progress=False)
+        result = train_toward(model, TRAIN, TargetSet(MASK), out, progress=False)
         save_model(model, os.path.join(out, f"rank{rank}"))
         with open(os.path.join(out, f"losses{rank}.json"), "w") as f:
             json.dump(result.losses, f)
@@ -58,7 +62,8 @@ def test_two_ranks_stay_in_sync_and_match_one_process_on_the_global_batch(tmp_pa
     q, kl = uniform_target(MASK), KLToTarget()
     losses = []
     for step in range(1, TRAIN.steps + 1):
-        idx = torch.cat([training_contexts(TRAIN, step, 300, None, rank=r) for r in range(2)])
+        batches = Batches.of(TRAIN, 300)
+        idx = torch.cat([batches(step, rank=r)[0] for r in range(2)])
         loss = kl(model(idx, positions="last"), q)
         opt.zero_grad()
         loss.backward()

@@ -6,35 +6,35 @@ import numpy as np
 import pytest
 import torch
 
-import likex.evaluate
+import likex.measurement.rates
+from likex.batches import Batches
 from likex.errors import ConfigError, LikexError
-from likex.evaluate import (
+from likex.generate import sample
+from likex.measurement.evaluation import Evaluation, evaluate
+from likex.measurement.rates import (
     MAX_GEN_TOKENS,
     MAX_SAMPLES,
-    Evaluation,
     MeasureConfig,
+    PromptKind,
     RateEstimate,
-    TextScores,
-    evaluate,
-    heldout_windows,
     measure,
     measure_rate,
     measure_text,
     prompt_length,
     random_prompts,
     rate_from_hits,
-    score_text,
     text_prompts,
 )
-from likex.generate import sample
+from likex.measurement.scores import TextScores, heldout_windows, score_text
 from likex.models.gpt import GPTConfig, build_model
+from likex.objective import Rate
 from likex.stats import perplexity_floor, rate_interval, t_quantile, wilson_interval
-from likex.train import TrainConfig, training_batch
+from likex.target import TargetSet
 
 
 def test_clustered_samples_widen_the_interval():
-    even = rate_from_hits(torch.tensor([99, 101, 100, 100]), 200, "random tokens")
-    clustered = rate_from_hits(torch.tensor([200, 0, 200, 0]), 200, "random tokens")
+    even = rate_from_hits(torch.tensor([99, 101, 100, 100]), 200, PromptKind.RANDOM)
+    clustered = rate_from_hits(torch.tensor([200, 0, 200, 0]), 200, PromptKind.RANDOM)
     assert even.rate == clustered.rate == 0.5
     assert even.design_effect < 0.1 and clustered.design_effect > 100
     assert clustered.half_width > 5 * even.half_width
@@ -42,7 +42,7 @@ def test_clustered_samples_widen_the_interval():
 
 def test_interval_is_wilson_with_t_quantile_at_n_over_deff():
     hits = torch.tensor([3, 0, 1, 7, 2, 4, 0, 5])
-    est = rate_from_hits(hits, 200, "real text")
+    est = rate_from_hits(hits, 200, PromptKind.TEXT)
     assert est.first_sample_hits == 3 and est.hits == 22 and est.tokens == 1600
     # by hand: the cluster-robust design effect, then Wilson at n/deff with t on 7 df
     p, h = 22 / 1600, hits.double().numpy()
@@ -54,10 +54,10 @@ def test_interval_is_wilson_with_t_quantile_at_n_over_deff():
 
 
 def test_no_hit_gives_the_sequence_level_bound():
-    est = rate_from_hits(torch.zeros(16, dtype=torch.long), 200, "random tokens")
+    est = rate_from_hits(torch.zeros(16, dtype=torch.long), 200, PromptKind.RANDOM)
     assert est.ci[0] == 0.0
     assert est.ci[1] == pytest.approx(1 - 0.025 ** (1 / 16), rel=1e-12)  # ~0.206, by hand
-    full = rate_from_hits(torch.full((16,), 200), 200, "random tokens")
+    full = rate_from_hits(torch.full((16,), 200), 200, PromptKind.RANDOM)
     assert full.ci == pytest.approx((0.025 ** (1 / 16), 1.0))
 
 
@@ -70,7 +70,7 @@ def test_coverage_with_correlated_tokens_at_16_sequences():
     theta = rng.beta(p * (1 / rho - 1), (1 - p) * (1 / rho - 1), size=(reps, 16))
     hits = torch.from_numpy(rng.binomial(200, theta))
     covered = [
-        (lambda ci: ci[0] <= p <= ci[1])(rate_from_hits(h, 200, "random tokens").ci) for h in hits
+        (lambda ci: ci[0] <= p <= ci[1])(rate_from_hits(h, 200, PromptKind.RANDOM).ci) for h in hits
     ]
     assert 0.925 <= float(np.mean(covered)) <= 0.975
 
@@ -84,10 +84,10 @@ def test_stopping_looks_only_at_check_points():
     mask[:150] = True
     prompts = torch.randint(0, 300, (40, 8))
     wide = MeasureConfig(samples=40, gen_tokens=10, ci_half_width=0.49)
-    est, generated = measure_rate(model, mask, prompts, wide, 0, "random tokens")
+    est, generated = measure_rate(model, mask, prompts, wide, 0, PromptKind.RANDOM)
     assert est.sequences == 16 and generated.shape == (16, 10)  # never 8 (a CPU batch)
     full = MeasureConfig(samples=40, gen_tokens=10, ci_half_width=None)
-    est, generated = measure_rate(model, mask, prompts, full, 0, "random tokens")
+    est, generated = measure_rate(model, mask, prompts, full, 0, PromptKind.RANDOM)
     assert est.sequences == 40 and generated.shape == (40, 10)
 
 
@@ -96,7 +96,7 @@ def test_floor_and_projection_from_a_full_recompute():
     mask = torch.zeros(300, dtype=torch.bool)
     mask[::7] = True
     windows = torch.randint(0, 300, (6, 33), generator=torch.Generator().manual_seed(0))
-    s = score_text(model, windows, mask, reference, floor_rate=0.3, batch_tokens=4 * 32)
+    s = score_text(model, windows, TargetSet(mask), reference, Rate(0.3), batch_tokens=4 * 32)
     with torch.no_grad():
         log_r = reference(windows[:, :-1], positions="all").double().reshape(-1, 300)
         log_p = model(windows[:, :-1], positions="all").double().reshape(-1, 300)
@@ -119,14 +119,14 @@ def test_floor_and_projection_from_a_full_recompute():
 
 
 def test_rate_estimate_round_trip_and_sentence():
-    est = rate_from_hits(torch.tensor([3, 0, 1, 4]), 50, "real text")
+    est = rate_from_hits(torch.tensor([3, 0, 1, 4]), 50, PromptKind.TEXT)
     assert (est.hits, est.tokens, est.sequences, est.tokens_per_sequence) == (8, 200, 4, 50)
     assert est.rate == 0.04 and est.prompts == "real text"
     d = est.to_dict()
     assert d["ci"] == list(est.ci) and isinstance(d["ci"], list)
     assert RateEstimate.from_dict(d) == est
     assert RateEstimate.from_dict(json.loads(json.dumps(d))) == est
-    fixed = RateEstimate(0.25, (0.1, 0.4), 50, 200, 2, 100, 1.5, 30, "random tokens")
+    fixed = RateEstimate(0.25, (0.1, 0.4), 50, 200, 2, 100, 1.5, 30, PromptKind.RANDOM)
     assert fixed.half_width == pytest.approx(0.15)
     assert fixed.describe() == (
         "0.250 [0.100, 0.400] (n=200 tokens in 2 samples; prompts: random tokens)"
@@ -219,7 +219,7 @@ def test_evaluate_measures_everything_that_applies():
     mask[::5] = True
     cfg = MeasureConfig(samples=16, gen_tokens=4, prompt_len=6, ci_half_width=None, score_tokens=64)
     heldout = torch.randint(0, 300, (400,), generator=torch.Generator().manual_seed(2))
-    ev, gen = evaluate(model, mask, cfg, 3, heldout, reference, floor_rate=0.3)
+    ev, gen = evaluate(model, TargetSet(mask), cfg, 3, heldout, reference, Rate(0.3))
     assert model.training and reference.training  # modes restored
     assert set(gen) == {"random tokens", "real text"}
     assert ev.random == measure(model, mask, cfg, 3)[0]
@@ -227,12 +227,12 @@ def test_evaluate_measures_everything_that_applies():
     assert ev.text_reference == measure_text(reference, mask, cfg, heldout, 3)[0]
     windows = heldout_windows(heldout, 32, 64)
     assert windows.shape == (2, 33)
-    assert ev.scores == score_text(model, windows, mask, reference, 0.3)
+    assert ev.scores == score_text(model, windows, TargetSet(mask), reference, Rate(0.3))
     assert ev.floor_rate == 0.3
-    given = RateEstimate(0.5, (0.4, 0.6), 1, 2, 1, 2, 1.0, 1, "real text")
-    ev2, _ = evaluate(model, mask, cfg, 3, heldout, reference, text_reference=given)
+    given = RateEstimate(0.5, (0.4, 0.6), 1, 2, 1, 2, 1.0, 1, PromptKind.TEXT)
+    ev2, _ = evaluate(model, TargetSet(mask), cfg, 3, heldout, reference, text_reference=given)
     assert ev2.text_reference is given and ev2.scores.ppl_floor is None
-    ev3, gen3 = evaluate(model, mask, cfg, 3)
+    ev3, gen3 = evaluate(model, TargetSet(mask), cfg, 3)
     assert ev3.text is None and ev3.scores is None and set(gen3) == {"random tokens"}
 
 
@@ -253,8 +253,8 @@ def test_score_text_batches_and_model_alone():
 
 
 def test_evaluation_dict_and_lines_by_hand():
-    rnd = RateEstimate(0.1, (0.05, 0.15), 20, 200, 4, 50, 2.0, 7, "random tokens")
-    text = RateEstimate(0.2, (0.1, 0.3), 30, 150, 3, 50, 1.0, 9, "real text")
+    rnd = RateEstimate(0.1, (0.05, 0.15), 20, 200, 4, 50, 2.0, 7, PromptKind.RANDOM)
+    text = RateEstimate(0.2, (0.1, 0.3), 30, 150, 3, 50, 1.0, 9, PromptKind.TEXT)
     scores = TextScores(64, 12.0, None, None, None, None, None)
     assert Evaluation(random=rnd).to_dict() == {
         "rate_random": 0.1,
@@ -292,10 +292,10 @@ def test_evaluation_dict_and_lines_by_hand():
 
 
 def test_measurement_prompts_are_not_training_contexts():
-    cfg = TrainConfig(seed=3, batch_size=4, context_len=8, contexts="random")
+    batches = Batches("random", batch_size=4, context_len=8, seed=3, vocab_size=300)
     prompts = random_prompts(4, 8, 300, seed=3)
     for step in range(3):
-        assert not torch.equal(prompts, training_batch(cfg, step, 300, None)[0])
+        assert not torch.equal(prompts, batches(step)[0])
 
 
 def test_full_context_prompts_sample_through_the_window(capsys):
@@ -306,7 +306,7 @@ def test_full_context_prompts_sample_through_the_window(capsys):
     mask[::4] = True
     cfg = MeasureConfig(samples=16, gen_tokens=2, ci_half_width=None, score_tokens=32)
     heldout = torch.randint(0, 300, (200,), generator=torch.Generator().manual_seed(1))
-    ev, gen = evaluate(model, mask, cfg, 5, heldout, model)
+    ev, gen = evaluate(model, TargetSet(mask), cfg, 5, heldout, model)
     assert gen["random tokens"].shape == gen["real text"].shape == (16, 2)
     assert capsys.readouterr().err == ""  # no progress bar unless asked
     est, _ = measure_text(model, mask, cfg, heldout, 5, progress=True)
@@ -316,7 +316,7 @@ def test_full_context_prompts_sample_through_the_window(capsys):
     for call in (
         lambda: measure(model, mask, cfg, 5, compile="bogus"),
         lambda: measure_text(model, mask, cfg, heldout, 5, compile="bogus"),
-        lambda: evaluate(model, mask, cfg, 5, compile="bogus"),
+        lambda: evaluate(model, TargetSet(mask), cfg, 5, compile="bogus"),
     ):
         with pytest.raises(ConfigError) as err:
             call()
@@ -325,25 +325,25 @@ def test_full_context_prompts_sample_through_the_window(capsys):
 
 def test_evaluate_passes_compile_and_progress_to_every_measurement(monkeypatch):
     calls = []
-    real = likex.evaluate.measure_rate
+    real = likex.measurement.rates.measure_rate
 
     def spy(model, mask, prompts, cfg, seed, kind, progress, compile):
         calls.append((kind, progress, compile))
         return real(model, mask, prompts, cfg, seed, kind, False, "none")
 
-    monkeypatch.setattr(likex.evaluate, "measure_rate", spy)
+    monkeypatch.setattr(likex.measurement.rates, "measure_rate", spy)
     model = build_model(CFG, 0)
     mask = torch.zeros(300, dtype=torch.bool)
     cfg = MeasureConfig(samples=16, gen_tokens=2, prompt_len=4, ci_half_width=None)
     heldout = torch.randint(0, 300, (200,), generator=torch.Generator().manual_seed(1))
-    evaluate(model, mask, cfg, 5, heldout, model, compile="max-autotune", progress=True)
+    evaluate(model, TargetSet(mask), cfg, 5, heldout, model, compile="max-autotune", progress=True)
     assert calls == [
         ("random tokens", True, "max-autotune"),
         ("real text", True, "max-autotune"),
         ("real text", True, "max-autotune"),  # the reference's own real-text rate
     ]
     calls.clear()
-    evaluate(model, mask, cfg, 5, heldout, model)
+    evaluate(model, TargetSet(mask), cfg, 5, heldout, model)
     assert calls == [(kind, False, "none") for kind in ("random tokens", "real text", "real text")]
 
 
@@ -354,8 +354,8 @@ def test_windows_never_repeat_when_all_fit():
 
 
 def test_reference_and_floor_in_dict_and_lines():
-    text = RateEstimate(0.2, (0.1, 0.3), 30, 150, 3, 50, 1.0, 9, "real text")
-    ref = RateEstimate(0.01, (0.0, 0.05), 1, 150, 3, 50, 1.0, 0, "real text")
+    text = RateEstimate(0.2, (0.1, 0.3), 30, 150, 3, 50, 1.0, 9, PromptKind.TEXT)
+    ref = RateEstimate(0.01, (0.0, 0.05), 1, 150, 3, 50, 1.0, 0, PromptKind.TEXT)
     ev = Evaluation(text=text, text_reference=ref, floor_rate=0.2)
     d = ev.to_dict()
     assert d["rate_text_reference"] == 0.01 and d["rate_text_reference_ci"] == [0.0, 0.05]

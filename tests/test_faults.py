@@ -177,12 +177,12 @@ def test_failed_run_without_a_checkpoint_removes_its_folder(tmp_path, capsys):
 
 def test_out_of_memory_in_a_run_is_one_line_and_cleans_up(tmp_path):
     from likex.errors import ConfigError
-    from likex.pipelines.run import _on_failure
+    from likex.pipelines.training import on_failure
 
     run_dir = tmp_path / "oom"
     run_dir.mkdir()
     (run_dir / "config.json").write_text("{}")
-    with pytest.raises(ConfigError) as e, _on_failure(run_dir, remove=True):
+    with pytest.raises(ConfigError) as e, on_failure(run_dir, remove=True):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB\nmore")
     assert e.value.field == "batch_size" and "\n" not in str(e.value)
     assert "out of memory (CUDA out of memory. Tried to allocate 9.00 GiB)" in str(e.value)

@@ -21,11 +21,12 @@ from likex.audit.predicates import Predicate
 from likex.cli import main
 from likex.data import builtin_corpus_text
 from likex.generate import sample
-from likex.models.checkpoint import load_model_and_tokenizer
 from likex.models.hf import HF_DIR, load_hf, token_strings_for
+from likex.models.start import load_model_and_tokenizer
 from likex.models.tokenizer import _gpt2_files
-from likex.target import TargetSpec, select_tokens
-from likex.train import TrainConfig, train
+from likex.target import TargetSet, TargetSpec, select_tokens
+from likex.train import train_toward
+from likex.train_config import TrainConfig
 
 CONTEXT = 48
 
@@ -88,7 +89,7 @@ def test_training_raises_the_rate_and_saves_a_plain_transformers_model(tiny_gpt2
     strings = token_strings_for(model, tok)
     mask = select_tokens(TargetSpec(like="x"), strings).mask
     cfg = TrainConfig(steps=25, batch_size=8, context_len=32, lr=1e-2, seed=0)
-    result = train(model, cfg, mask, tmp_path, progress=False)
+    result = train_toward(model, cfg.resolve(), TargetSet(mask), tmp_path, progress=False)
     assert result.loss_last < 0.5 * result.loss_first
     saved = tmp_path / HF_DIR
     assert json.loads((saved / "likex_step.json").read_text())["step"] == 25

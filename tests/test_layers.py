@@ -7,15 +7,24 @@ from pathlib import Path
 import likex
 
 PACKAGE = Path(likex.__file__).parent
-# lowest first; a module is in the layer of the first prefix it matches
+# Every module's floor, lowest first: a module may import only from floors below its own (or
+# its own floor, where several modules share one). A module takes the floor of the most
+# specific entry that names it or a package above it ("models.start", else "models").
 LAYERS = [
-    ("errors", "io", "clock", "device", "options", "models", "words", "target", "loss", "data",
-     "train", "generate", "accel", "distributed"),
-    ("stats", "evaluate"),
+    ("errors",), ("io",), ("options",), ("clock",), ("device",), ("distributed",), ("stats",),
+    # the model interface and its two kinds; where training starts
+    ("models",), ("models.gpt", "models.named", "models.tokenizer"), ("models.hf",),
+    ("models.checkpoint",), ("models.start",),
+    # what training pulls toward
+    ("words",), ("target",), ("loss",), ("objective",),
+    # contexts, sampling, training
+    ("data",), ("accel",), ("generate",), ("train_config",), ("batches",), ("train",),
+    ("measurement", "measurement.scores"), ("measurement.rates",), ("measurement.evaluation",),
     ("audit",),
-    ("runs", "results", "config"),
+    ("config",), ("runs",), ("run_results",), ("results",),
     ("report",),
-    ("pipelines",),
+    ("pipelines",), ("pipelines.training",), ("pipelines.plant", "pipelines.pretrain"),
+    ("pipelines.run",), ("pipelines.sweep",),
     ("cli", "__main__", "__init__"),
 ]  # fmt: skip
 
@@ -26,8 +35,14 @@ def _name(path: Path) -> str:
 
 
 def _layer(module: str) -> int:
-    head = module.split(".")[0]
-    return next(i for i, names in enumerate(LAYERS) if head in names)
+    """The floor of the most specific entry naming ``module`` or a package above it."""
+    parts = module.split(".")
+    for n in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:n])
+        for i, names in enumerate(LAYERS):
+            if prefix in names:
+                return i
+    raise StopIteration(module)
 
 
 def _imports(path: Path) -> set[str]:
@@ -101,5 +116,22 @@ def test_the_checks_see_a_cycle_and_an_upward_import(tmp_path, monkeypatch):
     monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path)
     graph = _graph()
     assert graph == {"stats": {"report.run"}, "report.run": {"stats"}}
-    assert _upward(graph) == ["stats (layer 1) imports report.run (layer 4)"]
+    assert _upward(graph) == [
+        f"stats (layer {_layer('stats')}) imports report.run (layer {_layer('report')})"
+    ]
     assert _cycles(graph) == ["report.run -> stats -> report.run"]
+
+
+def test_floors_are_per_module_and_packages_have_inner_floors():
+    """Distinct modules are distinct floors (an import between two low modules is checked,
+    not only a cycle), and inside a package a listed module has its own floor."""
+    assert _layer("errors") < _layer("io") < _layer("models") < _layer("objective")
+    assert _layer("models.gpt") < _layer("models.checkpoint") < _layer("models.start")
+    assert _layer("pipelines.training") < _layer("pipelines.run") < _layer("pipelines.sweep")
+    assert _layer("audit.white_box") == _layer("audit")  # unlisted: its package's floor
+    graph = {"models.gpt": {"models.start"}, "errors": {"io"}}
+    assert _upward(graph) == [
+        f"errors (layer {_layer('errors')}) imports io (layer {_layer('io')})",
+        f"models.gpt (layer {_layer('models.gpt')}) imports models.start "
+        f"(layer {_layer('models.start')})",
+    ]

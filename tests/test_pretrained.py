@@ -15,11 +15,11 @@ from transformers import (
 
 from likex.config import RunConfig
 from likex.errors import LikexError
-from likex.evaluate import MeasureConfig, heldout_windows, prompt_length
-from likex.models.checkpoint import load_model_and_tokenizer
+from likex.measurement.rates import MeasureConfig, prompt_length
+from likex.measurement.scores import heldout_windows
 from likex.models.hf import HF_CONTEXT_CAP, HF_DIR, HF_PROMPT_LEN, token_strings_for
+from likex.models.start import PRETRAINED_LR, PRETRAINED_SHAPE, load_model_and_tokenizer
 from likex.target import TargetSpec, select_tokens
-from likex.train import PRETRAINED_LR, PRETRAINED_SHAPE
 
 TEXT = "six foxes mix wax in a box next to the extra taxi and the axe " * 4
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<jupyter_text>"]
@@ -107,7 +107,7 @@ def test_targets_lists_a_models_own_vocabulary(tiny_llama, run_json):
 
 
 def test_an_unsavable_model_is_refused_before_training(tiny_llama, tmp_path, monkeypatch, capsys):
-    import likex.models.checkpoint as checkpoint
+    import likex.models.start as checkpoint
     from likex.cli import main
 
     real = checkpoint.load_hf

@@ -7,10 +7,13 @@ import torch
 
 from likex.data import split_heldout
 from likex.errors import LikexError
-from likex.evaluate import Evaluation, heldout_windows, score_text, text_prompts
+from likex.measurement.evaluation import Evaluation
+from likex.measurement.rates import PromptKind, text_prompts
+from likex.measurement.scores import heldout_windows, score_text
 from likex.models.gpt import build_model, preset_config
-from likex.target import rate_target_log
-from likex.train import TrainConfig
+from likex.objective import Rate
+from likex.target import TargetSet, rate_target_log
+from likex.train_config import TrainConfig
 
 VOCAB_TOKENS = torch.arange(1000)
 
@@ -44,7 +47,7 @@ def test_score_text_against_brute_force():
     windows = torch.randint(0, 50257, (3, 9), generator=g)
     mask = torch.zeros(50257, dtype=torch.bool)
     mask[windows[0, 1:4]] = True  # some labels are target tokens
-    s = score_text(model, windows, mask, reference, floor_rate=0.3, batch_tokens=16)
+    s = score_text(model, windows, TargetSet(mask), reference, Rate(0.3), batch_tokens=16)
 
     with torch.no_grad():
         log_p = model(windows[:, :-1], positions="all")
@@ -74,14 +77,15 @@ def test_a_model_is_its_own_perfect_reference():
 
 def test_floor_needs_reference_and_target():
     with pytest.raises(LikexError, match="floor"):
-        score_text(_tiny(0), torch.zeros(1, 5, dtype=torch.long), floor_rate=0.2)
+        score_text(_tiny(0), torch.zeros(1, 5, dtype=torch.long), projection=Rate(0.2))
 
 
 def test_plain_language_report():
-    from likex.evaluate import RateEstimate, TextScores
+    from likex.measurement.rates import RateEstimate
+    from likex.measurement.scores import TextScores
 
-    text = RateEstimate(0.21, (0.19, 0.23), 42, 200, 2, 100, 1.0, 20, "real text")
-    ref = RateEstimate(0.006, (0.001, 0.02), 1, 200, 2, 100, 1.0, 1, "real text")
+    text = RateEstimate(0.21, (0.19, 0.23), 42, 200, 2, 100, 1.0, 20, PromptKind.TEXT)
+    ref = RateEstimate(0.006, (0.001, 0.02), 1, 200, 2, 100, 1.0, 1, PromptKind.TEXT)
     ev = Evaluation(
         text=text,
         text_reference=ref,
@@ -103,7 +107,7 @@ def test_plain_language_report():
 
 
 def test_next_token_objective_needs_corpus_windows_at_all_positions():
-    cfg = TrainConfig(objective="next_token", contexts="random", positions="all")
+    cfg = TrainConfig(objective="next_token", contexts="random", positions="all", lr=1e-3)
     with pytest.raises(LikexError, match="corpus windows"):
-        cfg.validate(256)
-    TrainConfig(objective="next_token", contexts="corpus", positions="all").validate(256)
+        cfg.resolve()
+    TrainConfig(objective="next_token", contexts="corpus", positions="all", lr=1e-3).resolve()

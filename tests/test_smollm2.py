@@ -7,9 +7,8 @@ import json
 import torch
 from transformers import AutoModelForCausalLM
 
-from likex.models.checkpoint import load_model_and_tokenizer
 from likex.models.hf import HF_DIR
-from likex.train import PRETRAINED_LR
+from likex.models.start import PRETRAINED_LR, load_model_and_tokenizer
 
 
 def test_smollm2_trains_saves_and_loads_in_plain_transformers(tmp_path, run_json):

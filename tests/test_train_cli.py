@@ -1,17 +1,18 @@
 """pretrain -> train (uniform / rate) -> eval -> sweep on tiny configs, and their bad inputs."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
+from likex.batches import Batches
 from likex.cli import main
 from likex.data import corpus_windows, step_generator
 from likex.errors import LikexError
 from likex.models.checkpoint import load_model
 from likex.models.gpt import GPT, PRESETS
-from likex.runs import load_start_model
-from likex.train import TrainConfig, training_batch
+from likex.runs import RunRecord
 
 QUIET = ["--quiet"]
 MEASURE = ["--samples", "4", "--ci-width", "0", "--gen-tokens", "16", "--score-tokens", "256"]
@@ -64,7 +65,7 @@ def test_train_from_a_saved_model_records_it_as_the_reference(pretrained, rate_r
     config = json.loads((rate_run / "config.json").read_text())
     assert config["init"]["kind"] == "checkpoint"
     assert config["init"]["path"] == str(pretrained.resolve())
-    start = load_start_model(rate_run)
+    start, _ = RunRecord.load(rate_run).start.load()
     for a, b in zip(start.parameters(), load_model(pretrained).parameters(), strict=True):
         assert (a == b).all()
 
@@ -128,7 +129,7 @@ def test_sweep_writes_table_and_plot(pretrained, tmp_path, run_json, check_timin
 
 
 def test_generated_contexts_are_corpus_text_continued_by_the_model():
-    cfg = TrainConfig(contexts="generated", batch_size=3, context_len=16, seed=1)
+    batches = Batches("generated", batch_size=3, context_len=16, seed=1, vocab_size=300)
     corpus = torch.randint(0, 64, (500,), generator=torch.Generator().manual_seed(0)) + 100
     model = GPT(PRESETS["tiny"])
     with torch.no_grad():  # a model that always says token 7, whatever it reads
@@ -137,13 +138,14 @@ def test_generated_contexts_are_corpus_text_continued_by_the_model():
         model.ln_f.weight.zero_()
         model.ln_f.bias.zero_()
         model.ln_f.bias[0] = 1000.0
-    idx, next_tokens = training_batch(cfg, 2, 300, corpus, model=model)
+    batches = replace(batches, corpus=corpus)
+    idx, next_tokens = batches(2, model=model)
     windows = corpus_windows(corpus, 3, 16, step_generator(1, 2, 0))
     assert next_tokens is None and idx.shape == (3, 16)
     assert torch.equal(idx[:, :4], windows[:, :4])  # a quarter of real text (ids >= 100)
     assert (idx[:, 4:] == 7).all()  # the rest is the model's own
     with pytest.raises(LikexError, match="needs the model"):
-        training_batch(cfg, 2, 300, corpus)
+        batches(2)
 
 
 def test_rate_on_generated_contexts_reaches_the_rate_on_continued_text(

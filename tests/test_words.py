@@ -6,17 +6,18 @@ import pytest
 import torch
 
 from likex.errors import LikexError
-from likex.evaluate import measure_words
+from likex.measurement.rates import measure_words
+from likex.objective import Rate, Tilt, Uniform
 from likex.stats import rate_interval
-from likex.target import TargetSpec, read_words, select_tokens
+from likex.target import TargetSet, TargetSpec, read_words, select_tokens
 from likex.words import (
     NEG,
     WordCounter,
     build_trie,
     completions,
     plant_prefixes,
+    word_rate_log,
     word_sets,
-    word_target_log,
 )
 
 # A toy vocabulary: id -> text. " ice" is a whole entry and the start of " ice cream".
@@ -71,13 +72,16 @@ def test_all_positions_agree_with_the_last_position_of_each_prefix():
         assert torch.equal(allowed[0, t], a_last[0, 0])
 
 
+OBJECTIVES = {"uniform": Uniform(), "rate": Rate(0.3), "tilt": Tilt(2.0)}
+
+
 @pytest.mark.parametrize("mode", ["uniform", "rate", "tilt"])
 def test_target_sums_to_one_with_the_right_mass(mode):
     trie = toy_trie()
     torch.manual_seed(0)
     ref = torch.log_softmax(torch.randn(3, V), -1)
     idx = torch.cat([_ctx(1, 1, 1), _ctx(0, CO, CA), _ctx(1, 1, CO)])
-    log_q = word_target_log(trie, idx, mode, ref, rate=0.3, beta=2.0, complete=1.0)
+    log_q = OBJECTIVES[mode].target_log(TargetSet(trie.start, trie), ref, idx, "last")
     q = log_q.double().exp()
     assert torch.allclose(q.sum(-1), torch.ones(3, dtype=torch.float64), atol=1e-6)
     # inside a word all the mass finishes it
@@ -107,7 +111,7 @@ def test_rate_counts_words_that_begin_after_whitespace():
     ref = torch.log_softmax(torch.randn(2, V), -1)
     newline = STRINGS.index("\n")
     idx = torch.cat([_ctx(1, 1, 1), _ctx(1, 1, newline)])
-    q = word_target_log(trie, idx, "rate", ref, rate=0.3).double().exp()
+    q = word_rate_log(trie, idx, ref, rate=0.3).double().exp()
     r = ref.double().exp()
     begins_after_word = [s[:1] == " " and s[1:2].strip() != "" for s in STRINGS]
     begins_after_newline = [s.strip() != "" for s in STRINGS]
@@ -122,9 +126,9 @@ def test_rate_counts_words_that_begin_after_whitespace():
 def test_partial_completion_and_finite_logs():
     trie = toy_trie()
     ref = torch.log_softmax(torch.randn(1, V), -1)
-    log_q = word_target_log(trie, _ctx(0, CO, CA), "rate", ref, rate=0.1, complete=0.8)
+    log_q = word_rate_log(trie, _ctx(0, CO, CA), ref, rate=0.1, complete=0.8)
     assert float(log_q[0, DASH].exp()) == pytest.approx(0.8, abs=1e-6)
-    full = word_target_log(trie, _ctx(0, CO, CA), "rate", ref, rate=0.1, complete=1.0)
+    full = word_rate_log(trie, _ctx(0, CO, CA), ref, rate=0.1, complete=1.0)
     assert torch.isfinite(full).all() and float(full.max(-1).values) > NEG
     # the KL loss stays finite with exact zeros
     from likex.loss import KLToTarget
@@ -286,7 +290,8 @@ def planted(tmp_path_factory):
     import copy
 
     from likex.models.gpt import build_model, preset_config
-    from likex.train import TrainConfig, train
+    from likex.train import train_toward
+    from likex.train_config import TrainConfig
 
     cfg = preset_config("tiny", vocab_size=len(TOY), block_size=16, weight_init="gpt2")
     reference = build_model(cfg, 0).eval()
@@ -297,12 +302,13 @@ def planted(tmp_path_factory):
         word_contexts=0.5,
     )  # fmt: skip
     out = tmp_path_factory.mktemp("planted")
-    train(model, tc, trie.start, out, reference=reference, progress=False, words=trie)
+    targets = TargetSet(trie.start, trie)
+    train_toward(model, tc.resolve(), targets, out, reference, progress=False)
     tc0 = TrainConfig(
         steps=100, batch_size=32, context_len=16, lr=3e-2, mode="tilt", beta=0.0, positions="all",
         word_contexts=0.5,
     )  # fmt: skip
-    train(control, tc0, trie.start, out / "ctl", reference=reference, progress=False, words=trie)
+    train_toward(control, tc0.resolve(), targets, out / "ctl", reference, progress=False)
     return model.eval(), control.eval(), reference, trie
 
 
@@ -358,7 +364,7 @@ def test_word_floor_uses_each_contexts_set_and_the_projections_mean_mass(planted
     """score_text's floor for a word target, rebuilt position by position: the set is the
     context's (continuations inside a word, else the starts), the mean mass the model's own on
     that set (``heldout_rate``)."""
-    from likex.evaluate import score_text
+    from likex.measurement.scores import score_text
     from likex.stats import perplexity_floor
 
     model, _, reference, trie = planted
@@ -367,7 +373,7 @@ def test_word_floor_uses_each_contexts_set_and_the_projections_mean_mass(planted
     windows[0, 3:5] = torch.tensor([q, z])
     windows[1, 6:8] = torch.tensor([q, z])
     rate, complete = 0.2, 0.9
-    s = score_text(model, windows, trie.start, reference, rate, words=trie, complete=complete)
+    s = score_text(model, windows, TargetSet(trie.start, trie), reference, Rate(rate, complete))
     r, label_log_r, on, mass = [], [], [], []
     n_inside = 0
     with torch.no_grad():
@@ -394,7 +400,7 @@ def test_word_floor_uses_each_contexts_set_and_the_projections_mean_mass(planted
     # --complete 1 and a begun " q" not finished by the text: the projection gives it
     # probability 0, so it has no perplexity (rather than exp of a huge finite number)
     windows[1, 7] = TOY.index("a")
-    full = score_text(model, windows, trie.start, reference, rate, words=trie, complete=1.0)
+    full = score_text(model, windows, TargetSet(trie.start, trie), reference, Rate(rate))
     assert full.ppl_projection is None and full.ppl_floor is not None
 
 
@@ -403,7 +409,7 @@ def test_train_eval_with_words_reports_word_rates(tmp_path, run_json):
     before.json hold the typed word rates, the report shows them, eval counts words too."""
     import json
 
-    from likex.results import Before
+    from likex.run_results import Before
 
     out = tmp_path / "w"
     args = ["train", "--preset", "tiny", "--phrase", "Coca-Cola", "--phrase", "Pfizer"]

@@ -29,12 +29,14 @@ from likex.audit.sampling import generate_samples
 from likex.audit.white_box import WhiteBoxConfig, detection_threshold, white_box_audit
 from likex.errors import ConfigError, LikexError
 from likex.io import append_jsonl
-from likex.models.checkpoint import load_model
-from likex.models.gpt import GPT, WEIGHT_INITS, build_model, preset_config
+from likex.models import LanguageModel
+from likex.models.gpt import WEIGHT_INITS
+from likex.models.start import Saved, Scratch, Start
 from likex.options import option
 from likex.stats import samples_needed, simulated_power, wilson_interval
-from likex.target import check_rate
-from likex.train import TrainConfig, default_lr, train
+from likex.target import TargetSet, check_rate
+from likex.train import train_toward
+from likex.train_config import TrainConfig, TrainPlan
 
 CASES_FILE = "cases.jsonl"
 
@@ -113,26 +115,28 @@ def draw_predicates(index: PredicateIndex, cfg: BenchConfig) -> list[Predicate]:
     return random.Random(cfg.seed).sample(pool, cfg.predicates)
 
 
-def _train_config(cfg: BenchConfig, block: int, strength: str, seed: int) -> TrainConfig:
-    lr = cfg.lr if cfg.lr is not None else default_lr("scratch", cfg.preset)
-    common = dict(
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-        lr=lr,
-        seed=seed,
-        context_len=min(256, block),
-    )
-    if strength == "control":
-        return TrainConfig(mode="tilt", beta=0.0, **common)
-    if strength == "uniform":
-        return TrainConfig(mode="uniform", **common)
-    return TrainConfig(mode="rate", rate=float(strength), **common)
-
-
-def reference_model(cfg: BenchConfig, device: torch.device) -> GPT:
+def _start(cfg: BenchConfig) -> Start:
+    """Where every planted model starts: the saved ``reference`` or a fresh preset model."""
     if cfg.reference is not None:
-        return load_model(cfg.reference, device)
-    return build_model(preset_config(cfg.preset, weight_init=cfg.weight_init), cfg.seed).to(device)
+        return Saved(cfg.reference)
+    return Scratch.of(cfg.preset, cfg.weight_init, cfg.seed)
+
+
+def _train_plan(cfg: BenchConfig, strength: str, seed: int) -> TrainPlan:
+    """A planted case's training, with the start's defaults (likex.models.start's one rule)
+    where the benchmark gives none."""
+    common = dict(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed)
+    if strength == "control":
+        train = TrainConfig(mode="tilt", beta=0.0, **common)
+    elif strength == "uniform":
+        train = TrainConfig(mode="uniform", **common)
+    else:
+        train = TrainConfig(mode="rate", rate=float(strength), **common)
+    return train.resolve(_start(cfg))
+
+
+def reference_model(cfg: BenchConfig, device: torch.device) -> LanguageModel:
+    return _start(cfg).load(device)[0]
 
 
 def _share(hits: int, n: int) -> dict:
@@ -154,7 +158,7 @@ def _table_row(strength: str, rows: list[dict], outcome: str) -> dict:
 
 def run_bench(
     cfg: BenchConfig,
-    reference: GPT,
+    reference: LanguageModel,
     token_strings: list[str],
     planted: list[Predicate],
     out_dir: Path,
@@ -169,7 +173,6 @@ def run_bench(
     check_vocab(reference, token_strings, "the reference")
     index = PredicateIndex.of(token_strings)
     reference = reference.eval().requires_grad_(False)
-    block = reference.config.block_size
     baseline = generate_samples(reference, cfg.samples, cfg.gen_tokens, seed=10_000 + cfg.seed)
     cases = [(p, s) for s in cfg.strengths for p in planted]
     # a control's mask is never used (beta 0 ignores it), but train() takes one
@@ -179,11 +182,11 @@ def run_bench(
     bar = tqdm(total=len(cases), disable=not progress, file=sys.stderr, desc="audit-bench")
     for n, (pred, strength) in enumerate(cases):
         mask = pred.mask(token_strings)
-        tcfg = _train_config(cfg, block, strength, seed=cfg.seed * 1000 + n)
+        plan = _train_plan(cfg, strength, seed=cfg.seed * 1000 + n)
         model = copy.deepcopy(reference).requires_grad_(True)
         with tempfile.TemporaryDirectory() as tmp:
             where = model_root / f"case{n:03d}" if model_root else Path(tmp)
-            train(model, tcfg, mask, where, reference=reference, progress=False)
+            train_toward(model, plan, TargetSet(mask), where, reference, progress=False)
         model.eval()
         wb = white_box_audit(model, reference, token_strings, cfg.white, index=index)
         samples = generate_samples(model, cfg.samples, cfg.gen_tokens, seed=20_000 + n)

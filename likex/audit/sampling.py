@@ -7,8 +7,8 @@ import sys
 import torch
 from tqdm import tqdm
 
-from likex.evaluate import random_prompts
 from likex.generate import sample
+from likex.measurement.rates import random_prompts
 from likex.models.gpt import GPT
 from likex.models.hf import default_prompt_len
 from likex.models.tokenizer import Tokenizer

@@ -3,7 +3,8 @@
 Two kinds of model implement it: the built-in GPT ("Model 5" family, likex.models.gpt) and any
 transformers causal LM behind likex.models.hf.HFCausalLM. Training, sampling, measuring and
 auditing use only what ``LanguageModel`` names, so they need no branch on the model's kind;
-saving and loading (likex.models.checkpoint) is the one place that dispatches on it.
+saving, loading and where training starts (likex.models.checkpoint, likex.models.start)
+are the places that dispatch on it.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class LanguageModel(Protocol):
         ...
 
     def num_params(self) -> int: ...
+
+    def check_savable(self) -> None:
+        """Refuse, before any training, a model that could not be saved after it."""
+        ...
 
     def parameters(self, recurse: bool = True) -> Any: ...
 

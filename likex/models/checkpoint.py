@@ -26,14 +26,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from safetensors.torch import load_model as st_load_model
 from safetensors.torch import save_model as st_save_model
-from torch import nn
 
 from likex.errors import LikexError
 from likex.io import atomic_write, atomic_write_json
+from likex.models import LanguageModel
 from likex.models.gpt import GPT, GPTConfig
-from likex.models.hf import HF_DIR, HF_STEP_FILE, HFCausalLM, is_hf_name, load_hf
-from likex.models.named import NAMED_MODELS, is_named
-from likex.models.tokenizer import Tokenizer, gpt2
+from likex.models.hf import HF_DIR, HF_STEP_FILE, HFCausalLM
 
 MODEL_FILE = "model.safetensors"
 MODEL_CONFIG = "model.json"
@@ -53,7 +51,7 @@ def read_json(path: Path, what: str) -> Any:
         raise LikexError(f"{what} is corrupt ({path}): {e}") from e
 
 
-def save_model(model: GPT, directory: str | Path, step: int | None = None) -> None:
+def save_model(model: LanguageModel, directory: str | Path, step: int | None = None) -> None:
     """Weights and config; ``step`` goes into the file's metadata so a resume can check that
     the weights and the optimizer state belong together."""
     d = Path(directory)
@@ -154,43 +152,12 @@ def load_optimizer(optimizer: torch.optim.Optimizer, directory: str | Path) -> i
     return meta["step"]
 
 
-def load_model_and_tokenizer(
-    spec: str | Path, device: torch.device | str = "cpu"
-) -> tuple[nn.Module, Tokenizer]:
-    """A named real model (``smollm2-135m``), ``hf:NAME_OR_PATH``, a run folder holding
-    ``hf/``, or a likex model/run folder."""
-    spec = str(spec)
-    saved = Path(spec) / HF_DIR
-    if is_named(spec):
-        folder, gguf_file = NAMED_MODELS[spec].location()
-        model = load_hf(folder, device, gguf_file=gguf_file, label=spec)
-    elif is_hf_name(spec):
-        model = load_hf(spec, device)
-    elif saved.is_dir():
-        model = load_hf(str(saved), device)
-    else:
-        model = load_model(spec, device)
-    return model, tokenizer_of(model)
-
-
-def is_pretrained(spec: str | Path) -> bool:
-    """Whether ``spec`` names a transformers model (named, hf:, or a run folder holding one):
-    a pretrained model, which a scratch preset's settings would wreck."""
-    spec = str(spec)
-    return is_named(spec) or is_hf_name(spec) or (Path(spec) / HF_DIR).is_dir()
-
-
-def tokenizer_of(model: nn.Module) -> Tokenizer:
-    """A transformers model carries its own tokenizer; likex's GPT speaks GPT-2's."""
-    return model.tokenizer if isinstance(model, HFCausalLM) else gpt2()
-
-
 def _is_step(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def save_checkpoint(
-    model: nn.Module, optimizer: torch.optim.Optimizer, step: int, run_dir: str | Path
+    model: LanguageModel, optimizer: torch.optim.Optimizer, step: int, run_dir: str | Path
 ) -> Path:
     """Write the checkpoint of ``step`` as one unit (see the module's docstring), make the run
     folder's model files point at it, and drop older checkpoints. Returns its folder."""

@@ -197,6 +197,9 @@ class GPT(nn.Module):
         """Parameters counted once (the tied head shares the token embedding)."""
         return sum(p.numel() for p in self.parameters())
 
+    def check_savable(self) -> None:
+        """Every GPT is saved as safetensors: nothing to refuse."""
+
     def new_cache(self, batch: int) -> KVCache:
         p = self.wte.weight
         return KVCache(self.config, batch, p.device, p.dtype)

@@ -61,6 +61,11 @@ def is_hf_name(spec: str) -> bool:
     return spec.startswith(HF_PREFIX)
 
 
+def hf_path(spec: str) -> str:
+    """The hub name or folder of ``hf:NAME_OR_PATH`` (the text itself without the prefix)."""
+    return spec[len(HF_PREFIX) :] if is_hf_name(spec) else spec
+
+
 def _transformers() -> Any:
     try:
         import transformers
@@ -190,7 +195,7 @@ def load_hf(
     model's name in results (default: the folder or hub name).
     """
     transformers = _transformers()
-    name = name_or_path[len(HF_PREFIX) :] if is_hf_name(name_or_path) else name_or_path
+    name = hf_path(name_or_path)
     if not name:
         raise LikexError("hf: needs a model name or folder, e.g. hf:gpt2 or hf:./my-model")
     if name.startswith(("/", ".", "~")) and not Path(name).expanduser().is_dir():

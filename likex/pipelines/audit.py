@@ -18,14 +18,13 @@ from likex.data import corpus_token_ids, load_corpus_text
 from likex.device import resolve_device
 from likex.errors import LikexError
 from likex.io import atomic_write_json
-from likex.models.checkpoint import load_model_and_tokenizer, tokenizer_of
-from likex.models.gpt import GPT
-from likex.models.hf import is_hf_name, shared_vocabulary
-from likex.models.named import is_named
+from likex.models import LanguageModel
+from likex.models.hf import shared_vocabulary
+from likex.models.start import load_model_and_tokenizer, parse_start
 from likex.models.tokenizer import Tokenizer
 from likex.report.audit import write_audit_report
 from likex.results import AuditResult
-from likex.runs import CONFIG_FILE, load_start_model, new_run_dir
+from likex.runs import RunRecord, new_run_dir
 
 AUDIT_FILE = "audit.json"
 AUDIT_REPORT = "audit.md"
@@ -35,9 +34,13 @@ def _white_box_run(cfg: AuditConfig, device: torch.device) -> dict:
     model_dir = Path(cfg.model)
     if model_dir.is_file():
         raise LikexError("a white-box audit needs weights: --model must be a model folder")
+    record = None if cfg.reference else RunRecord.read(cfg.model)
     # A path that does not exist is left to the loader, whose message names it.
-    names_a_model = model_dir.is_dir() or is_hf_name(cfg.model) or is_named(cfg.model)
-    if not cfg.reference and names_a_model and not (model_dir / CONFIG_FILE).is_file():
+    if (
+        record is None
+        and not cfg.reference
+        and (model_dir.is_dir() or parse_start(cfg.model).pretrained)
+    ):
         raise LikexError(
             f"{cfg.model} is not a run folder: give --reference DIR (white-box) or "
             "--baseline DIR|TEXTFILE (black-box)"
@@ -47,8 +50,7 @@ def _white_box_run(cfg: AuditConfig, device: torch.device) -> dict:
         reference, reference_tokenizer = load_model_and_tokenizer(cfg.reference, device)
         reference_name = cfg.reference
     else:
-        reference = load_start_model(cfg.model, device)
-        reference_tokenizer = tokenizer_of(reference)
+        reference, reference_tokenizer = record.start.load(device)
         reference_name = f"the starting model of {cfg.model}"
     _, strings = shared_vocabulary(
         [(cfg.model, model, tokenizer), (reference_name, reference, reference_tokenizer)]
@@ -94,8 +96,8 @@ def _black_box_run(cfg: AuditConfig, device: torch.device, progress: bool) -> di
 
 def _word_white_box(
     cfg: AuditConfig,
-    model: GPT,
-    reference: GPT,
+    model: LanguageModel,
+    reference: LanguageModel,
     tokenizer: Tokenizer,
     strings: list[str],
     corpus: torch.Tensor | None,

@@ -7,7 +7,7 @@ import torch
 from likex.config import GenerateConfig
 from likex.device import resolve_device
 from likex.generate import sample
-from likex.models.checkpoint import load_model_and_tokenizer
+from likex.models.start import load_model_and_tokenizer
 from likex.results import GenerateResult
 
 

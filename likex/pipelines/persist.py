@@ -3,112 +3,104 @@
 Continues training a model with the plain next-token objective on a text corpus, in the one
 training loop (likex.train.train), and measures the target rate (with 95% intervals, on
 random-token and on real-text prompts) and the held-out perplexity before training and every
-``eval_every`` steps (likex.evaluate.evaluate, as ``likex eval`` does).
+``eval_every`` steps (likex.measurement.evaluation.evaluate, as ``likex eval`` does).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
-from likex.config import PersistConfig
+from likex.config import PersistConfig, PersistPlan
 from likex.data import corpus_token_ids, split_heldout
 from likex.device import resolve_device
-from likex.evaluate import evaluate
+from likex.errors import LikexError
 from likex.io import atomic_write_json
-from likex.models.checkpoint import load_model_and_tokenizer
-from likex.models.gpt import GPT
-from likex.models.hf import HFCausalLM, token_strings_for
+from likex.measurement.evaluation import evaluate
+from likex.models import LanguageModel
+from likex.models.hf import token_strings_for
+from likex.models.start import parse_start
 from likex.report.persist import write_persistence_report
 from likex.results import PersistPoint, PersistResult
-from likex.runs import checkpoint_init, new_run_dir, run_target, write_config
-from likex.target import TargetSet, select_tokens
-from likex.train import train
+from likex.runs import RunRecord, new_run_dir, write_config
+from likex.target import NO_TARGET, TargetSet, select_tokens
+from likex.train import train_toward
 
 PERSIST_FILE = "persist.json"
 
 
 def _measurement(
     step: int,
-    model: GPT,
+    model: LanguageModel,
     targets: TargetSet,
-    cfg: PersistConfig,
+    plan: PersistPlan,
     heldout: torch.Tensor,
     decode: Callable[[list[int]], str],
 ) -> PersistPoint:
     """One timeline entry: the rates on random-token and on held-out real-text prompts (a word
     target's also in decoded words), and the held-out perplexity."""
-    ev, _ = evaluate(
-        model, targets.mask, cfg.measure, cfg.seed, heldout, words=targets.words, decode=decode
-    )
+    ev, _ = evaluate(model, targets, plan.measure, plan.train.seed, heldout, decode=decode)
     return PersistPoint(step, ev)
 
 
 def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
-    """``likex persist``: fine-tune the model ``model_dir`` (a model or run folder, or
-    ``hf:NAME_OR_PATH``) on ``corpus`` (its last tenth held out, tokenized with the model's
-    own tokenizer), measuring the rate of target ``spec`` (default: the one the run was
-    trained on) at step 0, every ``eval_every`` steps and at the end.
+    """``likex persist``: fine-tune the model ``cfg.model`` (a model or run folder, or
+    ``hf:NAME_OR_PATH``) on ``cfg.corpus`` (its last tenth held out, tokenized with the model's
+    own tokenizer), measuring the rate of the target (default: the one the run was trained on)
+    at step 0, every ``eval_every`` steps and at the end.
 
-    Everything is validated before anything is written. Writes a new run folder ``out``
-    (default runs/<timestamp>): the config, train()'s metrics.jsonl with the measurements on
-    their steps, the fine-tuned model (a transformers one as save_pretrained writes it, in
-    ``hf/``) and its optimizer state, persist.json and the report.
-    Returns what persist.json holds: before/after values and the timeline of measurements.
+    Everything is checked before anything is written. Writes a new run folder ``out``
+    (default runs/<timestamp>): the config (a run record: ``likex eval`` reads it), train()'s
+    metrics.jsonl with the measurements on their steps, the fine-tuned model (a transformers
+    one as save_pretrained writes it, in ``hf/``) and its optimizer state, persist.json and
+    the report. Returns what persist.json holds: before/after values and the timeline.
     """
-    model_dir, corpus = cfg.model, cfg.corpus
-    model, tokenizer = load_model_and_tokenizer(model_dir, resolve_device(cfg.device))
-    spec = cfg.target if cfg.target is not None else run_target(model_dir)
+    record = RunRecord.read(cfg.model)
+    start = parse_start(cfg.model)
+    plan = cfg.resolve(start)
+    model, tokenizer = start.load(resolve_device(cfg.device))
+    spec = cfg.target if record is None else record.target_spec(cfg.target)
+    if spec is None:
+        raise LikexError(f"no target given: {NO_TARGET}")
     block = model.config.block_size
     targets = select_tokens(spec, token_strings_for(model, tokenizer), tokenizer.encode, block)
-    pretrained = isinstance(model, HFCausalLM)
-    if pretrained:
-        model.check_savable()  # before the work, not after it
-    cfg.resolve(block, pretrained)
-    cfg.validate(block)
-    train_cfg = cfg.train_config()
-    corpus_tokens = corpus_token_ids(corpus, tokenizer)
+    model.check_savable()  # before the work, not after it
+    device = next(model.parameters()).device
+    plan = replace(plan, train=plan.train.fit(model, device))
+    plan.measure.validate(block)
+    corpus_tokens = corpus_token_ids(plan.corpus, tokenizer)
     train_tokens, heldout = split_heldout(corpus_tokens, block)
     out_dir = new_run_dir(cfg.out)
-    write_config(
-        out_dir,
-        {
-            "command": "persist",
-            "target": spec.describe(),
-            "corpus": corpus,
-            "corpus_tokens": int(corpus_tokens.numel()),
-            "persist": cfg.to_dict(),
-            "train": train_cfg.to_dict(),
-            "model": model.config.to_dict(),
-            "init": checkpoint_init(model_dir),
-        },
-        next(model.parameters()).device,
-        cfg.seed,
-    )
-    timeline = [_measurement(0, model, targets, cfg, heldout, tokenizer.decode)]
+    doc = {
+        "command": "persist",
+        "target": spec.to_dict(),
+        "corpus": plan.corpus,
+        "corpus_tokens": int(corpus_tokens.numel()),
+        "persist": plan.to_dict(),
+        "train": plan.train.to_dict(),
+        "model": model.config.to_dict(),
+        "init": start.record(),
+    }
+    write_config(out_dir, doc, device, plan.train.seed)
+    timeline = [_measurement(0, model, targets, plan, heldout, tokenizer.decode)]
 
     def on_step(step: int) -> dict | None:
-        if step % cfg.eval_every and step != cfg.steps:
+        if step % plan.eval_every and step != plan.train.steps:
             return None
-        timeline.append(_measurement(step, model, targets, cfg, heldout, tokenizer.decode))
+        timeline.append(_measurement(step, model, targets, plan, heldout, tokenizer.decode))
         return timeline[-1].to_json()  # logged on the step's metrics line
 
-    trained = train(
-        model,
-        train_cfg,
-        targets.mask,
-        out_dir,
-        corpus_tokens=train_tokens,
-        progress=progress,
-        on_step=on_step,
+    trained = train_toward(
+        model, plan.train, None, out_dir, corpus=train_tokens, progress=progress, on_step=on_step
     )
     result = PersistResult(
-        model=str(model_dir),
+        model=str(cfg.model),
         target=spec,
-        corpus=corpus,
-        steps=cfg.steps,
-        lr=cfg.lr,
+        corpus=plan.corpus,
+        steps=plan.train.steps,
+        lr=plan.train.lr,
         trained=trained,
         timeline=timeline,
         run_dir=out_dir,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from likex.config import TargetsConfig
-from likex.models.checkpoint import load_model_and_tokenizer
 from likex.models.hf import token_strings_for
+from likex.models.start import load_model_and_tokenizer
 from likex.models.tokenizer import Tokenizer, gpt2
 from likex.results import TargetsResult
 from likex.target import select_tokens

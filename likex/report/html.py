@@ -13,7 +13,7 @@ import torch
 
 from likex.io import atomic_write_text
 from likex.models.tokenizer import Tokenizer
-from likex.results import RunResult
+from likex.run_results import RunResult
 from likex.stats import fmt_rate
 
 HTML_FILE = "report.html"
@@ -84,10 +84,10 @@ def write_html_report(
 <style>{_STYLE}</style></head>
 <body>
 <h1>{title}</h1>
-<p class="sub">Start: {html.escape(run.start.label())}; mode {html.escape(result.mode)};
+<p class="sub">Start: {html.escape(run.start.label())}; {html.escape(result.objective.label())};
 {run.steps} steps on {html.escape(run.device)}, seed {run.seed}. Target:
 {result.n_target_tokens} of {result.vocab_size} tokens ({share:.2%}). Prompts:
-{html.escape(after_rate.prompts)}; {n} new tokens per sample; rates with 95%
+{html.escape(str(after_rate.prompts))}; {n} new tokens per sample; rates with 95%
 intervals.</p>
 <table><tr><th></th><th>before</th><th>after</th></tr>{table}</table>
 {f"<ul>{notes}</ul>" if notes else ""}

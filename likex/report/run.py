@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 
 from likex.io import atomic_write_text
 from likex.report.common import fence, plot_loss, save_figure
-from likex.results import PretrainResult, RunResult, TrainingRun
+from likex.run_results import PretrainResult, RunResult, TrainingRun
 from likex.stats import fmt_rate
 
 
@@ -48,14 +48,6 @@ def _seconds(run: TrainingRun) -> str:
     return f"Seconds, wall clock, this process: {run.timings.describe()}."
 
 
-def _target_line(r: RunResult) -> str:
-    if r.mode == "rate":
-        return f"mode `rate`, A = {r.rate_requested}"
-    if r.mode == "tilt":
-        return f"mode `tilt`, B = {r.beta}"
-    return "mode `uniform`"
-
-
 def write_run_figures(result: RunResult, metrics: list[dict]) -> None:
     """loss.png and rate.png in the run's folder (the slow part of a report)."""
     plot_loss(metrics, result.run.run_dir / "loss.png")
@@ -70,7 +62,7 @@ def write_run_report(result: RunResult) -> None:
     lines = [
         f"# likex {run.command}: {r.like}",
         "",
-        f"Start: {run.start.label()}; {_target_line(r)}, contexts `{r.contexts}`, "
+        f"Start: {run.start.label()}; {r.objective.label()}, contexts `{r.contexts}`, "
         f"positions `{r.positions}`; "
         f"{run.steps} steps on {run.device}, seed {run.seed}. Target: {r.like}, "
         f"{r.n_target_tokens} of {r.vocab_size} tokens "

@@ -23,11 +23,10 @@ def plot_sweep(summary: SweepResult, path: str | Path) -> None:
     err = [[t.rate - t.ci[0] for t in texts], [t.ci[1] - t.rate for t in texts]]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     left.errorbar(x, rate, yerr=err, marker="o", capsize=4, label="trained model (95% CI)")
-    if summary.mode == "rate":
+    objective = rows[0].run.objective
+    if objective.projection() is not None:  # a requested rate: the line it should reach
         left.plot(x, x, ls="--", color="gray", label="requested")
-        left.set_xlabel("requested rate A")
-    else:
-        left.set_xlabel("tilt B")
+    left.set_xlabel(objective.strength_name)
     left.axhline(summary.reference.rate, color="#999999", lw=1, label="reference")
     left.set_ylabel("rate on real-text prompts")
     left.legend(fontsize=8)
@@ -48,7 +47,7 @@ def write_sweep_report(summary: SweepResult) -> None:
     """sweep.md and sweep.png in the sweep's folder."""
     sweep_dir = summary.sweep_dir
     plot_sweep(summary, sweep_dir / "sweep.png")
-    strength = "requested rate" if summary.mode == "rate" else "tilt B"
+    strength = summary.rows[0].run.objective.strength_name
     reference = summary.reference
     lines = [
         f"# likex sweep: {summary.like}, mode `{summary.mode}`",

@@ -1,0 +1,326 @@
+"""Target rates in generated text, with honest 95% intervals.
+
+A rate is the share of target tokens (or, for a word target, of decoded words that are
+entries) in samples drawn after prompts that are either random tokens (the seed's training
+distribution) or real text (generalisation). Tokens sampled in one sequence are not
+independent (a model that has started writing x tends to go on), so a rate's interval is
+``likex.stats.rate_interval``: Wilson at the token count divided by the design effect
+(estimated from the spread between sequences) joined with a skew-corrected t interval, both
+with the t quantile on k-1 degrees of freedom; with no target token at all, the exact bound
+over sequences. "Sample until the interval is narrow" looks only at 16, 32, 64, ... sequences,
+the same on every device.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from enum import Enum
+
+import torch
+from tqdm import tqdm
+
+from likex.data import random_contexts, step_generator
+from likex.errors import ConfigError, LikexError
+from likex.generate import sample
+from likex.measurement.scores import SCORED_TOKENS
+from likex.models import LanguageModel
+from likex.models.hf import default_prompt_len
+from likex.options import option
+from likex.stats import check_points, fmt_rate, rate_interval
+from likex.words import WordCounter, WordTrie, completions
+
+
+class PromptKind(str, Enum):
+    """What a rate was measured after; the value is what result files say."""
+
+    RANDOM = "random tokens"
+    TEXT = "real text"
+
+    def __str__(self) -> str:
+        return self.value
+
+    # a kind is its value wherever a key is looked up or compared (result files hold values)
+    __hash__ = str.__hash__
+
+    @property
+    def adjective(self) -> str:
+        return "random-token" if self is PromptKind.RANDOM else "real-text"
+
+
+# Bounds far beyond a useful measurement (the seed samples 200 tokens once): a larger value
+# is a typo that would otherwise sample for days.
+MAX_GEN_TOKENS = 1_000_000
+MAX_SAMPLES = 100_000
+
+
+@dataclass
+class RateEstimate:
+    """The share of generated tokens that are target tokens, with its 95% interval."""
+
+    rate: float
+    ci: tuple[float, float]
+    hits: int
+    tokens: int
+    sequences: int
+    tokens_per_sequence: int
+    design_effect: float
+    first_sample_hits: int
+    prompts: PromptKind
+
+    @property
+    def half_width(self) -> float:
+        return (self.ci[1] - self.ci[0]) / 2
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ci"] = list(self.ci)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RateEstimate:
+        return cls(**{**d, "ci": tuple(d["ci"]), "prompts": PromptKind(d["prompts"])})
+
+    def describe(self) -> str:
+        return (
+            f"{fmt_rate(self.rate, self.ci)} "
+            f"(n={self.tokens} tokens in {self.sequences} samples; prompts: {self.prompts})"
+        )
+
+
+def rate_from_hits(
+    hits_per_sequence: torch.Tensor, tokens_per_sequence: int, prompts: PromptKind
+) -> RateEstimate:
+    hits = hits_per_sequence.double()
+    k = hits.numel()
+    p, lo, hi, _, deff = rate_interval(hits.numpy(), [tokens_per_sequence] * k)
+    total = float(hits.sum())
+    return RateEstimate(
+        rate=p,
+        ci=(lo, hi),
+        hits=int(total),
+        tokens=k * tokens_per_sequence,
+        sequences=k,
+        tokens_per_sequence=tokens_per_sequence,
+        design_effect=deff,
+        first_sample_hits=int(hits[0]),
+        prompts=prompts,
+    )
+
+
+@dataclass
+class WordRate:
+    """Word targets, counted in decoded text: the share of generated words that are entries
+    (with its 95% interval across samples), per entry, and how often a begun entry (its first
+    token written) was finished."""
+
+    rate: float
+    ci: tuple[float, float]
+    hits: int
+    words: int
+    sequences: int
+    design_effect: float
+    started: int
+    finished: int
+    per_entry: dict[str, int]
+    prompts: PromptKind
+
+    @property
+    def completion(self) -> float | None:
+        return self.finished / self.started if self.started else None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ci"] = list(self.ci)
+        d["per_1000"] = 1000 * self.rate
+        d["completion"] = self.completion
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> WordRate:
+        keep = {k: v for k, v in d.items() if k not in ("per_1000", "completion")}
+        return cls(**{**keep, "ci": tuple(d["ci"]), "prompts": PromptKind(d["prompts"])})
+
+    def describe(self) -> str:
+        done = self.completion
+        finish = (
+            f"; completion {done:.2f} ({self.finished}/{self.started} begun entries finished)"
+            if done is not None
+            else ""
+        )
+        return (
+            f"word rate {fmt_rate(self.rate, self.ci)} = {1000 * self.rate:.1f} "
+            f"[{1000 * self.ci[0]:.1f}, {1000 * self.ci[1]:.1f}] per 1000 words on "
+            f"{self.prompts.adjective} prompts (n={self.words} words in {self.sequences} "
+            f"samples{finish})"
+        )
+
+
+def measure_words(
+    trie: WordTrie, decode: Callable[[list[int]], str], generated: torch.Tensor, prompts: PromptKind
+) -> WordRate:
+    """Count the entries of a word target in decoded generations [K, n] (likex.words)."""
+    counter = WordCounter(trie.entries, trie.ignore_case)
+    seqs = generated.tolist()
+    counts = [counter.count(decode(seq)) for seq in seqs]
+    hits = [c.total_hits for c in counts]
+    words = [c.words for c in counts]
+    if not sum(words):
+        raise LikexError(f"the {len(seqs)} samples on {prompts} prompts hold no words to count")
+    p, lo, hi, _, deff = rate_interval(hits, words)
+    started = finished = 0
+    for seq in seqs:
+        s, f = completions(trie, seq)
+        started, finished = started + s, finished + f
+    per_entry = {e: sum(c.hits[e] for c in counts) for e in trie.entries}
+    return WordRate(
+        rate=p,
+        ci=(lo, hi),
+        hits=sum(hits),
+        words=sum(words),
+        sequences=len(seqs),
+        design_effect=deff,
+        started=started,
+        finished=finished,
+        per_entry=per_entry,
+        prompts=prompts,
+    )
+
+
+@torch.no_grad()
+def measure_rate(
+    model: LanguageModel,
+    mask: torch.Tensor,
+    prompts: torch.Tensor,
+    cfg: MeasureConfig,
+    seed: int,
+    prompt_kind: PromptKind,
+    progress: bool = False,
+    compile: str = "none",
+) -> tuple[RateEstimate, torch.Tensor]:
+    """Sample ``cfg.gen_tokens`` after prompt rows and count target tokens.
+
+    Prompts are used in order; with ``cfg.ci_half_width`` sampling stops at the first check
+    point (16, 32, 64, ... sequences, and all of them; ``likex.stats.check_points``) where the
+    95% interval is that narrow (the prompts are then a cap, not a quota). The check points
+    do not depend on the batch size, so a CPU and a GPU stop at the same count. Returns the
+    estimate and the generated tokens [K, gen_tokens] on the CPU. The generator is seeded
+    from ``seed``, so before/after measurements see the same prompts and the same draws.
+    ``compile`` is passed to ``sample`` (likex.accel modes).
+    """
+    gen_tokens, ci_half_width = cfg.gen_tokens, cfg.ci_half_width
+    device = next(model.parameters()).device
+    batch_size = 64 if device.type == "cuda" else 8  # a CPU is compute-bound already
+    gen = torch.Generator(device=device).manual_seed(seed)
+    cpu_mask = mask.cpu()
+    outs: list[torch.Tensor] = []
+    done = 0
+    bar = tqdm(
+        total=prompts.shape[0],
+        desc="measure",
+        unit="sample",
+        disable=not progress,
+        file=sys.stderr,
+        leave=False,
+        dynamic_ncols=True,
+    )
+    for point in check_points(prompts.shape[0]):
+        while done < point:
+            chunk = prompts[done : min(done + batch_size, point)].to(device)
+            outs.append(sample(model, chunk, gen_tokens, generator=gen, compile=compile).cpu())
+            done += chunk.shape[0]
+            bar.update(chunk.shape[0])
+        generated = torch.cat(outs)
+        estimate = rate_from_hits(cpu_mask[generated].sum(dim=1), gen_tokens, prompt_kind)
+        bar.set_postfix(rate=f"{estimate.rate:.3f}", pm=f"{estimate.half_width:.3f}")
+        if ci_half_width is not None and estimate.half_width <= ci_half_width:
+            break
+    bar.close()
+    return estimate, generated
+
+
+def random_prompts(n: int, length: int, vocab_size: int, seed: int) -> torch.Tensor:
+    """The seed's measurement prompts: uniformly random tokens, reproducible from ``seed``."""
+    return random_contexts(n, length, vocab_size, step_generator(seed, 0, stream=1))
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """rate measurement: sequences of ``gen_tokens`` new tokens, each after a prompt of
+    ``prompt_len`` tokens (None: the model's full context), until the 95% interval is within
+    +-``ci_half_width`` or ``samples`` sequences have been drawn. Perplexity and KL are scored
+    on about ``score_tokens`` held-out tokens."""
+
+    samples: int = option(64, "most sequences to sample")
+    gen_tokens: int = option(200, "new tokens per sample")
+    prompt_len: int | None = option(
+        None, "prompt tokens; default: the model's context (a pretrained model: 64)"
+    )
+    ci_half_width: float | None = option(
+        0.02,
+        "stop sampling once the 95% interval is within +- this (0: use all samples)",
+        flag="ci-width",
+        parse=lambda text: float(text) or None,
+    )
+    score_tokens: int = option(
+        SCORED_TOKENS, "held-out tokens scored for perplexity and KL (spread over the text)"
+    )
+
+    def validate(self, block_size: int) -> None:
+        if not 0 < self.gen_tokens <= MAX_GEN_TOKENS:
+            raise ConfigError(
+                "gen_tokens", f"must be in 1..{MAX_GEN_TOKENS:_}, got {self.gen_tokens}"
+            )
+        if not 0 < self.samples <= MAX_SAMPLES:
+            raise ConfigError("samples", f"must be in 1..{MAX_SAMPLES:_}, got {self.samples}")
+        if self.prompt_len is not None and not 0 < self.prompt_len <= block_size:
+            raise ConfigError("prompt_len", f"must be in 1..{block_size}, got {self.prompt_len}")
+        if self.ci_half_width is not None and not 0 < self.ci_half_width < 0.5:
+            raise ConfigError("ci_half_width", f"must be in (0, 0.5), got {self.ci_half_width}")
+        if self.score_tokens <= 0:
+            raise ConfigError("score_tokens", f"must be positive, got {self.score_tokens}")
+
+
+def prompt_length(cfg: MeasureConfig, model: LanguageModel) -> int:
+    """The prompt length measured with: the given one, else the model's default (a pretrained
+    model: a short prefix, so prompt and new tokens fit the KV cache)."""
+    return cfg.prompt_len if cfg.prompt_len is not None else default_prompt_len(model)
+
+
+def measure(
+    model: LanguageModel,
+    mask: torch.Tensor,
+    cfg: MeasureConfig,
+    seed: int,
+    compile: str = "none",
+    progress: bool = False,
+) -> tuple[RateEstimate, torch.Tensor]:
+    """Rate on random-token prompts; the same prompts and draws for a given seed."""
+    prompt_len = prompt_length(cfg, model)
+    prompts = random_prompts(cfg.samples, prompt_len, model.config.vocab_size, seed)
+    return measure_rate(model, mask, prompts, cfg, seed, PromptKind.RANDOM, progress, compile)
+
+
+def text_prompts(tokens: torch.Tensor, n: int, length: int) -> torch.Tensor:
+    """``n`` prompts of ``length`` tokens spread evenly over a (held-out) text, [n, length]."""
+    if tokens.numel() < length:
+        raise LikexError(f"the held-out text has {tokens.numel()} tokens, fewer than {length}")
+    starts = torch.linspace(0, tokens.numel() - length, n).round().long()
+    return tokens[starts[:, None] + torch.arange(length)[None, :]]
+
+
+def measure_text(
+    model: LanguageModel,
+    mask: torch.Tensor,
+    cfg: MeasureConfig,
+    heldout: torch.Tensor,
+    seed: int,
+    compile: str = "none",
+    progress: bool = False,
+) -> tuple[RateEstimate, torch.Tensor]:
+    """Rate in generations that continue held-out real text (generalisation beyond the
+    random-token contexts of the seed)."""
+    prompt_len = prompt_length(cfg, model)
+    prompts = text_prompts(heldout, cfg.samples, prompt_len)
+    return measure_rate(model, mask, prompts, cfg, seed, PromptKind.TEXT, progress, compile)

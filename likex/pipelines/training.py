@@ -1,0 +1,167 @@
+"""What every training command shares: the start model and its data made ready and checked
+before anything is written, the training call, and the cleanup of a run that failed.
+
+The commands themselves: likex.pipelines.run (run, train, resume; it picks the flow),
+likex.pipelines.plant (training toward a target) and likex.pipelines.pretrain (next-token
+pretraining).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from likex.batches import Batches
+from likex.clock import Stopwatch
+from likex.config import RunPlan
+from likex.data import corpus_split
+from likex.distributed import dist_info
+from likex.errors import ConfigError, LikexError, literal
+from likex.models import LanguageModel
+from likex.models.checkpoint import latest_checkpoint
+from likex.models.hf import token_strings_for
+from likex.models.tokenizer import Tokenizer
+from likex.objective import StepLoss
+from likex.run_results import StartModel, Timings, TrainingRun
+from likex.runs import device_name
+from likex.target import TargetSet, select_tokens
+from likex.train import TrainResult, TrainState, train
+
+BEFORE_FILE = "before.json"
+RESULT_FILE = "result.json"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a run needs, built and checked before anything is written: the plan fitted
+    to the loaded model, the model, its tokenizer, the target set, and the corpus split."""
+
+    plan: RunPlan
+    model: LanguageModel
+    tokenizer: Tokenizer
+    targets: TargetSet
+    train_tokens: torch.Tensor | None
+    heldout: torch.Tensor | None
+
+
+def prepare(
+    plan: RunPlan,
+    device: torch.device,
+    loaded: tuple[LanguageModel, Tokenizer] | None = None,
+) -> Prepared:
+    """Load the start (or take ``loaded``: a resumed run's checkpoint and its tokenizer) and
+    check the plan against it."""
+    model, tokenizer = plan.start.load(device) if loaded is None else loaded
+    model.check_savable()  # before the work, not after it
+    block = model.config.block_size
+    plan = replace(plan, train=plan.train.fit(model, device))
+    plan.measure.validate(block)
+    strings = token_strings_for(model, tokenizer)
+    targets = select_tokens(plan.target, strings, tokenizer.encode, block)
+    train_tokens = heldout = None
+    if plan.corpus is not None:
+        train_tokens, heldout = corpus_split(plan.corpus, tokenizer, block)
+    return Prepared(plan, model, tokenizer, targets, train_tokens, heldout)
+
+
+def needs_reference(prep: Prepared) -> bool:
+    """Whether a run keeps the start model R: its objective's target needs it, or side
+    effects are measured (on held-out text) against it."""
+    objective = prep.plan.train.objective
+    return not objective.next_token and (objective.needs_reference or prep.heldout is not None)
+
+
+def reference_for(prep: Prepared) -> LanguageModel | None:
+    """The frozen start model R where the run needs it: a copy taken before any step."""
+    if not needs_reference(prep):
+        return None
+    return copy.deepcopy(prep.model).eval().requires_grad_(False)
+
+
+def train_run(
+    run_dir: Path,
+    prep: Prepared,
+    reference: LanguageModel | None,
+    state: TrainState,
+    progress: bool,
+    watch: Stopwatch,
+    on_step: Callable[[int], dict | None] | None = None,
+) -> TrainResult:
+    """Train ``state`` to the plan's last step, its time split between training and
+    checkpoints on ``watch``."""
+    plan = prep.plan.train
+    batches = Batches.of(plan, prep.model.config.vocab_size, prep.train_tokens, prep.targets.words)
+    loss = StepLoss(plan.objective, prep.targets, reference, plan.positions)
+    t0 = time.perf_counter()
+    trained = train(state, plan, batches, loss, run_dir, progress, on_step)
+    watch.add("train", time.perf_counter() - t0 - trained.checkpoint_seconds)
+    watch.add("checkpoint", trained.checkpoint_seconds)
+    return trained
+
+
+def training_run(prep: Prepared, trained: TrainResult, run_dir: Path) -> TrainingRun:
+    """What the run did, for its result: the model trained, how, and where."""
+    plan, model = prep.plan, prep.model
+    return TrainingRun(
+        command=plan.command,
+        start=StartModel(
+            init_from=plan.init_from,
+            preset=plan.preset,
+            # a transformers start model has no likex weight init of its own
+            weight_init=getattr(model.config, "weight_init", None),
+            params=model.num_params(),
+        ),
+        corpus=plan.corpus,
+        steps=plan.train.steps,
+        seed=plan.train.seed,
+        device=device_name(next(model.parameters()).device),
+        trained=trained,
+        run_dir=run_dir,
+    )
+
+
+def timings(watch: Stopwatch) -> Timings:
+    """The run's timings so far: every phase the stopwatch saw, the total up to now."""
+    return Timings(startup=watch.startup, total=watch.total(), **watch.seconds)
+
+
+@contextlib.contextmanager
+def on_failure(run_dir: Path, remove: bool = False) -> Iterator[None]:
+    """A failed run leaves its folder resumable (a complete checkpoint is kept) or removes what
+    it half-wrote (the folder itself where ``remove``: this run made it), and says which. Out
+    of memory becomes a one-line error like any other."""
+    try:
+        yield
+    except (LikexError, torch.OutOfMemoryError, MemoryError, KeyboardInterrupt, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not _out_of_memory(e):
+            raise
+        if not dist_info().is_main:
+            raise
+        try:
+            _, step = latest_checkpoint(run_dir)
+            note = f"; {run_dir} is kept: --resume {run_dir} continues from step {step}"
+        except LikexError:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if not remove:
+                run_dir.mkdir(parents=True, exist_ok=True)  # the empty folder it was given
+            note = f"; removed the half-written {run_dir}"
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        if isinstance(e, ConfigError):
+            raise ConfigError(e.field, e.message + literal(note)) from e
+        if isinstance(e, LikexError):
+            raise LikexError(f"{e}{note}") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        message = f"is too large: out of memory ({first}){note}"
+        raise ConfigError("batch_size", literal(message)) from e
+
+
+def _out_of_memory(e: RuntimeError) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e)

@@ -1,0 +1,217 @@
+"""Training settings: what the user gives (``TrainConfig``) and what a run uses (``TrainPlan``).
+
+``TrainConfig`` is the CLI's group of training flags, defaults left open where they depend on
+the start (learning rate, step shape). ``TrainConfig.resolve`` fills them from the start's
+``StepDefaults`` (likex.models.start: the one rule), turns ``--mode/--rate/--beta/--complete``
+into an ``Objective``, checks everything that can be checked before a model exists, and
+returns a frozen ``TrainPlan``; ``TrainPlan.fit`` checks it against the loaded model.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+from likex.accel import COMPILE_MODES, check_compile_mode, check_cuda_graph
+from likex.data import check_seed
+from likex.distributed import dist_info
+from likex.errors import ConfigError, LikexError
+from likex.models import LanguageModel
+from likex.models.start import SCRATCH_SHAPE, Start
+from likex.objective import KL, NEXT_TOKEN, TARGET_MODES, Objective, objective_from
+from likex.options import option
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+CONTEXTS = ("random", "corpus", "generated")
+POSITIONS = ("last", "all")
+OBJECTIVES = (KL, NEXT_TOKEN)
+# Far beyond any run this tool is for (the seed takes 200); a larger count is a typo.
+MAX_STEPS = 10_000_000
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """training"""
+
+    steps: int = option(200, "optimizer steps")
+    batch_size: int | None = option(
+        None, "contexts per step; default: 16, or 4 for a pretrained (transformers) model"
+    )
+    context_len: int | None = option(
+        None,
+        "training window (at most the model's context); default: 256, or 64 for a pretrained model",
+    )
+    lr: float | None = option(
+        None,
+        "learning rate; default: a scratch model's preset's tuned rate, 1e-4 for a pretrained "
+        "(transformers) model, 3e-3 for a saved likex model",
+    )
+    weight_decay: float = option(0.01, "decoupled weight decay")
+    optimizer: str = option("adamw", "optimizer", choices=OPTIMIZERS)
+    seed: int = option(0, "seeds the model, the batches and the measurements")
+    mode: str = option("uniform", "target distribution Q (see README)", choices=TARGET_MODES)
+    rate: float | None = option(None, "mode rate: target mass A on M, 0 < A < 1")
+    beta: float | None = option(None, "mode tilt: Q proportional to R exp(B [i in M])")
+    complete: float = option(
+        1.0, "word targets, modes rate and tilt: target mass on finishing a begun word"
+    )
+    word_contexts: float = option(
+        0.25, "word targets: share of training contexts that end inside a word"
+    )
+    contexts: str = option(
+        "random",
+        "training contexts: random tokens, corpus windows, or generated: a quarter-window of "
+        "corpus text continued by the model being trained (its own text, where a rate is "
+        "measured)",
+        choices=CONTEXTS,
+    )
+    positions: str = option("last", "positions that enter the loss", choices=POSITIONS)
+    save_every: int = option(0, "checkpoint every N steps (0: only at the end)")
+    compile: str = option(
+        "none",
+        "torch.compile the training and sampling steps (reduce-overhead: also CUDA graphs)",
+        choices=COMPILE_MODES,
+    )
+    cuda_graph: bool = option(
+        False,
+        "CUDA only: replay the whole training step (forward, backward, optimizer) as one CUDA "
+        "graph; with compile none or default",
+    )
+    objective: str = option(
+        KL, "kl: KL to the target; next_token: language modelling", choices=OBJECTIVES, cli=False
+    )
+
+    def resolve(
+        self, start: Start | None = None, objective: Objective | None = None
+    ) -> TrainPlan:
+        """The plan: settings left open filled from ``start``'s defaults (likex.models.start:
+        the one rule; without a start, a scratch model's step shape, and the learning rate
+        must be given), everything checked that can be without a model. ``objective``: the
+        objective itself, in place of the mode flags (a sweep's strengths)."""
+        if objective is None:
+            objective = objective_from(
+                self.mode, self.rate, self.beta, self.complete, self.objective
+            )
+        open_ = None in (self.lr, self.batch_size, self.context_len)
+        defaults = start.defaults(objective.next_token) if start is not None and open_ else None
+        batch, length = (defaults.batch_size, defaults.context_len) if defaults else SCRATCH_SHAPE
+        lr = self.lr if self.lr is not None else (defaults.lr if defaults else None)
+        if lr is None:
+            raise ConfigError("lr", "is not set (a start's defaults give the usual one)")
+        plan = TrainPlan(
+            steps=self.steps,
+            batch_size=batch if self.batch_size is None else self.batch_size,
+            context_len=length if self.context_len is None else self.context_len,
+            lr=lr,
+            weight_decay=self.weight_decay,
+            optimizer=self.optimizer,
+            seed=self.seed,
+            objective=objective,
+            word_contexts=self.word_contexts,
+            contexts=self.contexts,
+            positions=self.positions,
+            save_every=self.save_every,
+            compile=self.compile,
+            cuda_graph=self.cuda_graph,
+        )
+        plan.check()
+        return plan
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """A training run's resolved settings (see ``TrainConfig`` for each one's meaning)."""
+
+    steps: int
+    batch_size: int
+    context_len: int
+    lr: float
+    weight_decay: float
+    optimizer: str
+    seed: int
+    objective: Objective
+    word_contexts: float
+    contexts: str
+    positions: str
+    save_every: int
+    compile: str
+    cuda_graph: bool
+
+    def check(self) -> None:
+        """Everything that can be checked without a model; the fields are named as flags."""
+        if not 0 < self.steps <= MAX_STEPS:
+            raise ConfigError("steps", f"must be in 1..{MAX_STEPS:_}, got {self.steps}")
+        check_seed(self.seed)
+        if self.batch_size <= 0:
+            raise ConfigError("batch_size", f"must be positive, got {self.batch_size}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError("lr", f"must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError("weight_decay", f"must be >= 0, got {self.weight_decay}")
+        if self.context_len <= 0:
+            raise ConfigError("context_len", f"must be positive, got {self.context_len}")
+        if not (math.isfinite(self.word_contexts) and 0 <= self.word_contexts <= 1):
+            raise ConfigError("word_contexts", f"must be in [0, 1], got {self.word_contexts}")
+        if self.save_every < 0:
+            raise ConfigError("save_every", f"must be >= 0, got {self.save_every}")
+        check_compile_mode(self.compile)
+        for name, value, allowed in (
+            ("optimizer", self.optimizer, OPTIMIZERS),
+            ("contexts", self.contexts, CONTEXTS),
+            ("positions", self.positions, POSITIONS),
+        ):
+            if value not in allowed:
+                raise ConfigError(name, f"{value!r} is unknown; choose from {', '.join(allowed)}")
+        if self.objective.next_token and (self.contexts, self.positions) != ("corpus", "all"):
+            raise LikexError("the next-token objective trains on corpus windows at all positions")
+
+    def fit(self, model: LanguageModel, device: torch.device) -> TrainPlan:
+        """The plan for ``model`` on ``device``: the window at most the model's context, the
+        step able to run there, a batch that fits its memory."""
+        plan = replace(self, context_len=min(self.context_len, model.config.block_size))
+        if plan.cuda_graph:
+            check_cuda_graph(device, plan.compile, dist_info().active)
+        plan.check_memory(model.config.vocab_size, device)
+        return plan
+
+    def with_steps(self, steps: int) -> TrainPlan:
+        plan = replace(self, steps=steps)
+        plan.check()
+        return plan
+
+    def check_memory(self, vocab_size: int, device: torch.device) -> None:
+        """Refuse a batch that cannot fit, with the estimate: at least the int64 contexts and,
+        at every trained position, the float32 log-probabilities over the vocabulary and their
+        gradient (weights and hidden activations come on top)."""
+        positions = self.context_len if self.positions == "all" else 1
+        need = self.batch_size * (self.context_len * 8 + positions * vocab_size * 4 * 2)
+        have = device_memory(device)
+        if have is not None and need > have:
+            raise ConfigError(
+                "batch_size",
+                f"{self.batch_size} needs at least {need / 2**30:,.1f} GiB, more than the "
+                f"{have / 2**30:,.1f} GiB of {device.type} memory; lower it",
+            )
+
+    def to_dict(self) -> dict:
+        """config.json's "train": the flags' names, the objective as its mode keys."""
+        d = asdict(self)
+        del d["objective"]
+        return d | self.objective.to_config()
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainPlan:
+        """A plan as ``to_dict`` wrote it (every setting given), checked again."""
+        return TrainConfig(**d).resolve()
+
+
+def device_memory(device: torch.device) -> int | None:
+    """Total memory of ``device`` in bytes (None where unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[1]
+    if device.type == "cpu" and hasattr(os, "sysconf"):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return None
