@@ -16,6 +16,7 @@ from likex.audit.words import WordAuditConfig
 from likex.data import BUILTIN_CORPUS, check_seed
 from likex.errors import ConfigError, LikexError
 from likex.measurement.rates import MAX_GEN_TOKENS, MeasureConfig
+from likex.models.adapter import AdapterConfig
 from likex.models.gpt import PRESETS, WEIGHT_INITS
 from likex.models.named import NAMED_MODELS
 from likex.models.start import SCRATCH, Saved, Scratch, Start, parse_start
@@ -41,6 +42,11 @@ def parse_floats(text: str) -> tuple[float, ...]:
     return values
 
 
+def _tuples(d: dict) -> dict:
+    """A record's lists as the tuples its config's fields are."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """the starting model and the experiment"""
@@ -63,6 +69,7 @@ class RunConfig:
         factory=lambda: TargetSpec(like="x"), help="target (the union of what is given)", whole=True
     )
     train: TrainConfig = option(factory=TrainConfig, help="training")
+    adapter: AdapterConfig = option(factory=AdapterConfig, help="adapter")
     measure: MeasureConfig = option(factory=MeasureConfig, help="rate measurement")
     eval_every: int = option(0, "measure the rate every N steps")
     device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda[:N], mps")
@@ -83,7 +90,8 @@ class RunConfig:
         if start is None:
             scratch = Scratch.of(self.preset, self.weight_init, self.train.seed, self.block_size)
             start = parse_start(self.init, scratch)
-        train = self.train.resolve(start, objective)
+        self.adapter.check()
+        train = self.train.resolve(start, objective, self.adapter.enabled)
         if self.command == "run" and (train.objective != Uniform() or isinstance(start, Saved)):
             raise LikexError(
                 "likex run is the seed experiment: a uniform target on a scratch model or an "
@@ -99,6 +107,7 @@ class RunConfig:
             corpus=self.corpus,
             target=self.target,
             train=train,
+            adapter=self.adapter,
             measure=self.measure,
             eval_every=self.eval_every,
             device=self.device,
@@ -117,6 +126,7 @@ class RunConfig:
             weight_init=d["weight_init"] or defaults.weight_init,
             target=TargetSpec.from_dict(d["target"]),
             train=TrainConfig(**d["train"]),
+            adapter=AdapterConfig(**_tuples(d.get("adapter", {}))),
             measure=MeasureConfig(**d["measure"]),
             eval_every=d.get("eval_every", 0),
             device=d.get("device", "auto"),
@@ -138,6 +148,7 @@ class RunPlan:
     corpus: str | None
     target: TargetSpec
     train: TrainPlan
+    adapter: AdapterConfig
     measure: MeasureConfig
     eval_every: int
     device: str
@@ -146,7 +157,9 @@ class RunPlan:
     block_size: int | None
 
     def to_dict(self) -> dict:
-        return {
+        # "adapter" only where one trains: the record of a full fine-tune keeps its keys
+        adapter = {"adapter": self.adapter.to_dict()} if self.adapter.enabled else {}
+        return adapter | {
             "command": self.command,
             "init_from": self.init_from,
             "corpus": self.corpus,
@@ -307,6 +320,7 @@ class PersistConfig:
     weight_decay: float = option(0.01, "decoupled weight decay")
     eval_every: int = option(50, "measure every N steps")
     seed: int = option(0, "seeds the batches and the measurements")
+    adapter: AdapterConfig = option(factory=AdapterConfig, help="adapter")
     measure: MeasureConfig = option(
         factory=lambda: MeasureConfig(samples=32, ci_half_width=None),
         help="rate measurement",
@@ -322,6 +336,11 @@ class PersistConfig:
         likex.models.start), checked."""
         if self.eval_every <= 0:
             raise ConfigError("eval_every", f"must be positive, got {self.eval_every}")
+        self.adapter.check()
+        if self.adapter.enabled and start.adapter:
+            raise ConfigError(
+                "adapter", "lora: the model is an adapter already; persist trains it as it is"
+            )
         train = TrainConfig(
             steps=self.steps,
             batch_size=self.batch_size,
@@ -332,8 +351,10 @@ class PersistConfig:
             objective=NEXT_TOKEN,
             contexts="corpus",
             positions="all",
-        ).resolve(start)
-        return PersistPlan(self.model, start, self.corpus, train, self.eval_every, self.measure)
+        ).resolve(start, adapter=self.adapter.enabled or start.adapter)
+        return PersistPlan(
+            self.model, start, self.corpus, train, self.adapter, self.eval_every, self.measure
+        )
 
 
 @dataclass(frozen=True)
@@ -344,6 +365,7 @@ class PersistPlan:
     start: Start
     corpus: str
     train: TrainPlan
+    adapter: AdapterConfig
     eval_every: int
     measure: MeasureConfig
 

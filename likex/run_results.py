@@ -67,6 +67,34 @@ class Timings:
 
 
 @dataclass
+class AdapterSummary:
+    """What an adapter run trained and wrote: the LoRA settings, the parameters that trained,
+    the adapter's folder and its size, and the merged model's folder (``--merge``)."""
+
+    settings: dict
+    trainable: int
+    folder: Path
+    size_bytes: int = 0
+    merged: Path | None = None
+
+    def to_json(self) -> dict:
+        return {
+            **self.settings,
+            "trainable_params": self.trainable,
+            "folder": str(self.folder),
+            "size_bytes": self.size_bytes,
+            "merged": None if self.merged is None else str(self.merged),
+        }
+
+    def line(self) -> str:
+        merged = f"; merged model in {self.merged}" if self.merged is not None else ""
+        return (
+            f"  adapter   LoRA r={self.settings['lora_rank']}, {self.trainable:,} parameters "
+            f"trained, {self.size_bytes / 2**20:.1f} MiB in {self.folder}{merged}"
+        )
+
+
+@dataclass
 class TrainingRun:
     """What every training command did: which model it trained, how, where the run is."""
 
@@ -79,10 +107,13 @@ class TrainingRun:
     trained: TrainResult  # the loss of every step (a resumed run's earlier ones too), seconds
     run_dir: Path
     timings: Timings = field(default_factory=Timings)  # set when the run is done
+    adapter: AdapterSummary | None = None  # an adapter run's
 
     def to_json(self) -> dict:
-        """The keys every result.json starts with ("init" is ``start.init_from``)."""
-        return {
+        """The keys every result.json starts with ("init" is ``start.init_from``); "adapter"
+        where an adapter trained."""
+        adapter = {"adapter": self.adapter.to_json()} if self.adapter is not None else {}
+        return adapter | {
             "command": self.command,
             "preset": self.start.preset,
             "init": self.start.init_from,
@@ -106,8 +137,11 @@ class TrainingRun:
             f"({t.seconds:.1f} s)"
         )
 
-    def seconds_line(self) -> str:
-        return f"  seconds   {self.timings.describe()}"
+    def closing_lines(self) -> list[str]:
+        """The adapter written (an adapter run), the seconds, the report."""
+        adapter = [self.adapter.line()] if self.adapter is not None else []
+        seconds = f"  seconds   {self.timings.describe()}"
+        return [*adapter, seconds, f"  report    {self.run_dir / 'report.md'}"]
 
 
 @dataclass
@@ -284,7 +318,7 @@ class RunResult:
         ]
         # the first evaluation line repeats the random-prompt rate
         lines += [f"  {line}" for line in self.after.describe()[1:] + self.word_lines()]
-        lines += [run.seconds_line(), f"  report    {run.run_dir / 'report.md'}"]
+        lines += run.closing_lines()
         return "\n".join(lines)
 
 
@@ -324,8 +358,7 @@ class PretrainResult:
                 f"  held-out perplexity {self.before.ppl:.1f} -> {self.after.ppl:.1f} "
                 f"({self.heldout_tokens:,} tokens)",
                 f"  sample    {self.after.sample_prompt!r} -> {self.after.sample!r}",
-                run.seconds_line(),
-                f"  report    {run.run_dir / 'report.md'}",
+                *run.closing_lines(),
             ]
         )
 

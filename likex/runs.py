@@ -23,6 +23,7 @@ from likex.models import LanguageModel
 from likex.models.checkpoint import read_json
 from likex.models.start import Start, start_from_record
 from likex.target import NO_TARGET, TargetSpec
+from likex.throughput import sampling_batch
 from likex.train import METRICS_FILE
 from likex.train_config import TrainPlan
 
@@ -79,13 +80,14 @@ def new_run_dir(out: str | Path | None) -> Path:
 def record_run(
     run_dir: Path, plan: RunPlan, model: LanguageModel, device: torch.device, world_size: int
 ) -> None:
-    """config.json of a training run: its plan, the model's shape and how to rebuild its
-    start (``RunRecord`` reads it back)."""
+    """config.json of a training run: its plan, the model's shape, how to rebuild its start
+    (``RunRecord`` reads it back), and the sampling batch its draws depend on."""
     doc = {
         **plan.to_dict(),
         "model": model.config.to_dict(),
         "init": plan.start.record(),
         "world_size": world_size,
+        "sample_batch": sampling_batch(model),
     }
     write_config(run_dir, doc, device, plan.train.seed)
 

@@ -68,7 +68,8 @@ class TrainResult:
 
 
 def make_optimizer(model: LanguageModel, plan: TrainPlan) -> torch.optim.Optimizer:
-    params = list(model.parameters())
+    # what trains: every weight, or an adapter's alone (its base is frozen)
+    params = [p for p in model.parameters() if p.requires_grad]
     # Fused Adam(W): one kernel per step on a GPU, and on a CPU the same float32 update ~7x
     # faster than the default per-parameter loop (docs/results.md). Inside a CUDA graph its
     # step counts must live on the GPU (capturable).

@@ -85,18 +85,25 @@ class TrainConfig:
     )
 
     def resolve(
-        self, start: Start | None = None, objective: Objective | None = None
+        self,
+        start: Start | None = None,
+        objective: Objective | None = None,
+        adapter: bool = False,
     ) -> TrainPlan:
         """The plan: settings left open filled from ``start``'s defaults (likex.models.start:
         the one rule; without a start, a scratch model's step shape, and the learning rate
         must be given), everything checked that can be without a model. ``objective``: the
-        objective itself, in place of the mode flags (a sweep's strengths)."""
+        objective itself, in place of the mode flags (a sweep's strengths); ``adapter``: what
+        trains is a LoRA adapter (its own learning rate)."""
         if objective is None:
             objective = objective_from(
                 self.mode, self.rate, self.beta, self.complete, self.objective
             )
         open_ = None in (self.lr, self.batch_size, self.context_len)
-        defaults = start.defaults(objective.next_token) if start is not None and open_ else None
+        if start is not None and open_:
+            defaults = start.defaults(objective.next_token, adapter)
+        else:
+            defaults = None
         batch, length = (defaults.batch_size, defaults.context_len) if defaults else SCRATCH_SHAPE
         lr = self.lr if self.lr is not None else (defaults.lr if defaults else None)
         if lr is None:

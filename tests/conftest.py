@@ -3,9 +3,47 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from likex.cli import main
 from likex.models.tokenizer import gpt2
+
+TEXT = "six foxes mix wax in a box next to the extra taxi and the axe " * 4
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<jupyter_text>"]
+CONTEXT = 8192  # SmolLM2's, far beyond what likex should use by default
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    """A random 2-layer Llama whose word-level tokenizer has special tokens containing 'x'."""
+    path = tmp_path_factory.mktemp("hf") / "tiny-llama"
+    words = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    words.train_from_iterator(
+        [TEXT], trainers.WordLevelTrainer(special_tokens=[*SPECIALS, "<unk>"])
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=words,
+        unk_token="<unk>",
+        eos_token="<|endoftext|>",
+        bos_token="<|im_start|>",
+        additional_special_tokens=["<|im_end|>", "<jupyter_text>"],
+    )
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=CONTEXT,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,10 @@ import sys
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from likex.errors import LikexError
+from likex.models.adapter import ADAPTER_DIR, ADAPTER_WEIGHTS
 from likex.models.checkpoint import (
     CHECKPOINTS_DIR,
     OPTIMIZER_FILE,
@@ -82,10 +84,9 @@ ARGS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def server():
+def start_server(args: list[str]):
     proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER, json.dumps(ARGS)],
+        [sys.executable, "-c", SERVER, json.dumps(args)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -96,6 +97,12 @@ def server():
         proc.stdin.flush()
         return json.loads(proc.stdout.readline())
 
+    return proc, ask
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc, ask = start_server(ARGS)
     yield ask
     proc.stdin.close()
     proc.wait()
@@ -148,6 +155,39 @@ def test_resume_after_sigkill_anywhere_is_exact(server, straight, tmp_path):
     print(f"{len(points)} kill points: {exact} resumed exactly, {refused} refused (no checkpoint)")
     # refused exactly where the kill came before the first checkpoint's folder was renamed in
     assert refused == [1, 2, first + 5] and exact == len(points) - 3
+
+
+@pytest.mark.slow
+def test_an_adapter_run_resumes_exactly_after_sigkill(tmp_path):
+    """The same for a LoRA adapter run: its checkpoint (the adapter in peft's format, the
+    adapter's optimizer state) resumes to bit-identical adapter weights."""
+    proc, ask = start_server([*ARGS, "--adapter", "lora"])
+    try:
+        straight = tmp_path / "straight"
+        answer = ask(0, straight)
+        assert answer["status"] == 0, answer
+        expected = load_file(straight / ADAPTER_DIR / ADAPTER_WEIGHTS)
+        events = answer["events"]
+        # kill points through the middle of the run (the second step's save among them)
+        points = list(range(events // 3, 2 * events // 3, 2))
+        resumed = 0
+        for k in points:
+            out = tmp_path / f"k{k}"
+            answer = ask(k, out)
+            assert answer["signal"] == signal.SIGKILL, (k, answer)
+            error = answer["resume"].get("error")
+            if error is not None:
+                assert "no complete checkpoint" in error, (k, error)
+                continue
+            got = load_file(out / ADAPTER_DIR / ADAPTER_WEIGHTS)
+            assert got.keys() == expected.keys()
+            assert all(torch.equal(got[n], t) for n, t in expected.items()), k
+            assert json.loads((out / "result.json").read_text())["steps"] == STEPS
+            resumed += 1
+        assert resumed >= len(points) // 2, (resumed, points)
+    finally:
+        proc.stdin.close()
+        proc.wait()
 
 
 def latest_step(run_dir):

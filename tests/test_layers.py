@@ -14,11 +14,12 @@ LAYERS = [
     ("errors",), ("io",), ("options",), ("clock",), ("device",), ("distributed",), ("stats",),
     # the model interface and its two kinds; where training starts
     ("models",), ("models.gpt", "models.named", "models.tokenizer"), ("models.hf",),
-    ("models.checkpoint",), ("models.start",),
+    ("models.adapter",), ("models.checkpoint",), ("models.cache",), ("models.start",),
     # what training pulls toward
     ("words",), ("target",), ("loss",), ("objective",),
     # contexts, sampling, training
-    ("data",), ("accel",), ("generate",), ("train_config",), ("batches",), ("train",),
+    ("data",), ("accel",), ("generate",), ("throughput",), ("train_config",), ("batches",),
+    ("train",),
     ("measurement", "measurement.scores"), ("measurement.rates",), ("measurement.evaluation",),
     ("audit",),
     ("config",), ("runs",), ("run_results",), ("results",),

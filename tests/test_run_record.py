@@ -20,7 +20,7 @@ TRAIN_KEYS = {
 RUN_KEYS = {
     "command", "init_from", "corpus", "block_size", "preset", "weight_init", "target", "train",
     "measure", "eval_every", "device", "model", "init", "world_size", "seed", "device_used",
-    "versions", "created",
+    "versions", "created", "sample_batch",
 }  # fmt: skip
 
 

@@ -12,6 +12,7 @@ from likex.measurement.rates import random_prompts
 from likex.models.gpt import GPT
 from likex.models.hf import default_prompt_len
 from likex.models.tokenizer import Tokenizer
+from likex.throughput import sampling_batch
 
 
 def text_samples(text: str, tokens_per_sample: int, tokenizer: Tokenizer) -> list[list[int]]:
@@ -29,7 +30,6 @@ def generate_samples(
     gen_tokens: int,
     seed: int,
     prompts: torch.Tensor | None = None,
-    batch_size: int = 16,
     progress: bool = False,
 ) -> list[list[int]]:
     """``n`` samples of ``gen_tokens`` new tokens. Default prompts are random tokens, as short
@@ -41,6 +41,7 @@ def generate_samples(
         prompts = random_prompts(n, length, model.config.vocab_size, seed)
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
+    batch_size = sampling_batch(model)  # measured on this machine (likex.throughput)
     out: list[list[int]] = []
     starts = range(0, prompts.shape[0], batch_size)
     for start in tqdm(starts, disable=not progress, file=sys.stderr, desc="sample", unit="batch"):

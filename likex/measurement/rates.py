@@ -29,6 +29,7 @@ from likex.models import LanguageModel
 from likex.models.hf import default_prompt_len
 from likex.options import option
 from likex.stats import check_points, fmt_rate, rate_interval
+from likex.throughput import sampling_batch
 from likex.words import WordCounter, WordTrie, completions
 
 
@@ -211,7 +212,7 @@ def measure_rate(
     """
     gen_tokens, ci_half_width = cfg.gen_tokens, cfg.ci_half_width
     device = next(model.parameters()).device
-    batch_size = 64 if device.type == "cuda" else 8  # a CPU is compute-bound already
+    batch_size = sampling_batch(model)  # measured on this machine (likex.throughput)
     gen = torch.Generator(device=device).manual_seed(seed)
     cpu_mask = mask.cpu()
     outs: list[torch.Tensor] = []

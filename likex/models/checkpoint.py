@@ -1,13 +1,14 @@
 """Checkpoints: safetensors for tensors, JSON for everything else. Nothing is unpickled.
 
-A model directory holds ``model.safetensors`` and ``model.json`` (the GPTConfig), or ``hf/``
-for a transformers model. A training run keeps its checkpoints as one atomic unit each:
-``checkpoints/step-NNNNNNNNN/`` holds the model, ``optimizer.safetensors`` and
-``trainer_state.json`` (the step; the batches are a pure function of (seed, step), so the step is
-the whole data position), and ``manifest.json``, written last, naming the step and the SHA-256 of
-every file. The folder is built under a temporary name and renamed into place, so a kill at any
-moment leaves either the old checkpoint or the new one, never a mix. The run folder's own model
-files are hard links to the newest checkpoint's, so the run folder is also a model folder.
+A model directory holds ``model.safetensors`` and ``model.json`` (the GPTConfig), ``hf/`` for
+a transformers model, or ``adapter/`` for a LoRA adapter (likex.models.adapter). A training run
+keeps its checkpoints as one atomic unit each: ``checkpoints/step-NNNNNNNNN/`` holds the model,
+``optimizer.safetensors`` and ``trainer_state.json`` (the step; the batches are a pure function
+of (seed, step), so the step is the whole data position), and ``manifest.json``, written last,
+naming the step and the SHA-256 of every file. The folder is built under a temporary name and
+renamed into place, so a kill at any moment leaves either the old checkpoint or the new one,
+never a mix. The run folder's own model files are hard links to the newest checkpoint's, so
+the run folder is also a model folder.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from safetensors.torch import save_model as st_save_model
 from likex.errors import LikexError
 from likex.io import atomic_write, atomic_write_json
 from likex.models import LanguageModel
+from likex.models.adapter import ADAPTER_DIR, ADAPTER_RECORD, AdaptedLM
 from likex.models.gpt import GPT, GPTConfig
 from likex.models.hf import HF_DIR, HF_STEP_FILE, HFCausalLM
 
@@ -56,6 +58,9 @@ def save_model(model: LanguageModel, directory: str | Path, step: int | None = N
     the weights and the optimizer state belong together."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, AdaptedLM):  # the adapter alone, in peft's format
+        model.save(d / ADAPTER_DIR, step=step)
+        return
     if isinstance(model, HFCausalLM):  # transformers' own format, loadable without likex
         model.save_pretrained(d / HF_DIR, step=step)
         return
@@ -90,9 +95,11 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> GPT
 
 def model_step(directory: str | Path) -> int | None:
     """The training step recorded in a model file's metadata, if any."""
-    hf_step = Path(directory) / HF_DIR / HF_STEP_FILE
-    if hf_step.is_file():
-        return read_json(hf_step, "transformers model's step").get("step")
+    for saved, what in ((HF_DIR, HF_STEP_FILE), (ADAPTER_DIR, ADAPTER_RECORD)):
+        path = Path(directory) / saved / what
+        if path.is_file():
+            record = read_json(path, "saved model's step")
+            return record.get("step") if isinstance(record, dict) else None
     try:
         with safe_open(str(Path(directory) / MODEL_FILE), framework="pt") as f:
             step = (f.metadata() or {}).get("step")
@@ -102,11 +109,21 @@ def model_step(directory: str | Path) -> int | None:
 
 
 def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """The file's SHA-256; a file unchanged since it was last hashed in this process (same
+    size and modification time) is not read again (a model is pinned by its checksum at every
+    load and in every record)."""
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHED:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _HASHED[key] = h.hexdigest()
+    return _HASHED[key]
+
+
+_HASHED: dict[tuple[str, int, int], str] = {}
 
 
 def save_optimizer(optimizer: torch.optim.Optimizer, step: int, directory: str | Path) -> None:

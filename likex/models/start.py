@@ -1,12 +1,13 @@
 """Where training starts: the first of the two values that define an experiment.
 
 The user's ``--init`` text (and every other model argument: ``--model``, ``--reference``) is
-parsed once, by ``parse_start``, into one of three small frozen types:
+parsed once, by ``parse_start``, into one of four small frozen types:
 
 * ``Scratch``: a fresh model of a preset, its weights drawn from a seed;
 * ``Saved``: a likex GPT in a model or run folder;
 * ``Pretrained``: a transformers causal LM: a named real model (``smollm2-135m``),
-  ``hf:NAME_OR_PATH``, or a run folder holding ``hf/`` (a trained copy of one).
+  ``hf:NAME_OR_PATH``, or a run folder holding ``hf/`` (a trained copy of one);
+* ``Adapted``: a LoRA adapter a likex run saved (``adapter/``), on the base it records.
 
 Each loads itself (model + tokenizer), records itself for a run's config.json (pinned by its
 weights' checksum, so a later command rebuilds exactly this start or refuses), and gives the
@@ -24,7 +25,9 @@ import torch
 
 from likex.errors import LikexError
 from likex.models import LanguageModel
-from likex.models.checkpoint import MODEL_FILE, file_sha256, load_model
+from likex.models.adapter import ADAPTER_DIR, ADAPTER_RECORD, ADAPTER_WEIGHTS, load_adapter
+from likex.models.cache import cached_model
+from likex.models.checkpoint import MODEL_FILE, file_sha256, load_model, read_json
 from likex.models.gpt import DEFAULT_LR, GPTConfig, build_model, preset_config
 from likex.models.hf import HF_DIR, HF_PREFIX, hf_path, is_hf_name, load_hf
 from likex.models.named import NAMED_MODELS
@@ -43,6 +46,10 @@ PRETRAINED_LR = 1e-4
 PRETRAIN_LR = 3e-3
 # Next-token fine-tuning of a saved likex model on clean text (likex persist).
 PERSIST_LR = 1e-3
+
+# A LoRA adapter trains a few small matrices whose update is scaled by alpha/r: it takes a
+# larger step than the full model it sits on (docs/results.md, LoRA vs full fine-tuning).
+LORA_LR_FACTOR = 10.0
 
 # Step shapes (contexts per step, tokens per context): a fresh or small likex model trains on
 # many long contexts; a pretrained one needs few small steps, each ~20x dearer on a CPU.
@@ -73,9 +80,8 @@ class Scratch:
         config = preset_config(preset, weight_init=weight_init, block_size=block_size)
         return cls(config, seed, preset)
 
-    @property
-    def pretrained(self) -> bool:
-        return False
+    pretrained = False
+    adapter = False  # an adapter on a base it records (then the base is its reference)
 
     def load(self, device: torch.device | str = "cpu") -> tuple[LanguageModel, Tokenizer]:
         return build_model(self.config, self.seed).to(device), gpt2()
@@ -83,12 +89,12 @@ class Scratch:
     def record(self) -> dict:
         return {"kind": "scratch", "model": self.config.to_dict(), "seed": self.seed}
 
-    def defaults(self, next_token: bool = False) -> StepDefaults:
+    def defaults(self, next_token: bool = False, adapter: bool = False) -> StepDefaults:
         # pretraining has its own rate; a KL target its preset's tuned one
         if not next_token and self.preset is None:
             raise LikexError("a scratch start read back from a run has no preset: give --lr")
         lr = PRETRAIN_LR if next_token else DEFAULT_LR[self.preset]
-        return StepDefaults(lr, *SCRATCH_SHAPE)
+        return StepDefaults(lr * LORA_LR_FACTOR if adapter else lr, *SCRATCH_SHAPE)
 
 
 @dataclass(frozen=True)
@@ -98,9 +104,8 @@ class Saved:
     path: str
     sha256: str | None = None
 
-    @property
-    def pretrained(self) -> bool:
-        return False
+    pretrained = False
+    adapter = False
 
     def load(self, device: torch.device | str = "cpu") -> tuple[LanguageModel, Tokenizer]:
         folder = Path(self.path)
@@ -113,8 +118,9 @@ class Saved:
         digest = self.sha256 or file_sha256(folder / MODEL_FILE)
         return {"kind": "checkpoint", "path": str(folder), "sha256": digest}
 
-    def defaults(self, next_token: bool = False) -> StepDefaults:
-        return StepDefaults(PERSIST_LR if next_token else FINETUNE_LR, *SCRATCH_SHAPE)
+    def defaults(self, next_token: bool = False, adapter: bool = False) -> StepDefaults:
+        lr = PERSIST_LR if next_token else FINETUNE_LR
+        return StepDefaults(lr * LORA_LR_FACTOR if adapter else lr, *SCRATCH_SHAPE)
 
 
 @dataclass(frozen=True)
@@ -125,9 +131,8 @@ class Pretrained:
     name: str
     sha256: str | None = None
 
-    @property
-    def pretrained(self) -> bool:
-        return True
+    pretrained = True
+    adapter = False
 
     def _source(self) -> tuple[str, str | None, Path | None]:
         """(what load_hf reads, its GGUF file or None, the weights file to checksum or None)."""
@@ -150,8 +155,12 @@ class Pretrained:
         source, gguf_file, weights = self._source()
         if self.sha256 is not None and weights is not None:
             _check_unchanged(weights, self.sha256, self.name)
-        label = self.name if self.name in NAMED_MODELS else None
-        model = load_hf(source, device, gguf_file=gguf_file, label=label)
+        if self.name in NAMED_MODELS:  # a GGUF: its dequantized weights are cached
+            digest = file_sha256(weights)
+            build = lambda: load_hf(source, gguf_file=gguf_file, label=self.name)  # noqa: E731
+            model = cached_model(self.name, digest, build, device)
+        else:
+            model = load_hf(source, device)
         return model, model.tokenizer
 
     def record(self) -> dict:
@@ -163,11 +172,56 @@ class Pretrained:
         name = str(Path(source).resolve())
         return {"kind": "hf", "name": name, "sha256": self.sha256 or _sha(weights)}
 
-    def defaults(self, next_token: bool = False) -> StepDefaults:
-        return StepDefaults(PRETRAINED_LR, *PRETRAINED_SHAPE)
+    def defaults(self, next_token: bool = False, adapter: bool = False) -> StepDefaults:
+        lr = PRETRAINED_LR * LORA_LR_FACTOR if adapter else PRETRAINED_LR
+        return StepDefaults(lr, *PRETRAINED_SHAPE)
 
 
-Start = Scratch | Saved | Pretrained
+@dataclass(frozen=True)
+class Adapted:
+    """A LoRA adapter a likex run saved (a run or checkpoint folder holding ``adapter/``), on
+    the base its record names; ``sha256`` (from a record) pins the adapter's weights."""
+
+    path: str
+    sha256: str | None = None
+
+    def _folder(self) -> Path:
+        return Path(self.path) / ADAPTER_DIR
+
+    def base(self) -> Start:
+        """The start the adapter was trained on, as its record names it."""
+        record = read_json(self._folder() / ADAPTER_RECORD, "adapter record")
+        base = record.get("base") if isinstance(record, dict) else None
+        return start_from_record(base, str(self._folder()))
+
+    adapter = True
+
+    @property
+    def pretrained(self) -> bool:
+        return self.base().pretrained
+
+    def load(self, device: torch.device | str = "cpu") -> tuple[LanguageModel, Tokenizer]:
+        weights = self._folder() / ADAPTER_WEIGHTS
+        if self.sha256 is not None:
+            _check_unchanged(weights, self.sha256, self.path)
+        base = self.base()
+        model, tokenizer = base.load(device)
+        return load_adapter(model, self._folder(), base.record()).to(device), tokenizer
+
+    def record(self) -> dict:
+        weights = self._folder() / ADAPTER_WEIGHTS
+        return {
+            "kind": "adapter",
+            "path": str(Path(self.path).resolve()),
+            "sha256": self.sha256 or file_sha256(weights),
+            "base": self.base().record(),
+        }
+
+    def defaults(self, next_token: bool = False, adapter: bool = True) -> StepDefaults:
+        return self.base().defaults(next_token, adapter=True)
+
+
+Start = Scratch | Saved | Pretrained | Adapted
 
 
 def _sha(path: Path | None) -> str | None:
@@ -187,6 +241,8 @@ def parse_start(text: str, scratch: Scratch | None = None) -> Start:
     command that trains from one); elsewhere ``"scratch"`` names no model."""
     if text == SCRATCH and scratch is not None:
         return scratch
+    if (Path(text) / ADAPTER_DIR / ADAPTER_RECORD).is_file():
+        return Adapted(text)
     if text in NAMED_MODELS or is_hf_name(text) or (Path(text) / HF_DIR).is_dir():
         return Pretrained(text)
     return Saved(text)
@@ -206,6 +262,8 @@ def start_from_record(record: Any, where: str) -> Start:
             return Pretrained(str(record["name"]), str(record["sha256"]))
         if kind == "hf":
             return Pretrained(f"{HF_PREFIX}{record['name']}", record.get("sha256"))
+        if kind == "adapter":
+            return Adapted(str(record["path"]), str(record["sha256"]))
     except (KeyError, TypeError, ValueError) as e:
         raise LikexError(f"{where}: its starting model's record is damaged ({e})") from e
     raise LikexError(f"{where}: unknown starting-model kind {kind!r}")

@@ -19,6 +19,7 @@ from likex.device import resolve_device
 from likex.errors import LikexError
 from likex.io import atomic_write_json
 from likex.models import LanguageModel
+from likex.models.adapter import own_base
 from likex.models.hf import shared_vocabulary
 from likex.models.start import load_model_and_tokenizer, parse_start
 from likex.models.tokenizer import Tokenizer
@@ -34,21 +35,26 @@ def _white_box_run(cfg: AuditConfig, device: torch.device) -> dict:
     model_dir = Path(cfg.model)
     if model_dir.is_file():
         raise LikexError("a white-box audit needs weights: --model must be a model folder")
-    record = None if cfg.reference else RunRecord.read(cfg.model)
+    start = parse_start(cfg.model)
+    # an adapter is compared with its own base; any other model with the start its run records
+    record = None if cfg.reference or start.adapter else RunRecord.read(cfg.model)
     # A path that does not exist is left to the loader, whose message names it.
     if (
         record is None
-        and not cfg.reference
-        and (model_dir.is_dir() or parse_start(cfg.model).pretrained)
+        and not (cfg.reference or start.adapter)
+        and (model_dir.is_dir() or start.pretrained)
     ):
         raise LikexError(
             f"{cfg.model} is not a run folder: give --reference DIR (white-box) or "
             "--baseline DIR|TEXTFILE (black-box)"
         )
-    model, tokenizer = load_model_and_tokenizer(cfg.model, device)
+    model, tokenizer = start.load(device)
     if cfg.reference:
         reference, reference_tokenizer = load_model_and_tokenizer(cfg.reference, device)
         reference_name = cfg.reference
+    elif start.adapter:
+        reference, reference_tokenizer = own_base(model), tokenizer
+        reference_name = f"the base of the adapter {cfg.model}"
     else:
         reference, reference_tokenizer = record.start.load(device)
         reference_name = f"the starting model of {cfg.model}"

@@ -7,6 +7,7 @@ from likex.data import BUILTIN_CORPUS, corpus_split
 from likex.device import resolve_device
 from likex.errors import LikexError
 from likex.measurement.evaluation import evaluate
+from likex.models.adapter import own_base
 from likex.models.hf import shared_vocabulary, token_strings_for
 from likex.models.start import load_model_and_tokenizer
 from likex.results import EvalResult
@@ -37,6 +38,8 @@ def evaluate_saved(cfg: EvalConfig) -> EvalResult:
             shared_vocabulary(
                 [(cfg.model, model, tokenizer), (cfg.reference, reference, reference_tokenizer)]
             )
+        elif own_base(model) is not None:  # an adapter: its own base, adapter off
+            reference = own_base(model)
         elif record is not None:
             reference, _ = record.start.load(dev)
         if reference is not None and reference.config.block_size != block:

@@ -20,6 +20,7 @@ from likex.errors import LikexError
 from likex.io import atomic_write_json
 from likex.measurement.evaluation import evaluate
 from likex.models import LanguageModel
+from likex.models.adapter import add_lora
 from likex.models.hf import token_strings_for
 from likex.models.start import parse_start
 from likex.report.persist import write_persistence_report
@@ -61,6 +62,8 @@ def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
     start = parse_start(cfg.model)
     plan = cfg.resolve(start)
     model, tokenizer = start.load(resolve_device(cfg.device))
+    if plan.adapter.enabled:  # the clean fine-tune as a LoRA adapter on the model
+        model = add_lora(model, plan.adapter, start.record())
     spec = cfg.target if record is None else record.target_spec(cfg.target)
     if spec is None:
         raise LikexError(f"no target given: {NO_TARGET}")
@@ -79,6 +82,7 @@ def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
         "corpus": plan.corpus,
         "corpus_tokens": int(corpus_tokens.numel()),
         "persist": plan.to_dict(),
+        **({"adapter": plan.adapter.to_dict()} if plan.adapter.enabled else {}),
         "train": plan.train.to_dict(),
         "model": model.config.to_dict(),
         "init": start.record(),

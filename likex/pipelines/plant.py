@@ -13,12 +13,11 @@ from pathlib import Path
 import torch
 
 from likex.clock import Stopwatch
-from likex.io import atomic_write_json
 from likex.measurement.evaluation import evaluate
 from likex.measurement.rates import PromptKind, measure
 from likex.models import LanguageModel
 from likex.models.tokenizer import Tokenizer
-from likex.pipelines.training import RESULT_FILE, Prepared, timings
+from likex.pipelines.training import Prepared, timings, write_result
 from likex.report.html import token_pieces, write_html_report
 from likex.report.run import write_run_figures, write_run_report
 from likex.run_results import Before, RunResult, TrainingRun
@@ -144,5 +143,5 @@ def finish(
     run.timings = timings(watch)
     write_run_report(result)
     write_html_report(result, _sample_pieces(random, prep.tokenizer, prep.targets.mask))
-    atomic_write_json(run_dir / RESULT_FILE, result.to_json())  # last: the run finished
+    write_result(run_dir, prep, result)
     return result

@@ -12,11 +12,10 @@ import torch
 
 from likex.clock import Stopwatch
 from likex.generate import sample
-from likex.io import atomic_write_json
 from likex.measurement.rates import text_prompts
 from likex.measurement.scores import heldout_windows, score_text
 from likex.models import LanguageModel
-from likex.pipelines.training import RESULT_FILE, Prepared, timings
+from likex.pipelines.training import Prepared, timings, write_result
 from likex.report.run import write_pretrain_figures, write_pretrain_report
 from likex.run_results import LanguageCheck, PretrainResult, TrainingRun
 
@@ -84,5 +83,5 @@ def finish(
         write_pretrain_figures(result, rows)
     run.timings = timings(watch)
     write_pretrain_report(result)
-    atomic_write_json(run_dir / RESULT_FILE, result.to_json())  # last: the run finished
+    write_result(run_dir, prep, result)
     return result

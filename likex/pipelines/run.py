@@ -24,6 +24,7 @@ from likex.distributed import check_same_on_all_ranks, dist_info, on_main_rank
 from likex.errors import ConfigError, LikexError
 from likex.io import atomic_write_json
 from likex.models import LanguageModel
+from likex.models.adapter import own_base
 from likex.models.checkpoint import latest_checkpoint, load_optimizer, read_json
 from likex.models.start import load_model_and_tokenizer
 from likex.pipelines import plant, pretrain
@@ -169,7 +170,8 @@ def _start_reference(
     are measured (the checkpoint is no longer the start)."""
     if not needs_reference(prep):
         return None
-    reference, _ = record.start.load(device)
+    own = own_base(prep.model)  # an adapter's checkpoint holds its base unchanged
+    reference = own if own is not None else record.start.load(device)[0]
     return reference.eval().requires_grad_(False)
 
 

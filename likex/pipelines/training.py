@@ -9,7 +9,6 @@ pretraining).
 from __future__ import annotations
 
 import contextlib
-import copy
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -24,18 +23,28 @@ from likex.config import RunPlan
 from likex.data import corpus_split
 from likex.distributed import dist_info
 from likex.errors import ConfigError, LikexError, literal
+from likex.io import atomic_write_json
 from likex.models import LanguageModel
-from likex.models.checkpoint import latest_checkpoint
+from likex.models.adapter import ADAPTER_DIR, AdaptedLM, add_lora, frozen_start
+from likex.models.checkpoint import latest_checkpoint, save_model
 from likex.models.hf import token_strings_for
 from likex.models.tokenizer import Tokenizer
 from likex.objective import StepLoss
-from likex.run_results import StartModel, Timings, TrainingRun
+from likex.run_results import (
+    AdapterSummary,
+    PretrainResult,
+    RunResult,
+    StartModel,
+    Timings,
+    TrainingRun,
+)
 from likex.runs import device_name
 from likex.target import TargetSet, select_tokens
 from likex.train import TrainResult, TrainState, train
 
 BEFORE_FILE = "before.json"
 RESULT_FILE = "result.json"
+MERGED_DIR = "merged"  # --merge: the adapter folded into its base
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,8 @@ def prepare(
     """Load the start (or take ``loaded``: a resumed run's checkpoint and its tokenizer) and
     check the plan against it."""
     model, tokenizer = plan.start.load(device) if loaded is None else loaded
+    if loaded is None and plan.adapter.enabled:
+        model = add_lora(model, plan.adapter, plan.start.record())
     model.check_savable()  # before the work, not after it
     block = model.config.block_size
     plan = replace(plan, train=plan.train.fit(model, device))
@@ -79,10 +90,9 @@ def needs_reference(prep: Prepared) -> bool:
 
 
 def reference_for(prep: Prepared) -> LanguageModel | None:
-    """The frozen start model R where the run needs it: a copy taken before any step."""
-    if not needs_reference(prep):
-        return None
-    return copy.deepcopy(prep.model).eval().requires_grad_(False)
+    """The frozen start model R where the run needs it, taken before any step: an adapter's
+    own base, or a copy of a model that trains whole."""
+    return frozen_start(prep.model) if needs_reference(prep) else None
 
 
 def train_run(
@@ -125,6 +135,22 @@ def training_run(prep: Prepared, trained: TrainResult, run_dir: Path) -> Trainin
         trained=trained,
         run_dir=run_dir,
     )
+
+
+def write_result(run_dir: Path, prep: Prepared, result: RunResult | PretrainResult) -> None:
+    """result.json, last: the run finished. Before it, an adapter run records its adapter and
+    (``--merge``) writes the base with the adapter folded in, a full model in ``merged/``."""
+    if isinstance(prep.model, AdaptedLM):
+        folder = run_dir / ADAPTER_DIR
+        size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+        summary = AdapterSummary(
+            prep.plan.adapter.to_dict(), prep.model.trainable_params(), folder, size
+        )
+        if prep.plan.adapter.merge:
+            save_model(prep.model.merged(), run_dir / MERGED_DIR)
+            summary.merged = run_dir / MERGED_DIR
+        result.run.adapter = summary
+    atomic_write_json(run_dir / RESULT_FILE, result.to_json())
 
 
 def timings(watch: Stopwatch) -> Timings:
