@@ -7,7 +7,7 @@ library raises ``ConfigError`` naming a field; only the CLI knows which flag tha
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from likex.audit.bench import BenchConfig
 from likex.audit.black_box import BlackBoxConfig
@@ -22,9 +22,10 @@ from likex.models.named import NAMED_MODELS
 from likex.models.start import SCRATCH, Saved, Scratch, Start, parse_start
 from likex.objective import NEXT_TOKEN, Objective, Uniform
 from likex.options import option
+from likex.plans import PersistPlan, RunPlan
 from likex.stats import MIN_SAMPLES
 from likex.target import TargetSpec, check_text
-from likex.train_config import TrainConfig, TrainPlan
+from likex.train_config import TrainConfig
 
 AUDIT_UNITS = ("tokens", "words")
 COMMANDS = ("run", "train", "pretrain")
@@ -135,43 +136,6 @@ class RunConfig:
             corpus=d.get("corpus"),
             block_size=d.get("block_size"),
         )
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """A training run resolved and checked: where it starts, what it pulls toward (in
-    ``train.objective``), and everything else it needs. What config.json records."""
-
-    command: str
-    init_from: str  # --init as the user gave it
-    start: Start
-    corpus: str | None
-    target: TargetSpec
-    train: TrainPlan
-    adapter: AdapterConfig
-    measure: MeasureConfig
-    eval_every: int
-    device: str
-    preset: str | None
-    weight_init: str | None
-    block_size: int | None
-
-    def to_dict(self) -> dict:
-        # "adapter" only where one trains: the record of a full fine-tune keeps its keys
-        adapter = {"adapter": self.adapter.to_dict()} if self.adapter.enabled else {}
-        return adapter | {
-            "command": self.command,
-            "init_from": self.init_from,
-            "corpus": self.corpus,
-            "block_size": self.block_size,
-            "preset": self.preset,
-            "weight_init": self.weight_init,
-            "target": self.target.to_dict(),
-            "train": self.train.to_dict(),
-            "measure": asdict(self.measure),
-            "eval_every": self.eval_every,
-            "device": self.device,
-        }
 
 
 @dataclass(frozen=True)
@@ -355,33 +319,6 @@ class PersistConfig:
         return PersistPlan(
             self.model, start, self.corpus, train, self.adapter, self.eval_every, self.measure
         )
-
-
-@dataclass(frozen=True)
-class PersistPlan:
-    """A persistence run resolved: the model's start, the clean text, the fine-tuning."""
-
-    model: str  # as the user named it
-    start: Start
-    corpus: str
-    train: TrainPlan
-    adapter: AdapterConfig
-    eval_every: int
-    measure: MeasureConfig
-
-    def to_dict(self) -> dict:
-        """What config.json's "persist" records of the fine-tuning."""
-        t = self.train
-        return {
-            "steps": t.steps,
-            "batch_size": t.batch_size,
-            "context_len": t.context_len,
-            "lr": t.lr,
-            "weight_decay": t.weight_decay,
-            "eval_every": self.eval_every,
-            "seed": t.seed,
-            "measure": asdict(self.measure),
-        }
 
 
 @dataclass(frozen=True)

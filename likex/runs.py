@@ -16,12 +16,13 @@ from pathlib import Path
 
 import torch
 
-from likex.config import COMMANDS, RunConfig, RunPlan
+from likex.config import COMMANDS, RunConfig
 from likex.errors import ConfigError, LikexError
 from likex.io import atomic_write_json, atomic_write_text
 from likex.models import LanguageModel
 from likex.models.checkpoint import read_json
 from likex.models.start import Start, start_from_record
+from likex.plans import RunPlan
 from likex.target import NO_TARGET, TargetSpec
 from likex.throughput import sampling_batch
 from likex.train import METRICS_FILE

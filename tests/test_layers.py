@@ -22,7 +22,7 @@ LAYERS = [
     ("train",),
     ("measurement", "measurement.scores"), ("measurement.rates",), ("measurement.evaluation",),
     ("audit",),
-    ("config",), ("runs",), ("run_results",), ("results",),
+    ("plans",), ("config",), ("runs",), ("run_results",), ("results",),
     ("report",),
     ("pipelines",), ("pipelines.training",), ("pipelines.plant", "pipelines.pretrain"),
     ("pipelines.run",), ("pipelines.sweep",),

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import torch
 
-from likex.config import PersistConfig, PersistPlan
+from likex.config import PersistConfig
 from likex.data import corpus_token_ids, split_heldout
 from likex.device import resolve_device
 from likex.errors import LikexError
@@ -23,6 +23,7 @@ from likex.models import LanguageModel
 from likex.models.adapter import add_lora
 from likex.models.hf import token_strings_for
 from likex.models.start import parse_start
+from likex.plans import PersistPlan
 from likex.report.persist import write_persistence_report
 from likex.results import PersistPoint, PersistResult
 from likex.runs import RunRecord, new_run_dir, write_config

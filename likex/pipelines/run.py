@@ -18,7 +18,7 @@ from types import ModuleType
 import torch
 
 from likex.clock import Stopwatch, process_age
-from likex.config import RunCommand, RunConfig, RunPlan
+from likex.config import RunCommand, RunConfig
 from likex.device import resolve_device
 from likex.distributed import check_same_on_all_ranks, dist_info, on_main_rank
 from likex.errors import ConfigError, LikexError
@@ -39,6 +39,7 @@ from likex.pipelines.training import (
     train_run,
     training_run,
 )
+from likex.plans import RunPlan
 from likex.run_results import Before, LanguageCheck, PretrainResult, RankResult, RunResult
 from likex.runs import (
     RunRecord,

@@ -19,7 +19,6 @@ import torch
 
 from likex.batches import Batches
 from likex.clock import Stopwatch
-from likex.config import RunPlan
 from likex.data import corpus_split
 from likex.distributed import dist_info
 from likex.errors import ConfigError, LikexError, literal
@@ -30,6 +29,7 @@ from likex.models.checkpoint import latest_checkpoint, save_model
 from likex.models.hf import token_strings_for
 from likex.models.tokenizer import Tokenizer
 from likex.objective import StepLoss
+from likex.plans import RunPlan
 from likex.run_results import (
     AdapterSummary,
     PretrainResult,
