@@ -40,27 +40,34 @@ class Timings:
 
     The parts do not overlap; ``total`` runs from the process's start (from the pipeline's
     start where ``startup`` is unknown) to the moment the timings were taken, just before the
-    report's text and result.json are written (milliseconds). What the parts leave of it is
-    writing config.json, metrics and other small files."""
+    report's text and result.json are written (milliseconds). ``other`` is what the parts leave
+    of it: writing config.json, the metrics lines and other small files, the run's bookkeeping."""
 
     startup: float | None = None  # process start -> the pipeline's start: imports, arguments
     model: float = 0.0  # building or loading the start model, its tokenizer and target
     measure_before: float = 0.0  # 0 where reused (a resumed run; a sweep's later runs)
-    train: float = 0.0  # the training loop (its optimizer built first), less its checkpoints
+    contexts: float = 0.0  # making the training batches (generated contexts: sampling them)
+    train: float = 0.0  # the training steps (the optimizer built first)
     measure_after: float = 0.0
     checkpoint: float = 0.0  # writing checkpoints (model, optimizer state, manifest)
     report: float = 0.0  # the report's figures
     total: float = 0.0
 
+    @property
+    def other(self) -> float:
+        parts = asdict(self)
+        del parts["total"]
+        return self.total - sum(v or 0.0 for v in parts.values())
+
     def to_json(self) -> dict:
-        return asdict(self)
+        return asdict(self) | {"other": self.other}
 
     def describe(self) -> str:
         """One line: the total, then each part."""
         names = {"measure_before": "before", "measure_after": "after"}
         parts = ", ".join(
             f"{names.get(k, k)} {'?' if v is None else f'{v:.1f}'}"
-            for k, v in asdict(self).items()
+            for k, v in self.to_json().items()
             if k != "total"
         )
         return f"total {self.total:.1f}: {parts}"

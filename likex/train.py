@@ -57,6 +57,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0  # the steps themselves (a resumed run's earlier ones too)
     checkpoint_seconds: float = 0.0  # writing this call's checkpoints (not in ``seconds``)
+    batch_seconds: float = 0.0  # making this call's batches (in ``seconds``)
 
     @property
     def loss_first(self) -> float:
@@ -123,8 +124,13 @@ def train(
         dynamic_ncols=True,
     )
 
+    batch_seconds = 0.0
+
     def batch_on_device(step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        nonlocal batch_seconds
+        t0 = time.perf_counter()
         batch = batches(step, ranks.rank, model)
+        batch_seconds += time.perf_counter() - t0
         return tuple(None if t is None else to_device(t, device) for t in batch)
 
     batch = batch_on_device(start_step + 1)
@@ -153,7 +159,7 @@ def train(
         checkpoint_seconds += _timed(save_checkpoint, model, optimizer, plan.steps, out)
     barrier()  # no rank returns before the final checkpoint exists
     losses = [r["loss"] for r in state.rows]
-    return TrainResult(losses, state.seconds, checkpoint_seconds)
+    return TrainResult(losses, state.seconds, checkpoint_seconds, batch_seconds)
 
 
 def _step_function(

@@ -69,7 +69,8 @@ def run_json(capsys) -> Callable[[list[str]], dict]:
 
 
 TIMING_PARTS = {
-    "startup", "model", "measure_before", "train", "measure_after", "checkpoint", "report"
+    "startup", "model", "measure_before", "contexts", "train", "measure_after", "checkpoint",
+    "report",
 }  # fmt: skip
 
 
@@ -79,9 +80,12 @@ def check_timings() -> Callable[[dict], None]:
     none negative, and the parts add up to no more than the total."""
 
     def check(timings: dict) -> None:
-        assert timings.keys() == TIMING_PARTS | {"total"}
+        assert timings.keys() == TIMING_PARTS | {"total", "other"}
         assert all(v >= 0 for v in timings.values())
         assert sum(timings[k] for k in TIMING_PARTS) <= timings["total"] + 1e-9
+        assert timings["other"] == pytest.approx(
+            timings["total"] - sum(timings[k] for k in TIMING_PARTS)
+        )
 
     return check
 

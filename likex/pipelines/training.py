@@ -111,7 +111,9 @@ def train_run(
     loss = StepLoss(plan.objective, prep.targets, reference, plan.positions)
     t0 = time.perf_counter()
     trained = train(state, plan, batches, loss, run_dir, progress, on_step)
-    watch.add("train", time.perf_counter() - t0 - trained.checkpoint_seconds)
+    spent = time.perf_counter() - t0
+    watch.add("contexts", trained.batch_seconds)
+    watch.add("train", spent - trained.checkpoint_seconds - trained.batch_seconds)
     watch.add("checkpoint", trained.checkpoint_seconds)
     return trained
 
