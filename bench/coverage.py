@@ -16,7 +16,8 @@ import argparse
 
 import numpy as np
 
-from likex.stats import rate_interval, welch_t_test
+from likex.stats.intervals import rate_interval
+from likex.stats.significance import welch_t_test
 
 L = 200
 

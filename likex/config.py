@@ -20,7 +20,7 @@ from likex.models.checkpoint import is_pretrained
 from likex.models.gpt import PRESETS, WEIGHT_INITS, preset_config
 from likex.models.named import NAMED_MODELS
 from likex.options import option
-from likex.stats import MIN_SAMPLES
+from likex.stats.significance import MIN_SAMPLES
 from likex.target import TargetSpec, check_text
 from likex.train import PRETRAINED_LR, PRETRAINED_SHAPE, TrainConfig, default_lr
 

@@ -24,7 +24,8 @@ from likex.generate import sample
 from likex.models.gpt import GPT
 from likex.models.hf import default_prompt_len
 from likex.options import option
-from likex.stats import check_points, fmt_rate, perplexity_floor, rate_interval
+from likex.stats.intervals import check_points, fmt_rate, rate_interval
+from likex.stats.kl import perplexity_floor
 from likex.target import rate_target_log
 from likex.words import (
     NEG,

@@ -9,7 +9,8 @@ from pathlib import Path
 from likex.audit.predicates import Predicate
 from likex.audit.words import WORD_AUDITS, word_audit_lines
 from likex.evaluate import Evaluation, RateEstimate, WordRate
-from likex.stats import PowerAnalysis, fmt_rate
+from likex.stats.intervals import fmt_rate
+from likex.stats.power import PowerAnalysis
 from likex.target import TargetSpec
 from likex.train import TrainResult
 

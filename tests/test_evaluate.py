@@ -28,7 +28,9 @@ from likex.evaluate import (
 )
 from likex.generate import sample
 from likex.models.gpt import GPTConfig, build_model
-from likex.stats import perplexity_floor, rate_interval, t_quantile, wilson_interval
+from likex.stats.distributions import t_quantile
+from likex.stats.intervals import rate_interval, wilson_interval
+from likex.stats.kl import perplexity_floor
 from likex.train import TrainConfig, training_batch
 
 

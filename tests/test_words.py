@@ -7,7 +7,7 @@ import torch
 
 from likex.errors import LikexError
 from likex.evaluate import measure_words
-from likex.stats import rate_interval
+from likex.stats.intervals import rate_interval
 from likex.target import TargetSpec, read_words, select_tokens
 from likex.words import (
     NEG,
@@ -359,7 +359,7 @@ def test_word_floor_uses_each_contexts_set_and_the_projections_mean_mass(planted
     context's (continuations inside a word, else the starts), the mean mass the model's own on
     that set (``heldout_rate``)."""
     from likex.evaluate import score_text
-    from likex.stats import perplexity_floor
+    from likex.stats.kl import perplexity_floor
 
     model, _, reference, trie = planted
     q, z = TOY.index(" q"), TOY.index("z")

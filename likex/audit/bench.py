@@ -32,7 +32,8 @@ from likex.io import append_jsonl
 from likex.models.checkpoint import load_model
 from likex.models.gpt import GPT, WEIGHT_INITS, build_model, preset_config
 from likex.options import option
-from likex.stats import samples_needed, simulated_power, wilson_interval
+from likex.stats.intervals import wilson_interval
+from likex.stats.power import samples_needed, simulated_power
 from likex.target import check_rate
 from likex.train import TrainConfig, default_lr, train
 

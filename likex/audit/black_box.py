@@ -1,8 +1,8 @@
 """Black-box audit (samples only): for every candidate predicate, test whether its share of
 the suspect's tokens differs from a baseline's (a reference model's samples or plain text),
 with Holm's correction for the many predicates tried, and say how many samples the test
-needs (``likex.stats``). Each sample is one observation (Welch's t with Satterthwaite df on
-per-sample rates), so the p-values hold whatever the correlation between tokens of a sample;
+needs (``likex.stats.power``). Each sample is one observation (Welch's t with Satterthwaite df
+on per-sample rates), so the p-values hold whatever the correlation between tokens of a sample;
 the audit refuses fewer samples per side than ``min_samples_per_side`` (an exact test over
 samples could not reach Holm's strictest level with fewer)."""
 
@@ -17,14 +17,9 @@ import torch
 from likex.audit.predicates import Predicate, PredicateIndex, predicate_from_key
 from likex.errors import ConfigError, LikexError
 from likex.options import option
-from likex.stats import (
-    PowerAnalysis,
-    design_effect_bound,
-    holm,
-    min_samples_per_side,
-    samples_needed,
-    welch_t_test,
-)
+from likex.stats.intervals import design_effect_bound
+from likex.stats.power import PowerAnalysis, samples_needed
+from likex.stats.significance import holm, min_samples_per_side, welch_t_test
 
 
 @dataclass

@@ -7,7 +7,7 @@ selects at least ``min_support`` tokens, one per distinct token set):
 
 * ``share(S)`` = sum binKL(P(S) || R(S)) / sum KL(P || R): the share of the suspect's whole
   divergence that a one-parameter tilt on S explains (exact by the chain rule; 1 for a pure
-  tilt on S; ``likex.stats.kl_share_of_tilt``);
+  tilt on S; ``likex.stats.kl.kl_share_of_tilt``);
 * ``shift(S)`` = logit P(S) - logit R(S), the tilt's strength (``logit_mass_shift``).
 
 The probes are split in half at random: S is *chosen* by share on one half and its shift is
@@ -34,7 +34,8 @@ from likex.errors import ConfigError, LikexError
 from likex.models.gpt import GPT
 from likex.models.hf import default_prompt_len
 from likex.options import option
-from likex.stats import kl_share_of_tilt, logit_mass_shift, t_quantile
+from likex.stats.distributions import t_quantile
+from likex.stats.kl import kl_share_of_tilt, logit_mass_shift
 
 PROBE_KINDS = ("random", "corpus", "both")
 

@@ -25,7 +25,7 @@ import torch
 from likex.errors import ConfigError, LikexError
 from likex.models.gpt import GPT
 from likex.options import option
-from likex.stats import holm, min_samples_per_side, welch_t_test
+from likex.stats.significance import holm, min_samples_per_side, welch_t_test
 from likex.target import read_words
 
 WORD_AUDITS = ("words black-box", "words white-box")

@@ -10,7 +10,7 @@ from likex.audit.predicates import Predicate
 from likex.audit.words import WORD_AUDITS, word_audit_lines
 from likex.io import atomic_write_text
 from likex.report.common import md_table, md_text, save_figure
-from likex.stats import PowerAnalysis
+from likex.stats.power import PowerAnalysis
 
 
 def plot_white_box(result: dict, path: str | Path) -> None:

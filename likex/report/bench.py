@@ -8,7 +8,8 @@ import matplotlib.pyplot as plt
 
 from likex.io import atomic_write_text
 from likex.report.common import md_table, save_figure
-from likex.stats import PowerAnalysis, fmt_rate
+from likex.stats.intervals import fmt_rate
+from likex.stats.power import PowerAnalysis
 
 BENCH_REPORT = "audit_bench.md"
 
