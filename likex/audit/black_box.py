@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -46,7 +47,11 @@ class BlackBoxConfig:
                 raise ConfigError(name, "must be positive")
 
 
-@dataclass
+# How both black-box audits (predicates of tokens, words) test, as audit.json records it
+TEST_METHOD = {"correction": "holm", "test": "welch t over samples"}
+
+
+@dataclass(frozen=True)
 class BlackBoxFinding:
     predicate: Predicate
     n_tokens: int
@@ -79,9 +84,20 @@ class BlackBoxFinding:
             "equivalent_predicates": self.equivalent,
         }
 
+    def line(self, rank: int) -> str:
+        mark = "*" if self.significant else " "
+        return (
+            f"  {mark}{rank}. {self.predicate.describe()}: {self.rate_suspect:.4f} vs "
+            f"{self.rate_baseline:.4f} (log ratio {self.log_rate_ratio:+.2f}), t {self.t:+.1f} "
+            f"(df {self.df:.0f}), p {self.p_value:.2g}"
+        )
 
-@dataclass
+
+@dataclass(frozen=True)
 class BlackBoxResult:
+    KIND: ClassVar[str] = "black-box"  # audit.json's "audit"
+    AGAINST: ClassVar[str] = "baseline"  # audit.json's key for what the suspect is compared with
+
     suspect_tokens: int
     suspect_samples: int
     baseline_tokens: int
@@ -102,9 +118,13 @@ class BlackBoxResult:
         boosted = [f for f in self.findings if f.significant and f.t > 0]
         return boosted[0] if boosted else None
 
+    @property
+    def alpha(self) -> float:
+        return self.config.alpha
+
     def to_dict(self) -> dict:
         return {
-            "audit": "black-box",
+            "audit": self.KIND,
             "suspect_tokens": self.suspect_tokens,
             "suspect_samples": self.suspect_samples,
             "baseline_tokens": self.baseline_tokens,
@@ -112,14 +132,26 @@ class BlackBoxResult:
             "n_tests": self.n_tests,
             "n_significant": self.n_significant,
             "detected": self.detected,
-            "alpha": self.config.alpha,
-            "correction": "holm",
-            "test": "welch t over samples",
-            "min_samples_per_side": min_samples_per_side(self.n_tests, self.config.alpha),
+            "alpha": self.alpha,
+            **TEST_METHOD,
+            "min_samples_per_side": min_samples_per_side(self.n_tests, self.alpha),
             "findings": [f.to_dict() for f in self.findings],
             "power": asdict(self.power),
             "config": asdict(self.config),
         }
+
+    def lines(self, model: str, baseline: str) -> list[str]:
+        """What ``likex audit`` prints: both samples, the tests, the findings (* significant),
+        and how many samples per side the test needs for the configured shift."""
+        return [
+            f"likex audit ({self.KIND}): {model} against {baseline}",
+            f"  samples   {self.suspect_samples} ({self.suspect_tokens} tokens) vs "
+            f"{self.baseline_samples} ({self.baseline_tokens} tokens)",
+            f"  tests     {self.n_tests} predicates, {self.n_significant} significant at "
+            f"family-wise alpha {self.alpha:g} (Holm)",
+            *(f.line(i) for i, f in enumerate(self.findings, 1)),
+            f"  power     {self.power.describe()}",
+        ]
 
 
 def _type_counts(seqs: list[list[int]], types: dict[int, int]) -> np.ndarray:
