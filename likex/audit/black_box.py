@@ -15,7 +15,12 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from likex.audit.predicates import Predicate, PredicateIndex, predicate_from_key
+from likex.audit.predicates import (
+    Predicate,
+    PredicateIndex,
+    membership_matrix,
+    predicate_from_key,
+)
 from likex.errors import ConfigError, LikexError
 from likex.options import option
 from likex.stats.intervals import design_effect_bound
@@ -49,6 +54,11 @@ class BlackBoxConfig:
 
 # How both black-box audits (predicates of tokens, words) test, as audit.json records it
 TEST_METHOD = {"correction": "holm", "test": "welch t over samples"}
+
+
+def welch_text(t: float, df: float, p_value: float) -> str:
+    """A test as both black-box audits print it: "t +2.3 (df 11), p 0.04"."""
+    return f"t {t:+.1f} (df {df:.0f}), p {p_value:.2g}"
 
 
 @dataclass(frozen=True)
@@ -88,8 +98,8 @@ class BlackBoxFinding:
         mark = "*" if self.significant else " "
         return (
             f"  {mark}{rank}. {self.predicate.describe()}: {self.rate_suspect:.4f} vs "
-            f"{self.rate_baseline:.4f} (log ratio {self.log_rate_ratio:+.2f}), t {self.t:+.1f} "
-            f"(df {self.df:.0f}), p {self.p_value:.2g}"
+            f"{self.rate_baseline:.4f} (log ratio {self.log_rate_ratio:+.2f}), "
+            + welch_text(self.t, self.df, self.p_value)
         )
 
 
@@ -176,6 +186,24 @@ def baseline_design_effect(hits_b: np.ndarray, len_b: np.ndarray, first: int) ->
     return max(1.0, bound)
 
 
+def _checked_samples(
+    suspect: list[list[int]], baseline: list[list[int]], vocab: int, alpha: float
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Both sides without their empty samples, refused when too few are left or an id falls
+    outside the vocabulary."""
+    suspect = [s for s in suspect if s]
+    baseline = [s for s in baseline if s]
+    if len(suspect) < 4 or len(baseline) < 4:  # the least of min_samples_per_side
+        raise LikexError(
+            f"a black-box audit needs at least {min_samples_per_side(1, alpha)} non-empty "
+            f"samples on each side, got {len(suspect)} and {len(baseline)}"
+        )
+    for seq in (*suspect, *baseline):
+        if max(seq) >= vocab or min(seq) < 0:
+            raise LikexError(f"sampled token ids fall outside the vocabulary of {vocab}")
+    return suspect, baseline
+
+
 def black_box_audit(
     suspect: list[list[int]],
     baseline: list[list[int]],
@@ -191,17 +219,7 @@ def black_box_audit(
     sequence are one test, named by the simplest of them.
     """
     cfg.validate()
-    suspect = [s for s in suspect if s]
-    baseline = [s for s in baseline if s]
-    if len(suspect) < 4 or len(baseline) < 4:  # the least of min_samples_per_side
-        raise LikexError(
-            f"a black-box audit needs at least {min_samples_per_side(1, cfg.alpha)} non-empty "
-            f"samples on each side, got {len(suspect)} and {len(baseline)}"
-        )
-    vocab = len(token_strings)
-    for seq in (*suspect, *baseline):
-        if max(seq) >= vocab or min(seq) < 0:
-            raise LikexError(f"sampled token ids fall outside the vocabulary of {vocab}")
+    suspect, baseline = _checked_samples(suspect, baseline, len(token_strings), cfg.alpha)
     index = index or PredicateIndex.of(token_strings)
     observed = sorted({t for seq in (*suspect, *baseline) for t in seq})
     types = {t: j for j, t in enumerate(observed)}
@@ -209,22 +227,12 @@ def black_box_audit(
     counts_b = _type_counts(baseline, types)
     pooled = counts_a.sum(0) + counts_b.sum(0)
 
-    groups: dict[tuple[int, ...], list[str]] = {}
-    for key, cols in index.members(observed).items():
-        if pooled[cols].sum() >= cfg.min_hits:
-            groups.setdefault(tuple(cols), []).append(key)
+    groups = index.token_sets(observed, lambda cols: pooled[cols].sum() >= cfg.min_hits)
     if not groups:
         raise LikexError("the samples are too small: no predicate is seen often enough to test")
 
     keys = list(groups)
-    rows = [g for g, cols in enumerate(keys) for _ in cols]
-    cols = [c for cols in keys for c in cols]
-    membership = torch.sparse_coo_tensor(
-        torch.tensor([rows, cols]),
-        torch.ones(len(rows), dtype=torch.float64),
-        (len(keys), len(observed)),
-        check_invariants=False,  # built from valid indices just above
-    )
+    membership = membership_matrix(keys, len(observed))
     hits_a = torch.sparse.mm(membership, torch.from_numpy(counts_a.T).double()).numpy()
     hits_b = torch.sparse.mm(membership, torch.from_numpy(counts_b.T).double()).numpy()
     len_a = counts_a.sum(1).astype(np.float64)

@@ -28,7 +28,13 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from likex.audit.predicates import Predicate, PredicateIndex, check_vocab, predicate_from_key
+from likex.audit.predicates import (
+    Predicate,
+    PredicateIndex,
+    check_vocab,
+    membership_matrix,
+    predicate_from_key,
+)
 from likex.data import corpus_windows, random_contexts, step_generator
 from likex.errors import ConfigError, LikexError
 from likex.models.gpt import GPT
@@ -132,23 +138,12 @@ class Candidates:
     @classmethod
     def _build(cls, index: PredicateIndex, min_support: int) -> Candidates:
         vocab = len(index.token_strings)
-        groups: dict[tuple[int, ...], list[str]] = {}
-        for key, cols in index.members(list(range(vocab))).items():
-            if len(cols) >= min_support:
-                groups.setdefault(tuple(cols), []).append(key)
+        groups = index.token_sets(list(range(vocab)), lambda cols: len(cols) >= min_support)
         sets = list(groups)
         predicates = [
             min(map(predicate_from_key, groups[cols]), key=Predicate.simplicity) for cols in sets
         ]
-        rows = [g for g, cols in enumerate(sets) for _ in cols]
-        columns = [c for cols in sets for c in cols]
-        membership = torch.sparse_coo_tensor(
-            torch.tensor([rows, columns]),
-            torch.ones(len(rows), dtype=torch.float64),
-            (len(sets), vocab),
-            check_invariants=False,  # built from valid indices just above
-        ).coalesce()
-        return cls(predicates, membership)
+        return cls(predicates, membership_matrix(sets, vocab))
 
     def masses(self, probs: torch.Tensor) -> torch.Tensor:
         """Probability of each set at each probe, [n, C], clamped inside (0, 1)."""

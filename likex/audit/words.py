@@ -23,7 +23,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from likex.audit.black_box import TEST_METHOD
+from likex.audit.black_box import TEST_METHOD, welch_text
 from likex.errors import ConfigError, LikexError
 from likex.models.gpt import GPT
 from likex.options import option
@@ -82,7 +82,7 @@ class WordBlackBoxFinding:
         return (
             f"  {rank}. {self.term!r}{star}: {self.count_suspect} vs {self.count_baseline} "
             f"({1000 * self.rate_suspect:.2f} vs {1000 * self.rate_baseline:.2f} per 1000 "
-            f"words), t {self.t:+.1f} (df {self.df:.0f}), p {self.p_value:.2g}"
+            "words), " + welch_text(self.t, self.df, self.p_value)
         )
 
 
