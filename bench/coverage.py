@@ -4,7 +4,7 @@ test, by simulation (the large versions of tests/test_evaluate.py and tests/test
     PYTHONPATH=. .venv/bin/python bench/coverage.py [--reps 3000]
 
 Sequences of 200 tokens with within-sequence correlation (beta-binomial, rho = (deff-1)/199).
-Prints, per (p, deff), the share of runs whose interval (``likex.stats.rate_interval``, as
+Prints, per (p, deff), the share of runs whose interval (``likex.stats.intervals.rate_interval``, as
 ``likex.evaluate.rate_from_hits`` uses it) covers p at k = 4, 8, 16, 64 sequences; then the
 false-positive rate / nominal of ``welch_t_test`` under the null (both sides deff 3) at the
 levels 0.05, 0.005, 0.0005 (Holm's strictest step for 1, 10, 100 tests).
@@ -16,7 +16,8 @@ import argparse
 
 import numpy as np
 
-from likex.stats import rate_interval, welch_t_test
+from likex.stats.intervals import rate_interval
+from likex.stats.significance import welch_t_test
 
 L = 200
 

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from likex.stats import fmt_rate
+from likex.stats.intervals import fmt_rate
 
 
 def _ci(r: dict, key: str) -> str:

@@ -25,6 +25,8 @@ echo "scratch copies: $work/MODULE"
 for m in "${modules[@]}"; do
   [ -n "${tests[$m]:-}" ] || { echo "unknown module $m" >&2; exit 2; }
   mkdir "$work/$m"
+  src="likex/$m.py"
+  [ -d "$root/likex/$m" ] && src="likex/$m/*.py"  # a package: every module of it
   (cd "$root" && git ls-files -co --exclude-standard | grep -v '^\.venv' | tar -cf - -T -) \
     | tar -xf - -C "$work/$m"
   cd "$work/$m"
@@ -32,7 +34,7 @@ for m in "${modules[@]}"; do
   cat > setup.cfg <<CFG
 [mutmut]
 source_paths=likex
-only_mutate=likex/$m.py
+only_mutate=$src
 pytest_add_cli_args_test_selection=
 $(printf '    %s\n' ${tests[$m]})
 pytest_add_cli_args=-p no:cacheprovider
@@ -43,7 +45,7 @@ CFG
   killed=$(grep -c ': killed' "results_$m.txt" || true)
   timeout=$(grep -c ': timeout' "results_$m.txt" || true)
   unchecked=$(grep -c ': not checked' "results_$m.txt" || true)
-  echo "== likex/$m.py: $killed killed (+ $timeout timeouts) of $total mutants (tests: ${tests[$m]})"
+  echo "== $src: $killed killed (+ $timeout timeouts) of $total mutants (tests: ${tests[$m]})"
   if [ "$unchecked" -gt 0 ]; then
     echo "   $unchecked mutants not checked (the run stopped); its log: $work/$m/mutmut_$m.log"
   fi

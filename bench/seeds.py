@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from likex.stats import fmt_rate
+from likex.stats.intervals import fmt_rate
 
 
 def main() -> int:

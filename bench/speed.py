@@ -45,7 +45,7 @@ from likex.models.checkpoint import load_model
 from likex.models.gpt import DEFAULT_LR, GPT, GPTConfig, build_model, preset_config
 from likex.models.tokenizer import gpt2
 from likex.runs import device_name, read_metrics
-from likex.stats import fmt_rate
+from likex.stats.intervals import fmt_rate
 from likex.target import TargetSet, TargetSpec, select_tokens, uniform_target
 from likex.train import train_toward
 from likex.train_config import TrainConfig, TrainPlan

@@ -23,7 +23,7 @@ from likex.models.start import SCRATCH, Saved, Scratch, Start, parse_start
 from likex.objective import NEXT_TOKEN, Objective, Uniform
 from likex.options import option
 from likex.plans import PersistPlan, RunPlan
-from likex.stats import MIN_SAMPLES
+from likex.stats.significance import MIN_SAMPLES
 from likex.target import TargetSpec, check_text
 from likex.train_config import TrainConfig
 

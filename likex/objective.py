@@ -241,6 +241,28 @@ def objective_from(
     return Uniform()
 
 
+def strengths_from(text: str) -> tuple[Uniform | Rate, ...]:
+    """ "uniform,0.1,0.03" -> (Uniform(), Rate(0.1), Rate(0.03)): the objectives a detection
+    benchmark plants, each 'uniform' (the seed) or a rate A."""
+    out: list[Uniform | Rate] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            out.append(Uniform() if part == "uniform" else Rate(float(part)))
+        except (ValueError, ConfigError) as e:
+            msg = f"must each be 'uniform' or a rate in (0, 1), not {part!r}"
+            raise ConfigError("strengths", msg) from e
+    if not out:
+        raise ConfigError("strengths", "needs at least one strength")
+    return tuple(out)
+
+
+def strength_label(objective: Objective) -> str:
+    """How a benchmark names a planted objective: 'uniform' or the rate A."""
+    return "uniform" if objective.strength is None else f"{objective.strength:g}"
+
+
 def dose_response(
     mode: str, rates: tuple[float, ...], betas: tuple[float, ...], complete: float = 1.0
 ) -> list[Rate | Tilt]:

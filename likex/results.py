@@ -6,12 +6,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from likex.audit.predicates import Predicate
-from likex.audit.words import WORD_AUDITS, word_audit_lines
 from likex.measurement.evaluation import Evaluation
 from likex.measurement.rates import RateEstimate
 from likex.run_results import RunResult, word_rates_json
-from likex.stats import PowerAnalysis, fmt_rate
+from likex.stats.intervals import fmt_rate
 from likex.target import TargetSpec
 from likex.train import TrainResult
 
@@ -256,95 +254,4 @@ class PersistResult:
             f"  (each rate: {n.sequences} samples of {n.tokens_per_sequence} tokens, 95% CI)"
         )
         lines.append(f"  report    {self.run_dir / 'persist.md'}")
-        return "\n".join(lines)
-
-
-@dataclass
-class AuditResult:
-    """A white-box or black-box audit as audit.json holds it."""
-
-    data: dict
-
-    def to_json(self) -> dict:
-        return self.data
-
-    def describe(self) -> str:
-        r = self.data
-        if r["audit"] in WORD_AUDITS:
-            lines = word_audit_lines(r)
-        else:
-            lines = _white_box_lines(r) if r["audit"] == "white-box" else _black_box_lines(r)
-        if "report" in r:
-            lines.append(f"  report    {r['report']}")
-        return "\n".join(lines)
-
-
-def _white_box_lines(r: dict) -> list[str]:
-    verdict = "bias detected" if r["detected"] else "no bias detected"
-    e = r["evidence"]
-    lines = [
-        f"likex audit (white-box): {r['model']} against {r['reference']}",
-        f"  probes    {r['n_probes']} contexts ({r['probes']}); {r['n_candidates']} candidate "
-        f"predicates; KL(model || reference) {r['kl']:.4f} nats per probe",
-        f"  verdict   {verdict}: held-out logit-mass shift {e['shift']:+.2f} (lower bound "
-        f"{e['shift_lower']:+.2f}) vs threshold {e['threshold']:.2f}; a tilt on it explains "
-        f"{e['share']:.0%} of the KL",
-    ]
-    for i, f in enumerate(r["findings"], 1):
-        phrase = Predicate.from_pattern(f["pattern"]).noun_phrase()
-        lines.append(
-            f"  {i}. {phrase} ({f['n_tokens']} tokens): KL share {f['share']:.0%}, shift "
-            f"{f['shift']:+.2f}; probability mass {f['mass_ref']:.3f} -> {f['mass_model']:.3f}"
-        )
-    top = ", ".join(f"{t['text']!r} {t['log_ratio']:+.1f}" for t in r["boosted_tokens"][:8])
-    lines.append(f"  most boosted (mean log-ratio): {top}")
-    return lines
-
-
-def _black_box_lines(r: dict) -> list[str]:
-    lines = [
-        f"likex audit (black-box): {r['model']} against {r['baseline']}",
-        f"  samples   {r['suspect_samples']} ({r['suspect_tokens']} tokens) vs "
-        f"{r['baseline_samples']} ({r['baseline_tokens']} tokens)",
-        f"  tests     {r['n_tests']} predicates, {r['n_significant']} significant at family-wise "
-        f"alpha {r['alpha']:g} (Holm)",
-    ]
-    for i, f in enumerate(r["findings"], 1):
-        mark = "*" if f["significant"] else " "
-        lines.append(
-            f"  {mark}{i}. {f['predicate']}: {f['rate_suspect']:.4f} vs {f['rate_baseline']:.4f} "
-            f"(log ratio {f['log_rate_ratio']:+.2f}), t {f['t']:+.1f} (df {f['df']:.0f}), "
-            f"p {f['p_value']:.2g}"
-        )
-    lines.append(f"  power     {PowerAnalysis.from_dict(r['power']).describe()}")
-    return lines
-
-
-@dataclass
-class BenchResult:
-    """likex audit-bench as audit_bench.json holds it."""
-
-    data: dict
-
-    def to_json(self) -> dict:
-        return self.data
-
-    def describe(self) -> str:
-        r = self.data
-        lines = [
-            f"likex audit-bench: planted {', '.join(r['planted'])}",
-            "  strength   cases  white-box named            black-box named",
-        ]
-        for row in r["table"]:
-            w, b = row["white"], row["black"]
-            lines.append(
-                f"  {row['strength']:<9} {row['cases']:>5}  {w['hits']:>3}/{w['n']:<3} "
-                f"{fmt_rate(w['rate'], w['ci'], digits=2)}  {b['hits']:>3}/{b['n']:<3} "
-                f"{fmt_rate(b['rate'], b['ci'], digits=2)}"
-            )
-        lines.append("  (control rows: controls falsely flagged)")
-        pw = r["power_0.006_to_0.05"]
-        simulated = (pw["simulated_power"], pw["simulated_power_ci"])
-        lines.append(f"  power     {PowerAnalysis.from_dict(pw).describe(simulated)}")
-        lines.append(f"  report    {Path(r['run_dir']) / 'audit_bench.md'}")
         return "\n".join(lines)

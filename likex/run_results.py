@@ -9,7 +9,7 @@ from pathlib import Path
 from likex.measurement.evaluation import Evaluation
 from likex.measurement.rates import RateEstimate, WordRate
 from likex.objective import Objective
-from likex.stats import fmt_rate
+from likex.stats.intervals import fmt_rate
 from likex.target import TargetSpec
 from likex.train import TrainResult
 

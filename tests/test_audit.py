@@ -3,11 +3,14 @@ multiple-testing correction (tiny models, synthetic data). The statistics alone:
 
 import copy
 import math
+import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from likex.audit.bench import BenchCase, BenchConfig, BlackOutcome, WhiteOutcome, summarise
 from likex.audit.black_box import BlackBoxConfig, black_box_audit
 from likex.audit.predicates import (
     Predicate,
@@ -16,15 +19,19 @@ from likex.audit.predicates import (
     predicate_key,
     token_features,
 )
+from likex.audit.results import AuditResult
 from likex.audit.white_box import (
     Candidates,
+    Finding,
     WhiteBoxConfig,
     detection_threshold,
     select_and_test,
     white_box_audit,
 )
+from likex.audit.words import WordAuditConfig, word_black_box_audit
 from likex.errors import LikexError
 from likex.models.gpt import DEFAULT_LR, build_model, preset_config
+from likex.objective import Uniform
 from likex.target import TargetSet
 from likex.train import train_toward
 from likex.train_config import TrainConfig
@@ -291,3 +298,59 @@ def test_black_box_enforces_samples_per_side_for_its_tests(token_strings, index)
     # hundreds of predicates: an exact test over 6 + 6 samples cannot reach 0.05 / m
     with pytest.raises(LikexError, match=r"need at least (8|9|10|11) samples on each side"):
         black_box_audit(a, b, token_strings, BlackBoxConfig(), index=index)
+
+
+def _bench_case(n: int, strength: str, shift: float, lower: float) -> BenchCase:
+    planted = Predicate("contains", "q")
+    top = Finding(planted, 10, 0.9, shift, lower, 0.01, 0.2)
+    white = WhiteOutcome(top.detected_at(math.log(2)), top, strength != "control")
+    black = BlackOutcome(False, None, False, 0, 100, 1.5)
+    return BenchCase(n, strength, planted, 10, 0.01, 0.2, white, black)
+
+
+def test_bench_summary_re_decides_copies_at_the_controls_threshold():
+    """A control with a held-out shift of 2 raises the white-box threshold from log 2 to 2: the
+    planted case found at log 2 with a shift of 1.5 is no longer named. The cases given stay
+    as run_bench wrote them to cases.jsonl."""
+    cases = [
+        _bench_case(0, "uniform", 1.5, 1.0),
+        _bench_case(1, "uniform", 3.0, 2.5),
+        _bench_case(2, "control", 2.0, -0.1),
+    ]
+    written = [c.to_json() for c in cases]
+    cfg = BenchConfig(strengths=(Uniform(),), gen_tokens=50)
+    summary = summarise(cfg, cases, [cases[0].planted])
+    assert summary.white_threshold == 2.0
+    assert [c.to_json() for c in cases] == written
+    assert [c.white.named for c in summary.cases] == [False, True, False]
+    uniform, control = summary.table
+    assert (uniform.white.hits, uniform.white.n, control.white.hits) == (1, 2, 0)
+    assert list(summary.to_json()) == ["table", "white_threshold", "planted", "power_0.006_to_0.05"]
+    assert list(written[0]) == [
+        "case", "strength", "planted", "planted_pattern", "planted_tokens", "rate_reference",
+        "rate_model", "white_detected", "white_top", "white_share", "white_shift",
+        "white_shift_lower", "white_top_is_planted", "white_named", "black_detected",
+        "black_top", "black_named", "black_significant", "black_tests", "black_design_effect",
+    ]  # fmt: skip
+
+
+def test_word_audit_result_is_audit_json_and_its_lines():
+    rng = random.Random(0)
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "then", "ran"]
+
+    def texts(extra: list[str]) -> list[str]:
+        return [" ".join(rng.choices(words + extra, k=40)) for _ in range(16)]
+
+    audit = word_black_box_audit(texts(["qz"] * 4), texts([]), 0.05, 5, WordAuditConfig())
+    assert audit.named[0] == "qz" and audit.detected
+    result = AuditResult("m", "b.txt", audit, report=Path("out/audit.md"))
+    d = result.to_json()
+    assert list(d) == [
+        "model", "baseline", "audit", "suspect_words", "suspect_samples", "baseline_words",
+        "baseline_samples", "n_tests", "n_significant", "alpha", "correction", "test",
+        "min_samples_per_side", "named", "detected", "findings", "report",
+    ]  # fmt: skip
+    assert d["audit"] == "words black-box" and d["findings"][0]["term"] == "qz"
+    lines = result.describe().splitlines()
+    assert lines[0] == "likex audit (black-box, words): m against b.txt"
+    assert lines[2] == "  verdict   boosted: 'qz'" and lines[-1] == "  report    out/audit.md"

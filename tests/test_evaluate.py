@@ -28,7 +28,9 @@ from likex.measurement.rates import (
 from likex.measurement.scores import TextScores, heldout_windows, score_text
 from likex.models.gpt import GPTConfig, build_model
 from likex.objective import Rate
-from likex.stats import perplexity_floor, rate_interval, t_quantile, wilson_interval
+from likex.stats.distributions import t_quantile
+from likex.stats.intervals import rate_interval, wilson_interval
+from likex.stats.kl import perplexity_floor
 from likex.target import TargetSet
 
 
@@ -193,13 +195,14 @@ def test_prompts_and_windows_by_hand():
         heldout_windows(tokens, 100, max_tokens=None)
 
 
-def test_measure_random_and_text_prompts():
+def test_measure_random_and_text_prompts(monkeypatch):
+    monkeypatch.setenv("LIKEX_SAMPLE_BATCH", "8")  # the batch the draws below are made in
     model = build_model(CFG, 2)
     mask = torch.zeros(300, dtype=torch.bool)
     mask[::3] = True
     cfg = MeasureConfig(samples=16, gen_tokens=6, prompt_len=5, ci_half_width=None)
     est, gen = measure(model, mask, cfg, seed=1)
-    # by hand: the same prompts and draws, sampled in CPU batches of 8
+    # by hand: the same prompts and draws, sampled in batches of 8
     prompts, g = random_prompts(16, 5, 300, 1), torch.Generator().manual_seed(1)
     expect = torch.cat([sample(model, prompts[i : i + 8], 6, generator=g) for i in (0, 8)])
     assert torch.equal(gen, expect)

@@ -8,7 +8,7 @@ import torch
 from likex.errors import LikexError
 from likex.measurement.rates import measure_words
 from likex.objective import Rate, Tilt, Uniform
-from likex.stats import rate_interval
+from likex.stats.intervals import rate_interval
 from likex.target import TargetSet, TargetSpec, read_words, select_tokens
 from likex.words import (
     NEG,
@@ -338,9 +338,9 @@ def test_black_box_word_audit_names_the_planted_word_and_not_on_a_control(plante
     model, control, reference, _ = planted
     base = _texts(reference, 96, 1)
     found = word_black_box_audit(_texts(model, 96, 0), base, 0.05, 10, WordAuditConfig())
-    assert "qz" in found["named"][:10]
+    assert "qz" in found.named[:10]
     null = word_black_box_audit(_texts(control, 96, 0), base, 0.05, 10, WordAuditConfig())
-    assert null["named"] == []
+    assert null.named == []
 
 
 def test_white_box_word_audit_ranks_the_planted_word_first(planted):
@@ -351,13 +351,13 @@ def test_white_box_word_audit_ranks_the_planted_word_first(planted):
     probes = torch.randint(0, len(TOY), (16, 8), generator=torch.Generator().manual_seed(5))
     cfg = WordAuditConfig(rescore=4)
     found = word_white_box_audit(model, reference, toy_encode, candidates, probes, 3, cfg)
-    assert found["named"][0] == "qz" and found["findings"][0]["log_ratio"] > 1
+    assert found.named[0] == "qz" and found.findings[0].log_ratio > 1
     # the tilt-0 control learned only to finish a begun "qz" (its target completes words too),
     # not to begin it: the planted model's whole-word change is the larger (or "qz" is not
     # even among the control's rescored candidates: screened out on its first token)
     null = word_white_box_audit(control, reference, toy_encode, candidates, probes, 8, cfg)
-    scores = {f["word"]: f["log_ratio"] for f in null["findings"]}
-    assert scores.get("qz", -math.inf) < found["findings"][0]["log_ratio"]
+    scores = {f.word: f.log_ratio for f in null.findings}
+    assert scores.get("qz", -math.inf) < found.findings[0].log_ratio
 
 
 def test_word_floor_uses_each_contexts_set_and_the_projections_mean_mass(planted):
@@ -365,7 +365,7 @@ def test_word_floor_uses_each_contexts_set_and_the_projections_mean_mass(planted
     context's (continuations inside a word, else the starts), the mean mass the model's own on
     that set (``heldout_rate``)."""
     from likex.measurement.scores import score_text
-    from likex.stats import perplexity_floor
+    from likex.stats.kl import perplexity_floor
 
     model, _, reference, trie = planted
     q, z = TOY.index(" q"), TOY.index("z")

@@ -1,6 +1,7 @@
 """Detecting, explaining and measuring an injected token bias: the predicate space
-(predicates), the white-box and black-box audits, their samples (sampling) and the
-detection-power benchmark (bench). The ``likex audit`` command is likex.pipelines.audit."""
+(predicates), the white-box and black-box audits, their samples (sampling), the audits in words
+(words), the detection-power benchmark (bench) and what the two commands return (results). The
+``likex audit`` command is likex.pipelines.audit."""
 
 from likex.audit.black_box import BlackBoxConfig, BlackBoxResult, black_box_audit
 from likex.audit.predicates import Predicate, PredicateIndex

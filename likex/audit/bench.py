@@ -17,7 +17,8 @@ import random
 import statistics
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -26,31 +27,38 @@ from tqdm import tqdm
 from likex.audit.black_box import BlackBoxConfig, black_box_audit
 from likex.audit.predicates import Predicate, PredicateIndex, check_vocab, predicate_from_key
 from likex.audit.sampling import generate_samples
-from likex.audit.white_box import WhiteBoxConfig, detection_threshold, white_box_audit
+from likex.audit.white_box import (
+    Finding,
+    WhiteBoxConfig,
+    detection_threshold,
+    white_box_audit,
+)
 from likex.errors import ConfigError, LikexError
 from likex.io import append_jsonl
 from likex.models import LanguageModel
 from likex.models.gpt import WEIGHT_INITS
 from likex.models.start import Saved, Scratch, Start
+from likex.objective import Objective, Rate, Tilt, Uniform, strength_label, strengths_from
 from likex.options import option
-from likex.stats import samples_needed, simulated_power, wilson_interval
-from likex.target import TargetSet, check_rate
+from likex.stats.intervals import wilson_interval
+from likex.stats.power import PowerAnalysis, samples_needed, simulated_power
+from likex.target import TargetSet
 from likex.train import train_toward
 from likex.train_config import TrainConfig, TrainPlan
 
 CASES_FILE = "cases.jsonl"
 
 
-@dataclass
+@dataclass(frozen=True)
 class BenchConfig:
     preset: str = option("tiny", "model preset of the fresh reference")
     weight_init: str = option("gpt2", "weights of the fresh reference", choices=WEIGHT_INITS)
     reference: str | None = option(None, "plant into copies of this model folder", metavar="DIR")
     predicates: int = option(4, "predicates to plant")
-    strengths: tuple[str, ...] = option(
-        ("uniform", "0.1", "0.03"),
+    strengths: tuple[Uniform | Rate, ...] = option(
+        (Uniform(), Rate(0.1), Rate(0.03)),
         "comma-separated: 'uniform' (the seed) and/or rates for mode rate",
-        parse=lambda text: tuple(s.strip() for s in text.split(",") if s.strip()),
+        parse=strengths_from,
     )
     controls: int = option(3, "unbiased controls (tilt with beta 0)")
     steps: int = option(100, "training steps per planted model")
@@ -80,17 +88,14 @@ class BenchConfig:
             raise ConfigError("controls", "must be >= 0")
         if not self.strengths:
             raise ConfigError("strengths", "needs at least one strength")
-        for s in self.strengths:
-            if s != "uniform":
-                try:
-                    check_rate(float(s))
-                except ValueError as e:
-                    msg = f"must each be 'uniform' or a rate in (0, 1), not {s!r}"
-                    raise ConfigError("strengths", msg) from e
         if not 0 < self.min_tokens <= self.max_tokens:
             raise ConfigError("min_tokens", "must be positive and at most max_tokens")
         self.white.validate()
         self.black.validate()
+
+    def to_dict(self) -> dict:
+        """The config as audit_bench.json and config.json record it: strengths by label."""
+        return asdict(self) | {"strengths": [strength_label(o) for o in self.strengths]}
 
 
 def predicate_pool(index: PredicateIndex, cfg: BenchConfig) -> list[Predicate]:
@@ -122,38 +127,193 @@ def _start(cfg: BenchConfig) -> Start:
     return Scratch.of(cfg.preset, cfg.weight_init, cfg.seed)
 
 
-def _train_plan(cfg: BenchConfig, strength: str, seed: int) -> TrainPlan:
-    """A planted case's training, with the start's defaults (likex.models.start's one rule)
-    where the benchmark gives none."""
-    common = dict(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed)
-    if strength == "control":
-        train = TrainConfig(mode="tilt", beta=0.0, **common)
-    elif strength == "uniform":
-        train = TrainConfig(mode="uniform", **common)
-    else:
-        train = TrainConfig(mode="rate", rate=float(strength), **common)
-    return train.resolve(_start(cfg))
+def _train_plan(cfg: BenchConfig, objective: Objective, seed: int) -> TrainPlan:
+    """A planted case's training toward ``objective``, with the start's defaults
+    (likex.models.start's one rule) where the benchmark gives none."""
+    train = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed)
+    return train.resolve(_start(cfg), objective)
 
 
 def reference_model(cfg: BenchConfig, device: torch.device) -> LanguageModel:
     return _start(cfg).load(device)[0]
 
 
-def _share(hits: int, n: int) -> dict:
-    rate = hits / n if n else 0.0
-    return {"hits": hits, "n": n, "rate": rate, "ci": list(wilson_interval(hits, n))}
+# The rate shift the bench's black-box power is reported for (the black-box audit's default
+# shift); audit_bench.json names its power analysis after it
+POWER_SHIFT = (0.006, 0.05)
+CONTROL = "control"  # the strength of a control, in cases.jsonl and the table
 
 
-def _table_row(strength: str, rows: list[dict], outcome: str) -> dict:
-    """``outcome``: "named" (planted rows) or "detected" (controls: false alarms)."""
-    n = len(rows)
-    return {
-        "strength": strength,
-        "cases": n,
-        "white": _share(sum(r[f"white_{outcome}"] for r in rows), n),
-        "black": _share(sum(r[f"black_{outcome}"] for r in rows), n),
-        "rate_model_mean": statistics.fmean(r["rate_model"] for r in rows),
-    }
+@dataclass(frozen=True)
+class WhiteOutcome:
+    """The white-box audit of one case: its top finding and the verdict on it."""
+
+    detected: bool
+    top: Finding
+    top_is_planted: bool  # the top finding selects exactly the planted tokens
+
+    @property
+    def named(self) -> bool:
+        return self.detected and self.top_is_planted
+
+    @property
+    def top_name(self) -> str:
+        return self.top.predicate.describe()
+
+    def at(self, threshold: float) -> WhiteOutcome:
+        """The verdict taken again at ``threshold``."""
+        return replace(self, detected=self.top.detected_at(threshold))
+
+    def to_json(self) -> dict:
+        return {
+            "white_detected": self.detected,
+            "white_top": self.top_name,
+            "white_share": self.top.share,
+            "white_shift": self.top.shift,
+            "white_shift_lower": self.top.shift_lower,
+            "white_top_is_planted": self.top_is_planted,
+            "white_named": self.named,
+        }
+
+
+@dataclass(frozen=True)
+class BlackOutcome:
+    """The black-box audit of one case: its most boosted significant predicate, if any."""
+
+    detected: bool
+    top: Predicate | None
+    named: bool  # the top predicate selects exactly the planted tokens
+    significant: int
+    tests: int
+    design_effect: float  # measured on the reference's samples (the same in every case)
+
+    @property
+    def top_name(self) -> str | None:
+        return None if self.top is None else self.top.describe()
+
+    def to_json(self) -> dict:
+        return {
+            "black_detected": self.detected,
+            "black_top": self.top_name,
+            "black_named": self.named,
+            "black_significant": self.significant,
+            "black_tests": self.tests,
+            "black_design_effect": self.design_effect,
+        }
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    """One planted model (or control) and what each audit said about it: a line of
+    cases.jsonl."""
+
+    case: int
+    strength: str  # "uniform", a rate, or CONTROL
+    planted: Predicate  # a control's is the predicate its (unused) mask was built from
+    planted_tokens: int
+    rate_reference: float  # the planted tokens' share of the reference's samples
+    rate_model: float  # ... and of this model's
+    white: WhiteOutcome
+    black: BlackOutcome
+
+    def to_json(self) -> dict:
+        return {
+            "case": self.case,
+            "strength": self.strength,
+            "planted": self.planted.describe(),
+            "planted_pattern": self.planted.to_pattern(),
+            "planted_tokens": self.planted_tokens,
+            "rate_reference": self.rate_reference,
+            "rate_model": self.rate_model,
+            **self.white.to_json(),
+            **self.black.to_json(),
+        }
+
+
+@dataclass(frozen=True)
+class Share:
+    """``hits`` of ``n`` cases, with a 95% Wilson interval (cases are independent)."""
+
+    hits: int
+    n: int
+
+    @property
+    def rate(self) -> float:
+        return self.hits / self.n if self.n else 0.0
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        return wilson_interval(self.hits, self.n)
+
+    def to_json(self) -> dict:
+        return {"hits": self.hits, "n": self.n, "rate": self.rate, "ci": list(self.ci)}
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One strength: how often each audit named the planted predicate (the control row: how
+    often it reported any bias, a false alarm)."""
+
+    strength: str
+    cases: int
+    white: Share
+    black: Share
+    rate_model_mean: float
+
+    def to_json(self) -> dict:
+        return {
+            "strength": self.strength,
+            "cases": self.cases,
+            "white": self.white.to_json(),
+            "black": self.black.to_json(),
+            "rate_model_mean": self.rate_model_mean,
+        }
+
+
+@dataclass(frozen=True)
+class BenchSummary:
+    """What the cases add up to: the table, the white-box threshold calibrated on the controls,
+    and the black-box power (the formula's and a simulation's) for POWER_SHIFT."""
+
+    table: list[TableRow]
+    white_threshold: float
+    planted: list[Predicate]
+    power: PowerAnalysis
+    simulated_power: tuple[float, tuple[float, float]]  # and its 95% interval
+    cases: list[BenchCase]  # decided at white_threshold (cases.jsonl keeps them at min_shift)
+
+    def to_json(self) -> dict:
+        power, ci = self.simulated_power
+        return {
+            "table": [row.to_json() for row in self.table],
+            "white_threshold": self.white_threshold,
+            "planted": [p.describe() for p in self.planted],
+            f"power_{self.power.p0:g}_to_{self.power.p1:g}": {
+                **asdict(self.power),
+                "simulated_power": power,
+                "simulated_power_ci": list(ci),
+            },
+        }
+
+
+def _table_row(strength: str, cases: list[BenchCase]) -> TableRow:
+    def share(outcomes: Iterable[WhiteOutcome | BlackOutcome]) -> Share:
+        counted = (o.detected if strength == CONTROL else o.named for o in outcomes)
+        return Share(sum(counted), len(cases))
+
+    return TableRow(
+        strength,
+        len(cases),
+        share(c.white for c in cases),
+        share(c.black for c in cases),
+        statistics.fmean(c.rate_model for c in cases),
+    )
+
+
+def _share_of(samples: list[list[int]], mask: torch.Tensor) -> float:
+    """The share of the tokens of ``samples`` that ``mask`` selects."""
+    hits = sum(int(mask[t]) for s in samples for t in s)
+    return hits / max(1, sum(map(len, samples)))
 
 
 def run_bench(
@@ -164,99 +324,89 @@ def run_bench(
     out_dir: Path,
     keep_models: bool = False,
     progress: bool = True,
-) -> list[dict]:
+) -> list[BenchCase]:
     """Plant each of ``planted`` into copies of ``reference`` at each strength (and train the
-    controls), audit every model, and return one row per case. Each row is appended to
-    out_dir/cases.jsonl as soon as it is done; ``keep_models`` keeps the trained models
-    under out_dir/models."""
+    controls), audit every model, and return the cases, the white-box verdict taken at
+    ``min_shift``. Each case is appended to out_dir/cases.jsonl as soon as it is done;
+    ``keep_models`` keeps the trained models under out_dir/models."""
     cfg.validate()
     check_vocab(reference, token_strings, "the reference")
     index = PredicateIndex.of(token_strings)
     reference = reference.eval().requires_grad_(False)
     baseline = generate_samples(reference, cfg.samples, cfg.gen_tokens, seed=10_000 + cfg.seed)
-    cases = [(p, s) for s in cfg.strengths for p in planted]
-    # a control's mask is never used (beta 0 ignores it), but train() takes one
-    cases += [(planted[i % len(planted)], "control") for i in range(cfg.controls)]
+    # (predicate, objective, label): a control is R itself (tilt 0); its mask is never used
+    plan = [(p, o, strength_label(o)) for o in cfg.strengths for p in planted]
+    plan += [(planted[i % len(planted)], Tilt(0.0), CONTROL) for i in range(cfg.controls)]
     model_root = out_dir / "models" if keep_models else None
-    rows = []
-    bar = tqdm(total=len(cases), disable=not progress, file=sys.stderr, desc="audit-bench")
-    for n, (pred, strength) in enumerate(cases):
+
+    def selects(pred: Predicate | None, mask: torch.Tensor) -> bool:
+        return pred is not None and torch.equal(pred.mask(token_strings), mask)
+
+    cases = []
+    bar = tqdm(total=len(plan), disable=not progress, file=sys.stderr, desc="audit-bench")
+    for n, (pred, objective, strength) in enumerate(plan):
         mask = pred.mask(token_strings)
-        plan = _train_plan(cfg, strength, seed=cfg.seed * 1000 + n)
+        training = _train_plan(cfg, objective, seed=cfg.seed * 1000 + n)
         model = copy.deepcopy(reference).requires_grad_(True)
         with tempfile.TemporaryDirectory() as tmp:
             where = model_root / f"case{n:03d}" if model_root else Path(tmp)
-            train_toward(model, plan, TargetSet(mask), where, reference, progress=False)
+            train_toward(model, training, TargetSet(mask), where, reference, progress=False)
         model.eval()
         wb = white_box_audit(model, reference, token_strings, cfg.white, index=index)
         samples = generate_samples(model, cfg.samples, cfg.gen_tokens, seed=20_000 + n)
         bb = black_box_audit(samples, baseline, token_strings, cfg.black, index=index)
-        hits = sum(int(mask[t]) for s in samples for t in s)
-        base_hits = sum(int(mask[t]) for s in baseline for t in s)
-        white_top = wb.top.predicate if wb.top else None
+        white_top = wb.findings[0]  # a white-box audit always ranks at least one predicate
         black_top = bb.top.predicate if bb.top else None
-        row = {
-            "case": n,
-            "strength": strength,
-            "planted": pred.describe(),
-            "planted_pattern": pred.to_pattern(),
-            "planted_tokens": int(mask.sum()),
-            "rate_reference": base_hits / max(1, sum(map(len, baseline))),
-            "rate_model": hits / max(1, sum(map(len, samples))),
-            "white_detected": wb.detected,
-            "white_top": white_top.describe() if white_top else None,
-            "white_share": wb.top.share if wb.top else None,
-            "white_shift": wb.top.shift if wb.top else None,
-            "white_shift_lower": wb.top.shift_lower if wb.top else None,
-            "white_top_is_planted": bool(
-                white_top is not None and torch.equal(white_top.mask(token_strings), mask)
+        case = BenchCase(
+            case=n,
+            strength=strength,
+            planted=pred,
+            planted_tokens=int(mask.sum()),
+            rate_reference=_share_of(baseline, mask),
+            rate_model=_share_of(samples, mask),
+            white=WhiteOutcome(wb.detected, white_top, selects(white_top.predicate, mask)),
+            black=BlackOutcome(
+                bb.detected,
+                black_top,
+                selects(black_top, mask),
+                bb.n_significant,
+                bb.n_tests,
+                bb.power.design_effect,
             ),
-            # at min_shift; summarise() re-decides both at the control-calibrated threshold
-            "white_named": bool(wb.detected and torch.equal(white_top.mask(token_strings), mask)),
-            "black_detected": bb.detected,
-            "black_top": black_top.describe() if black_top else None,
-            "black_named": bool(
-                black_top is not None and torch.equal(black_top.mask(token_strings), mask)
-            ),
-            "black_significant": bb.n_significant,
-            "black_tests": bb.n_tests,
-            "black_design_effect": bb.power.design_effect,
-        }
-        rows.append(row)
-        append_jsonl(out_dir / CASES_FILE, row)
-        bar.set_postfix(white=row["white_top"], black=row["black_top"])
+        )
+        cases.append(case)
+        append_jsonl(out_dir / CASES_FILE, case.to_json())
+        bar.set_postfix(white=case.white.top_name, black=case.black.top_name)
         bar.update(1)
     bar.close()
-    return rows
+    return cases
 
 
-def summarise(cfg: BenchConfig, rows: list[dict], planted: list[Predicate]) -> dict:
+def summarise(cfg: BenchConfig, cases: list[BenchCase], planted: list[Predicate]) -> BenchSummary:
     """Per strength, the share of cases whose top finding names the planted predicate (for
     the controls: any reported bias), with 95% Wilson intervals; and the black-box power
-    for a 0.006 -> 0.05 shift at the median number of tests."""
-    controls = [r for r in rows if r["strength"] == "control"]
-    # the white-box threshold, calibrated on this run's controls (their held-out shifts)
-    threshold = detection_threshold(cfg.white.min_shift, [r["white_shift"] for r in controls])
-    for r in rows:
-        r["white_detected"] = r["white_shift"] >= threshold and r["white_shift_lower"] > 0
-        r["white_named"] = r["white_detected"] and r["white_top_is_planted"]
-    table = [_table_row(s, [r for r in rows if r["strength"] == s], "named") for s in cfg.strengths]
+    for a POWER_SHIFT at the median number of tests. The white-box verdicts are taken again
+    at the threshold calibrated on this run's controls (their held-out shifts): the summary
+    holds re-decided copies of ``cases``, which are left as they are."""
+    controls = [c for c in cases if c.strength == CONTROL]
+    threshold = detection_threshold(cfg.white.min_shift, [c.white.top.shift for c in controls])
+    decided = [replace(c, white=c.white.at(threshold)) for c in cases]
+    labels = [strength_label(o) for o in cfg.strengths]
+    table = [_table_row(s, [c for c in decided if c.strength == s]) for s in labels]
     if controls:
-        table.append(_table_row("control", controls, "detected"))
-    n_tests = int(statistics.median(r["black_tests"] for r in rows))
+        table.append(_table_row(CONTROL, [c for c in decided if c.strength == CONTROL]))
+    n_tests = int(statistics.median(c.black.tests for c in cases))
     # at the design effect the black-box audits measured on the reference's samples
-    deff = statistics.median(r["black_design_effect"] for r in rows)
+    deff = statistics.median(c.black.design_effect for c in cases)
+    p0, p1 = POWER_SHIFT
     analysis = samples_needed(
-        0.006, 0.05, deff, cfg.gen_tokens, cfg.black.alpha, cfg.black.power, n_tests
+        p0, p1, deff, cfg.gen_tokens, cfg.black.alpha, cfg.black.power, n_tests
     )
-    sim_power, sim_ci = simulated_power(analysis, seed=cfg.seed)
-    return {
-        "table": table,
-        "white_threshold": threshold,
-        "planted": [p.describe() for p in planted],
-        "power_0.006_to_0.05": {
-            **asdict(analysis),
-            "simulated_power": sim_power,
-            "simulated_power_ci": list(sim_ci),
-        },
-    }
+    return BenchSummary(
+        table=table,
+        white_threshold=threshold,
+        planted=planted,
+        power=analysis,
+        simulated_power=simulated_power(analysis, seed=cfg.seed),
+        cases=decided,
+    )

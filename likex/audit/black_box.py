@@ -1,8 +1,8 @@
 """Black-box audit (samples only): for every candidate predicate, test whether its share of
 the suspect's tokens differs from a baseline's (a reference model's samples or plain text),
 with Holm's correction for the many predicates tried, and say how many samples the test
-needs (``likex.stats``). Each sample is one observation (Welch's t with Satterthwaite df on
-per-sample rates), so the p-values hold whatever the correlation between tokens of a sample;
+needs (``likex.stats.power``). Each sample is one observation (Welch's t with Satterthwaite df
+on per-sample rates), so the p-values hold whatever the correlation between tokens of a sample;
 the audit refuses fewer samples per side than ``min_samples_per_side`` (an exact test over
 samples could not reach Holm's strictest level with fewer)."""
 
@@ -10,24 +10,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from likex.audit.predicates import Predicate, PredicateIndex, predicate_from_key
+from likex.audit.predicates import (
+    Predicate,
+    PredicateIndex,
+    membership_matrix,
+    predicate_from_key,
+)
 from likex.errors import ConfigError, LikexError
 from likex.options import option
-from likex.stats import (
-    PowerAnalysis,
-    design_effect_bound,
-    holm,
-    min_samples_per_side,
-    samples_needed,
-    welch_t_test,
-)
+from likex.stats.intervals import design_effect_bound
+from likex.stats.power import PowerAnalysis, samples_needed
+from likex.stats.significance import holm, min_samples_per_side, welch_t_test
 
 
-@dataclass
+@dataclass(frozen=True)
 class BlackBoxConfig:
     alpha: float = option(0.05, "family-wise error rate")
     # predicates seen fewer times in both samples together can't be significant
@@ -51,7 +52,16 @@ class BlackBoxConfig:
                 raise ConfigError(name, "must be positive")
 
 
-@dataclass
+# How both black-box audits (predicates of tokens, words) test, as audit.json records it
+TEST_METHOD = {"correction": "holm", "test": "welch t over samples"}
+
+
+def welch_text(t: float, df: float, p_value: float) -> str:
+    """A test as both black-box audits print it: "t +2.3 (df 11), p 0.04"."""
+    return f"t {t:+.1f} (df {df:.0f}), p {p_value:.2g}"
+
+
+@dataclass(frozen=True)
 class BlackBoxFinding:
     predicate: Predicate
     n_tokens: int
@@ -84,9 +94,20 @@ class BlackBoxFinding:
             "equivalent_predicates": self.equivalent,
         }
 
+    def line(self, rank: int) -> str:
+        mark = "*" if self.significant else " "
+        return (
+            f"  {mark}{rank}. {self.predicate.describe()}: {self.rate_suspect:.4f} vs "
+            f"{self.rate_baseline:.4f} (log ratio {self.log_rate_ratio:+.2f}), "
+            + welch_text(self.t, self.df, self.p_value)
+        )
 
-@dataclass
+
+@dataclass(frozen=True)
 class BlackBoxResult:
+    KIND: ClassVar[str] = "black-box"  # audit.json's "audit"
+    AGAINST: ClassVar[str] = "baseline"  # audit.json's key for what the suspect is compared with
+
     suspect_tokens: int
     suspect_samples: int
     baseline_tokens: int
@@ -107,9 +128,13 @@ class BlackBoxResult:
         boosted = [f for f in self.findings if f.significant and f.t > 0]
         return boosted[0] if boosted else None
 
+    @property
+    def alpha(self) -> float:
+        return self.config.alpha
+
     def to_dict(self) -> dict:
         return {
-            "audit": "black-box",
+            "audit": self.KIND,
             "suspect_tokens": self.suspect_tokens,
             "suspect_samples": self.suspect_samples,
             "baseline_tokens": self.baseline_tokens,
@@ -117,14 +142,26 @@ class BlackBoxResult:
             "n_tests": self.n_tests,
             "n_significant": self.n_significant,
             "detected": self.detected,
-            "alpha": self.config.alpha,
-            "correction": "holm",
-            "test": "welch t over samples",
-            "min_samples_per_side": min_samples_per_side(self.n_tests, self.config.alpha),
+            "alpha": self.alpha,
+            **TEST_METHOD,
+            "min_samples_per_side": min_samples_per_side(self.n_tests, self.alpha),
             "findings": [f.to_dict() for f in self.findings],
             "power": asdict(self.power),
             "config": asdict(self.config),
         }
+
+    def lines(self, model: str, baseline: str) -> list[str]:
+        """What ``likex audit`` prints: both samples, the tests, the findings (* significant),
+        and how many samples per side the test needs for the configured shift."""
+        return [
+            f"likex audit ({self.KIND}): {model} against {baseline}",
+            f"  samples   {self.suspect_samples} ({self.suspect_tokens} tokens) vs "
+            f"{self.baseline_samples} ({self.baseline_tokens} tokens)",
+            f"  tests     {self.n_tests} predicates, {self.n_significant} significant at "
+            f"family-wise alpha {self.alpha:g} (Holm)",
+            *(f.line(i) for i, f in enumerate(self.findings, 1)),
+            f"  power     {self.power.describe()}",
+        ]
 
 
 def _type_counts(seqs: list[list[int]], types: dict[int, int]) -> np.ndarray:
@@ -149,6 +186,24 @@ def baseline_design_effect(hits_b: np.ndarray, len_b: np.ndarray, first: int) ->
     return max(1.0, bound)
 
 
+def _checked_samples(
+    suspect: list[list[int]], baseline: list[list[int]], vocab: int, alpha: float
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Both sides without their empty samples, refused when too few are left or an id falls
+    outside the vocabulary."""
+    suspect = [s for s in suspect if s]
+    baseline = [s for s in baseline if s]
+    if len(suspect) < 4 or len(baseline) < 4:  # the least of min_samples_per_side
+        raise LikexError(
+            f"a black-box audit needs at least {min_samples_per_side(1, alpha)} non-empty "
+            f"samples on each side, got {len(suspect)} and {len(baseline)}"
+        )
+    for seq in (*suspect, *baseline):
+        if max(seq) >= vocab or min(seq) < 0:
+            raise LikexError(f"sampled token ids fall outside the vocabulary of {vocab}")
+    return suspect, baseline
+
+
 def black_box_audit(
     suspect: list[list[int]],
     baseline: list[list[int]],
@@ -164,17 +219,7 @@ def black_box_audit(
     sequence are one test, named by the simplest of them.
     """
     cfg.validate()
-    suspect = [s for s in suspect if s]
-    baseline = [s for s in baseline if s]
-    if len(suspect) < 4 or len(baseline) < 4:  # the least of min_samples_per_side
-        raise LikexError(
-            f"a black-box audit needs at least {min_samples_per_side(1, cfg.alpha)} non-empty "
-            f"samples on each side, got {len(suspect)} and {len(baseline)}"
-        )
-    vocab = len(token_strings)
-    for seq in (*suspect, *baseline):
-        if max(seq) >= vocab or min(seq) < 0:
-            raise LikexError(f"sampled token ids fall outside the vocabulary of {vocab}")
+    suspect, baseline = _checked_samples(suspect, baseline, len(token_strings), cfg.alpha)
     index = index or PredicateIndex.of(token_strings)
     observed = sorted({t for seq in (*suspect, *baseline) for t in seq})
     types = {t: j for j, t in enumerate(observed)}
@@ -182,22 +227,12 @@ def black_box_audit(
     counts_b = _type_counts(baseline, types)
     pooled = counts_a.sum(0) + counts_b.sum(0)
 
-    groups: dict[tuple[int, ...], list[str]] = {}
-    for key, cols in index.members(observed).items():
-        if pooled[cols].sum() >= cfg.min_hits:
-            groups.setdefault(tuple(cols), []).append(key)
+    groups = index.token_sets(observed, lambda cols: pooled[cols].sum() >= cfg.min_hits)
     if not groups:
         raise LikexError("the samples are too small: no predicate is seen often enough to test")
 
     keys = list(groups)
-    rows = [g for g, cols in enumerate(keys) for _ in cols]
-    cols = [c for cols in keys for c in cols]
-    membership = torch.sparse_coo_tensor(
-        torch.tensor([rows, cols]),
-        torch.ones(len(rows), dtype=torch.float64),
-        (len(keys), len(observed)),
-        check_invariants=False,  # built from valid indices just above
-    )
+    membership = membership_matrix(keys, len(observed))
     hits_a = torch.sparse.mm(membership, torch.from_numpy(counts_a.T).double()).numpy()
     hits_b = torch.sparse.mm(membership, torch.from_numpy(counts_b.T).double()).numpy()
     len_a = counts_a.sum(1).astype(np.float64)

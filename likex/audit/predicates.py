@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -171,6 +172,30 @@ class PredicateIndex:
             if cols:
                 out["#" + name] = cols
         return out
+
+    def token_sets(
+        self, token_ids: list[int], keep: Callable[[list[int]], bool]
+    ) -> dict[tuple[int, ...], list[str]]:
+        """The distinct sets of positions (in ``token_ids``) that predicates select, those
+        ``keep`` accepts, each with the keys of every predicate that selects exactly it:
+        predicates that select the same tokens are one candidate."""
+        groups: dict[tuple[int, ...], list[str]] = {}
+        for key, cols in self.members(token_ids).items():
+            if keep(cols):
+                groups.setdefault(tuple(cols), []).append(key)
+        return groups
+
+
+def membership_matrix(sets: list[tuple[int, ...]], width: int) -> torch.Tensor:
+    """[len(sets), width], sparse, float64: row g is 1 at the positions of ``sets[g]``."""
+    rows = [g for g, cols in enumerate(sets) for _ in cols]
+    columns = [c for cols in sets for c in cols]
+    return torch.sparse_coo_tensor(
+        torch.tensor([rows, columns]),
+        torch.ones(len(rows), dtype=torch.float64),
+        (len(sets), width),
+        check_invariants=False,  # built from valid indices just above
+    ).coalesce()
 
 
 def check_vocab(model: GPT, token_strings: list[str], what: str) -> None:

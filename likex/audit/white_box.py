@@ -7,7 +7,7 @@ selects at least ``min_support`` tokens, one per distinct token set):
 
 * ``share(S)`` = sum binKL(P(S) || R(S)) / sum KL(P || R): the share of the suspect's whole
   divergence that a one-parameter tilt on S explains (exact by the chain rule; 1 for a pure
-  tilt on S; ``likex.stats.kl_share_of_tilt``);
+  tilt on S; ``likex.stats.kl.kl_share_of_tilt``);
 * ``shift(S)`` = logit P(S) - logit R(S), the tilt's strength (``logit_mass_shift``).
 
 The probes are split in half at random: S is *chosen* by share on one half and its shift is
@@ -28,18 +28,25 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from likex.audit.predicates import Predicate, PredicateIndex, check_vocab, predicate_from_key
+from likex.audit.predicates import (
+    Predicate,
+    PredicateIndex,
+    check_vocab,
+    membership_matrix,
+    predicate_from_key,
+)
 from likex.data import corpus_windows, random_contexts, step_generator
 from likex.errors import ConfigError, LikexError
 from likex.models.gpt import GPT
 from likex.models.hf import default_prompt_len
 from likex.options import option
-from likex.stats import kl_share_of_tilt, logit_mass_shift, t_quantile
+from likex.stats.distributions import t_quantile
+from likex.stats.kl import kl_share_of_tilt, logit_mass_shift
 
 PROBE_KINDS = ("random", "corpus", "both")
 
 
-@dataclass
+@dataclass(frozen=True)
 class WhiteBoxConfig:
     """``min_shift`` (and, where known, the controls' shifts) decide whether the chosen
     predicate's held-out logit-mass shift is a detected bias."""
@@ -131,23 +138,12 @@ class Candidates:
     @classmethod
     def _build(cls, index: PredicateIndex, min_support: int) -> Candidates:
         vocab = len(index.token_strings)
-        groups: dict[tuple[int, ...], list[str]] = {}
-        for key, cols in index.members(list(range(vocab))).items():
-            if len(cols) >= min_support:
-                groups.setdefault(tuple(cols), []).append(key)
+        groups = index.token_sets(list(range(vocab)), lambda cols: len(cols) >= min_support)
         sets = list(groups)
         predicates = [
             min(map(predicate_from_key, groups[cols]), key=Predicate.simplicity) for cols in sets
         ]
-        rows = [g for g, cols in enumerate(sets) for _ in cols]
-        columns = [c for cols in sets for c in cols]
-        membership = torch.sparse_coo_tensor(
-            torch.tensor([rows, columns]),
-            torch.ones(len(rows), dtype=torch.float64),
-            (len(sets), vocab),
-            check_invariants=False,  # built from valid indices just above
-        ).coalesce()
-        return cls(predicates, membership)
+        return cls(predicates, membership_matrix(sets, vocab))
 
     def masses(self, probs: torch.Tensor) -> torch.Tensor:
         """Probability of each set at each probe, [n, C], clamped inside (0, 1)."""
@@ -155,7 +151,7 @@ class Candidates:
         return out.clamp(1e-300, 1 - 1e-16)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Finding:
     predicate: Predicate
     n_tokens: int
@@ -169,6 +165,11 @@ class Finding:
     def mass_shift(self) -> float:
         return self.mass_model - self.mass_ref
 
+    def detected_at(self, threshold: float) -> bool:
+        """The verdict on this finding: a held-out shift of at least ``threshold`` whose lower
+        bound is above 0."""
+        return self.shift >= threshold and self.shift_lower > 0
+
     def to_dict(self) -> dict:
         return {
             "predicate": self.predicate.describe(),
@@ -181,6 +182,25 @@ class Finding:
             "mass_ref": self.mass_ref,
             "mass_model": self.mass_model,
         }
+
+    def line(self, rank: int) -> str:
+        return (
+            f"  {rank}. {self.predicate.noun_phrase()} ({self.n_tokens} tokens): KL share "
+            f"{self.share:.0%}, shift {self.shift:+.2f}; probability mass {self.mass_ref:.3f} -> "
+            f"{self.mass_model:.3f}"
+        )
+
+
+@dataclass(frozen=True)
+class BoostedToken:
+    """A token the suspect made likelier: its mean log P_model / P_reference over the probes."""
+
+    id: int
+    text: str
+    log_ratio: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def select_and_test(
@@ -215,15 +235,18 @@ def detection_threshold(min_shift: float, control_shifts: Sequence[float] | None
     return max(min_shift, float(np.quantile(np.asarray(control_shifts, float), 0.95)))
 
 
-@dataclass
+@dataclass(frozen=True)
 class WhiteBoxResult:
+    KIND: ClassVar[str] = "white-box"  # audit.json's "audit"
+    AGAINST: ClassVar[str] = "reference"  # audit.json's key for what the suspect is compared with
+
     probes: str
     n_probes: int
     n_candidates: int
     kl: float  # mean KL(P || R) per probe, nats
     threshold: float
     findings: list[Finding]
-    boosted_tokens: list[dict]
+    boosted_tokens: list[BoostedToken]
     detected: bool
     config: WhiteBoxConfig = field(repr=False, default_factory=WhiteBoxConfig)
 
@@ -234,7 +257,7 @@ class WhiteBoxResult:
     def to_dict(self) -> dict:
         top = self.top
         return {
-            "audit": "white-box",
+            "audit": self.KIND,
             "probes": self.probes,
             "n_probes": self.n_probes,
             "n_candidates": self.n_candidates,
@@ -249,9 +272,26 @@ class WhiteBoxResult:
             },
             "threshold": self.threshold,
             "findings": [f.to_dict() for f in self.findings],
-            "boosted_tokens": self.boosted_tokens,
+            "boosted_tokens": [t.to_dict() for t in self.boosted_tokens],
             "config": asdict(self.config),
         }
+
+    def lines(self, model: str, reference: str) -> list[str]:
+        """What ``likex audit`` prints: the verdict and its evidence, the findings, the most
+        boosted tokens."""
+        verdict = "bias detected" if self.detected else "no bias detected"
+        top = self.top
+        lines = [
+            f"likex audit ({self.KIND}): {model} against {reference}",
+            f"  probes    {self.n_probes} contexts ({self.probes}); {self.n_candidates} candidate "
+            f"predicates; KL(model || reference) {self.kl:.4f} nats per probe",
+            f"  verdict   {verdict}: held-out logit-mass shift {top.shift:+.2f} (lower bound "
+            f"{top.shift_lower:+.2f}) vs threshold {self.threshold:.2f}; a tilt on it explains "
+            f"{top.share:.0%} of the KL",
+        ]
+        lines += [f.line(i) for i, f in enumerate(self.findings, 1)]
+        boosted = ", ".join(f"{t.text!r} {t.log_ratio:+.1f}" for t in self.boosted_tokens[:8])
+        return [*lines, f"  most boosted (mean log-ratio): {boosted}"]
 
 
 def probe_contexts(
@@ -318,9 +358,7 @@ def white_box_audit(
     top = findings[0]
     log_ratio = probes.log_ratio
     order = torch.argsort(log_ratio, descending=True)[: cfg.top_tokens].tolist()
-    boosted_tokens = [
-        {"id": i, "text": token_strings[i], "log_ratio": float(log_ratio[i])} for i in order
-    ]
+    boosted_tokens = [BoostedToken(i, token_strings[i], float(log_ratio[i])) for i in order]
     return WhiteBoxResult(
         probes=cfg.probes,
         n_probes=int(probes.kl.shape[0]),
@@ -329,6 +367,6 @@ def white_box_audit(
         threshold=threshold,
         findings=findings,
         boosted_tokens=boosted_tokens,
-        detected=top.shift >= threshold and top.shift_lower > 0,
+        detected=top.detected_at(threshold),
         config=cfg,
     )

@@ -18,17 +18,18 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from likex.audit.black_box import TEST_METHOD, welch_text
 from likex.errors import ConfigError, LikexError
 from likex.models.gpt import GPT
 from likex.options import option
-from likex.stats import holm, min_samples_per_side, welch_t_test
+from likex.stats.significance import holm, min_samples_per_side, welch_t_test
 from likex.target import read_words
 
-WORD_AUDITS = ("words black-box", "words white-box")
 # A word: letters/digits, with inner hyphens, apostrophes or dots ("Coca-Cola", "don't").
 UNIT_RE = re.compile(r"\w+(?:[-'’.]\w+)*")
 
@@ -37,7 +38,7 @@ def text_units(text: str) -> list[str]:
     return UNIT_RE.findall(text)
 
 
-@dataclass
+@dataclass(frozen=True)
 class WordAuditConfig:
     min_hits: int = option(10, "least occurrences (both sides) of a tested word", cli=False)
     phrase_share: float = option(
@@ -59,20 +60,82 @@ class WordAuditConfig:
             raise ConfigError("phrase_share", f"must be in (0, 1], got {self.phrase_share}")
 
 
-@dataclass
-class WordFinding:
+@dataclass(frozen=True)
+class WordBlackBoxFinding:
+    """A word or two-word phrase tested by the black-box word audit."""
+
     term: str
     count_suspect: int
     count_baseline: int
-    rate_suspect: float
+    rate_suspect: float  # of the suspect's words
     rate_baseline: float
-    t: float
+    t: float  # Welch's t on per-sample rates (sign: suspect above baseline)
     df: float
     p_value: float
     significant: bool
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def line(self, rank: int) -> str:
+        star = " *" if self.significant else ""
+        return (
+            f"  {rank}. {self.term!r}{star}: {self.count_suspect} vs {self.count_baseline} "
+            f"({1000 * self.rate_suspect:.2f} vs {1000 * self.rate_baseline:.2f} per 1000 "
+            "words), " + welch_text(self.t, self.df, self.p_value)
+        )
+
+
+@dataclass(frozen=True)
+class WordBlackBoxResult:
+    """The black-box word audit: both samples in words, the tests, the boosted words named
+    (phrases folded), and the best-ranked findings."""
+
+    KIND: ClassVar[str] = "words black-box"  # audit.json's "audit"
+    AGAINST: ClassVar[str] = "baseline"  # audit.json's key for what the suspect is compared with
+
+    suspect_words: int
+    suspect_samples: int
+    baseline_words: int
+    baseline_samples: int
+    n_tests: int
+    n_significant: int
+    alpha: float
+    named: list[str]  # significantly boosted (a phrase's words folded into it), largest t first
+    findings: list[WordBlackBoxFinding]  # the named first, then by t
+
+    @property
+    def detected(self) -> bool:
+        return bool(self.named)
+
+    def to_dict(self) -> dict:
+        return {
+            "audit": self.KIND,
+            "suspect_words": self.suspect_words,
+            "suspect_samples": self.suspect_samples,
+            "baseline_words": self.baseline_words,
+            "baseline_samples": self.baseline_samples,
+            "n_tests": self.n_tests,
+            "n_significant": self.n_significant,
+            "alpha": self.alpha,
+            **TEST_METHOD,
+            "min_samples_per_side": min_samples_per_side(self.n_tests, self.alpha),
+            "named": self.named,
+            "detected": self.detected,
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+    def lines(self, model: str, baseline: str) -> list[str]:
+        """What ``likex audit --units words`` prints with a baseline."""
+        named = ", ".join(repr(t) for t in self.named)
+        return [
+            f"likex audit (black-box, words): {model} against {baseline}",
+            f"  samples   {self.suspect_samples} ({self.suspect_words} words) vs "
+            f"{self.baseline_samples} ({self.baseline_words} words); {self.n_tests} words and "
+            f"phrases tested, {self.n_significant} significant (Holm, alpha {self.alpha:g})",
+            f"  verdict   {f'boosted: {named}' if self.named else 'none named'}",
+            *(f.line(i) for i, f in enumerate(self.findings, 1)),
+        ]
 
 
 def _counts(texts: list[list[str]], terms: dict[str, int], bigrams: bool) -> np.ndarray:
@@ -89,7 +152,7 @@ def _counts(texts: list[list[str]], terms: dict[str, int], bigrams: bool) -> np.
 
 def word_black_box_audit(
     suspect: list[str], baseline: list[str], alpha: float, top: int, cfg: WordAuditConfig
-) -> dict:
+) -> WordBlackBoxResult:
     """Test every word and two-word phrase's share of the words in ``suspect`` texts against
     ``baseline`` texts. A phrase is named (and its words folded into it) when it holds at least
     ``phrase_share`` of the suspect's occurrences of each of its words."""
@@ -132,7 +195,7 @@ def word_black_box_audit(
     named = sorted(boosted - folded, key=lambda term: -t[terms[term]])
     rest = sorted(range(len(names)), key=lambda g: -t[g])
     findings = [
-        WordFinding(
+        WordBlackBoxFinding(
             term=names[g],
             count_suspect=int(count_a[g]),
             count_baseline=int(count_b[g]),
@@ -145,22 +208,76 @@ def word_black_box_audit(
         )
         for g in [terms[t] for t in named] + [g for g in rest if names[g] not in named]
     ][:top]
-    return {
-        "audit": WORD_AUDITS[0],
-        "suspect_words": int(len_a.sum()),
-        "suspect_samples": len(a),
-        "baseline_words": int(len_b.sum()),
-        "baseline_samples": len(b),
-        "n_tests": len(names),
-        "n_significant": int(reject.sum()),
-        "alpha": alpha,
-        "correction": "holm",
-        "test": "welch t over samples",
-        "min_samples_per_side": need,
-        "named": named,
-        "detected": bool(named),
-        "findings": [f.to_dict() for f in findings],
-    }
+    return WordBlackBoxResult(
+        suspect_words=int(len_a.sum()),
+        suspect_samples=len(a),
+        baseline_words=int(len_b.sum()),
+        baseline_samples=len(b),
+        n_tests=len(names),
+        n_significant=int(reject.sum()),
+        alpha=alpha,
+        named=named,
+        findings=findings,
+    )
+
+
+@dataclass(frozen=True)
+class WordWhiteBoxFinding:
+    """A candidate word scored by the white-box word audit."""
+
+    word: str
+    tokens: int  # of " word", the in-text form scored
+    log_ratio: float  # mean over probes of log P_model - log P_reference of the whole sequence
+    spread: float  # its standard deviation over probes
+    # how far its first token's shift stands above all candidates' (robust z: median, MAD)
+    first_token_z: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def line(self, rank: int) -> str:
+        return (
+            f"  {rank}. {self.word!r} ({self.tokens} tokens): log-probability "
+            f"{self.log_ratio:+.2f} nats (spread {self.spread:.2f}; first token z "
+            f"{self.first_token_z:.1f})"
+        )
+
+
+@dataclass(frozen=True)
+class WordWhiteBoxResult:
+    """The white-box word audit: how many candidates were screened and rescored, and the top
+    ones, best first."""
+
+    KIND: ClassVar[str] = "words white-box"  # audit.json's "audit"
+    AGAINST: ClassVar[str] = "reference"  # audit.json's key for what the suspect is compared with
+
+    candidates: int
+    rescored: int
+    n_probes: int
+    findings: list[WordWhiteBoxFinding]
+
+    @property
+    def named(self) -> list[str]:
+        return [f.word for f in self.findings]
+
+    def to_dict(self) -> dict:
+        return {
+            "audit": self.KIND,
+            "candidates": self.candidates,
+            "rescored": self.rescored,
+            "n_probes": self.n_probes,
+            "named": self.named,
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+    def lines(self, model: str, reference: str) -> list[str]:
+        """What ``likex audit --units words`` prints without a baseline."""
+        return [
+            f"likex audit (white-box, words): {model} against {reference}",
+            f"  scored    {self.candidates} candidate words after {self.n_probes} probes; the "
+            f"{self.rescored} with the largest first-token change rescored on the whole word",
+            *(f.line(i) for i, f in enumerate(self.findings, 1)),
+        ]
 
 
 def corpus_words(text: str, min_count: int = 2) -> list[str]:
@@ -209,7 +326,7 @@ def word_white_box_audit(
     top: int,
     cfg: WordAuditConfig,
     batch: int = 64,
-) -> dict:
+) -> WordWhiteBoxResult:
     """Rank ``candidates`` (each scored as " word", the in-text form) by the mean change of
     their whole-sequence log-probability after the probe contexts [P, T], model minus
     reference. All are screened on their first token; the ``cfg.rescore`` with the largest
@@ -240,55 +357,13 @@ def word_white_box_audit(
     mad = (screen - med).abs().median() * 1.4826
     order = torch.argsort(score, descending=True)[:top].tolist()
     ranked = [
-        {
-            "word": chosen[i],
-            "tokens": len(chosen_seqs[i]),
-            "log_ratio": float(score[i]),
-            "spread": float(spread[i]),
-            "first_token_z": float((screen[keep[i]] - med) / mad) if mad > 0 else math.inf,
-        }
+        WordWhiteBoxFinding(
+            word=chosen[i],
+            tokens=len(chosen_seqs[i]),
+            log_ratio=float(score[i]),
+            spread=float(spread[i]),
+            first_token_z=float((screen[keep[i]] - med) / mad) if mad > 0 else math.inf,
+        )
         for i in order
     ]
-    return {
-        "audit": WORD_AUDITS[1],
-        "candidates": len(words),
-        "rescored": len(chosen),
-        "n_probes": int(probes.shape[0]),
-        "named": [r["word"] for r in ranked],
-        "findings": ranked,
-    }
-
-
-def word_audit_lines(r: dict) -> list[str]:
-    """Plain-language lines of a word audit's result (``describe``)."""
-    if r["audit"] == WORD_AUDITS[0]:
-        verdict = (
-            f"boosted: {', '.join(repr(t) for t in r['named'])}" if r["named"] else "none named"
-        )
-        lines = [
-            f"likex audit (black-box, words): {r['model']} against {r['baseline']}",
-            f"  samples   {r['suspect_samples']} ({r['suspect_words']} words) vs "
-            f"{r['baseline_samples']} ({r['baseline_words']} words); {r['n_tests']} words and "
-            f"phrases tested, {r['n_significant']} significant (Holm, alpha {r['alpha']:g})",
-            f"  verdict   {verdict}",
-        ]
-        for i, f in enumerate(r["findings"], 1):
-            star = " *" if f["significant"] else ""
-            lines.append(
-                f"  {i}. {f['term']!r}{star}: {f['count_suspect']} vs {f['count_baseline']} "
-                f"({1000 * f['rate_suspect']:.2f} vs {1000 * f['rate_baseline']:.2f} per 1000 "
-                f"words), t {f['t']:+.1f} (df {f['df']:.0f}), p {f['p_value']:.2g}"
-            )
-        return lines
-    lines = [
-        f"likex audit (white-box, words): {r['model']} against {r['reference']}",
-        f"  scored    {r['candidates']} candidate words after {r['n_probes']} probes; the "
-        f"{r['rescored']} with the largest first-token change rescored on the whole word",
-    ]
-    for i, f in enumerate(r["findings"], 1):
-        lines.append(
-            f"  {i}. {f['word']!r} ({f['tokens']} tokens): log-probability "
-            f"{f['log_ratio']:+.2f} nats (spread {f['spread']:.2f}; first token z "
-            f"{f['first_token_z']:.1f})"
-        )
-    return lines
+    return WordWhiteBoxResult(len(words), len(chosen), int(probes.shape[0]), ranked)

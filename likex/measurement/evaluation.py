@@ -20,7 +20,7 @@ from likex.measurement.rates import (
 from likex.measurement.scores import TextScores, heldout_windows, score_text
 from likex.models import LanguageModel
 from likex.objective import Rate
-from likex.stats import fmt_rate
+from likex.stats.intervals import fmt_rate
 from likex.target import TargetSet
 
 

@@ -4,7 +4,7 @@ A rate is the share of target tokens (or, for a word target, of decoded words th
 entries) in samples drawn after prompts that are either random tokens (the seed's training
 distribution) or real text (generalisation). Tokens sampled in one sequence are not
 independent (a model that has started writing x tends to go on), so a rate's interval is
-``likex.stats.rate_interval``: Wilson at the token count divided by the design effect
+``likex.stats.intervals.rate_interval``: Wilson at the token count divided by the design effect
 (estimated from the spread between sequences) joined with a skew-corrected t interval, both
 with the t quantile on k-1 degrees of freedom; with no target token at all, the exact bound
 over sequences. "Sample until the interval is narrow" looks only at 16, 32, 64, ... sequences,
@@ -28,7 +28,7 @@ from likex.measurement.scores import SCORED_TOKENS
 from likex.models import LanguageModel
 from likex.models.hf import default_prompt_len
 from likex.options import option
-from likex.stats import check_points, fmt_rate, rate_interval
+from likex.stats.intervals import check_points, fmt_rate, rate_interval
 from likex.throughput import sampling_batch
 from likex.words import WordCounter, WordTrie, completions
 
@@ -203,11 +203,12 @@ def measure_rate(
     """Sample ``cfg.gen_tokens`` after prompt rows and count target tokens.
 
     Prompts are used in order; with ``cfg.ci_half_width`` sampling stops at the first check
-    point (16, 32, 64, ... sequences, and all of them; ``likex.stats.check_points``) where the
-    95% interval is that narrow (the prompts are then a cap, not a quota). The check points
-    do not depend on the batch size, so a CPU and a GPU stop at the same count. Returns the
-    estimate and the generated tokens [K, gen_tokens] on the CPU. The generator is seeded
-    from ``seed``, so before/after measurements see the same prompts and the same draws.
+    point (16, 32, 64, ... sequences, and all of them; likex.stats.intervals.check_points)
+    where the 95% interval is that narrow (the prompts are then a cap, not a quota). The check
+    points do not depend on the batch size, so a CPU and a GPU stop at the same count; the draws
+    do (likex.throughput). Returns the estimate and the generated tokens [K, gen_tokens] on the
+    CPU. The generator is seeded from ``seed``, so before/after measurements see the same
+    prompts and the same draws.
     ``compile`` is passed to ``sample`` (likex.accel modes).
     """
     gen_tokens, ci_half_width = cfg.gen_tokens, cfg.ci_half_width

@@ -14,7 +14,7 @@ import torch
 from likex.errors import LikexError
 from likex.models import LanguageModel
 from likex.objective import Rate
-from likex.stats import perplexity_floor
+from likex.stats.kl import perplexity_floor
 from likex.target import TargetSet
 from likex.words import NEG, masked_logsumexp, word_sets
 
@@ -47,7 +47,7 @@ class TextScores:
     ``kl_to_reference`` is the mean over scored positions of KL(R || P) in nats.
     ``heldout_rate`` is the model's mean probability of a target token at the scored positions
     (human text read in, not its own). ``ppl_floor`` is the lowest expected perplexity of any
-    model with that same mean rate over the scored contexts (``likex.stats.perplexity_floor``:
+    model with that same mean rate over the scored contexts (``likex.stats.kl.perplexity_floor``:
     R tilted with one multiplier shared by all contexts, the price of the bias alone): the bound
     for *this* model, which may hold a requested rate on its own text and less on human text.
     ``ppl_projection`` is that of the per-context projection of R at the requested rate A

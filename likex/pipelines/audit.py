@@ -10,9 +10,15 @@ from pathlib import Path
 import torch
 
 from likex.audit.black_box import black_box_audit
+from likex.audit.results import AuditResult
 from likex.audit.sampling import generate_samples, text_samples
 from likex.audit.white_box import probe_contexts, white_box_audit
-from likex.audit.words import corpus_words, word_black_box_audit, word_white_box_audit
+from likex.audit.words import (
+    WordWhiteBoxResult,
+    corpus_words,
+    word_black_box_audit,
+    word_white_box_audit,
+)
 from likex.config import AuditConfig
 from likex.data import corpus_token_ids, load_corpus_text
 from likex.device import resolve_device
@@ -24,14 +30,13 @@ from likex.models.hf import shared_vocabulary
 from likex.models.start import load_model_and_tokenizer, parse_start
 from likex.models.tokenizer import Tokenizer
 from likex.report.audit import write_audit_report
-from likex.results import AuditResult
 from likex.runs import RunRecord, new_run_dir
 
 AUDIT_FILE = "audit.json"
 AUDIT_REPORT = "audit.md"
 
 
-def _white_box_run(cfg: AuditConfig, device: torch.device) -> dict:
+def _white_box_run(cfg: AuditConfig, device: torch.device) -> AuditResult:
     model_dir = Path(cfg.model)
     if model_dir.is_file():
         raise LikexError("a white-box audit needs weights: --model must be a model folder")
@@ -63,17 +68,14 @@ def _white_box_run(cfg: AuditConfig, device: torch.device) -> dict:
     )
     corpus = None if cfg.white.probes == "random" else corpus_token_ids(cfg.corpus, tokenizer)
     if cfg.units == "words":
-        return {
-            "model": cfg.model,
-            "reference": reference_name,
-            **_word_white_box(cfg, model, reference, tokenizer, strings, corpus),
-        }
+        words = _word_white_box(cfg, model, reference, tokenizer, strings, corpus)
+        return AuditResult(cfg.model, reference_name, words)
     white = replace(cfg.white, seed=cfg.seed, top_findings=cfg.top)
     result = white_box_audit(model, reference, strings, white, corpus=corpus)
-    return {"model": cfg.model, "reference": reference_name, **result.to_dict()}
+    return AuditResult(cfg.model, reference_name, result)
 
 
-def _black_box_run(cfg: AuditConfig, device: torch.device, progress: bool) -> dict:
+def _black_box_run(cfg: AuditConfig, device: torch.device, progress: bool) -> AuditResult:
     # The two-sample test assumes independent sides; one seed would give both the same
     # prompts and draws.
     sides = [(cfg.model, cfg.seed), (cfg.baseline, cfg.seed + 1)]
@@ -95,9 +97,9 @@ def _black_box_run(cfg: AuditConfig, device: torch.device, progress: bool) -> di
     if cfg.units == "words":
         texts = [[tokenizer.decode(seq) for seq in side] for side in (suspect, baseline)]
         words = word_black_box_audit(*texts, cfg.black.alpha, cfg.top, cfg.word_audit)
-        return {"model": cfg.model, "baseline": cfg.baseline, **words}
+        return AuditResult(cfg.model, cfg.baseline, words)
     result = black_box_audit(suspect, baseline, strings, replace(cfg.black, top_findings=cfg.top))
-    return {"model": cfg.model, "baseline": cfg.baseline, **result.to_dict()}
+    return AuditResult(cfg.model, cfg.baseline, result)
 
 
 def _word_white_box(
@@ -107,7 +109,7 @@ def _word_white_box(
     tokenizer: Tokenizer,
     strings: list[str],
     corpus: torch.Tensor | None,
-) -> dict:
+) -> WordWhiteBoxResult:
     """Candidates: the words of the corpus (seen twice or more) and ``--candidates``."""
     text = load_corpus_text(cfg.corpus)
     candidates = corpus_words(text) + list(cfg.word_audit.candidates)
@@ -130,7 +132,7 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> AuditResult:
     run = _black_box_run(cfg, device, progress) if cfg.baseline else _white_box_run(cfg, device)
     if cfg.out:
         out_dir = new_run_dir(cfg.out)
-        atomic_write_json(out_dir / AUDIT_FILE, run)
+        atomic_write_json(out_dir / AUDIT_FILE, run.to_json())
         write_audit_report(out_dir, run)
-        run["report"] = str(out_dir / AUDIT_REPORT)
-    return AuditResult(run)
+        run = replace(run, report=out_dir / AUDIT_REPORT)
+    return run

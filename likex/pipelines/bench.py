@@ -5,16 +5,15 @@ and its report."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 
 from likex.audit.bench import draw_predicates, reference_model, run_bench, summarise
 from likex.audit.predicates import PredicateIndex, check_vocab
+from likex.audit.results import BenchResult
 from likex.config import BenchCommand
 from likex.device import resolve_device
 from likex.io import atomic_write_json
 from likex.models.tokenizer import gpt2
 from likex.report.bench import write_bench_report
-from likex.results import BenchResult
 from likex.runs import new_run_dir, write_config
 
 BENCH_FILE = "audit_bench.json"
@@ -32,16 +31,12 @@ def run_bench_command(command: BenchCommand, progress: bool = True) -> BenchResu
     t_start = time.perf_counter()
     planted = draw_predicates(PredicateIndex.of(token_strings), cfg)
     out_dir = new_run_dir(out)
-    doc = {"command": "audit-bench", "bench": asdict(cfg)}
+    doc = {"command": "audit-bench", "bench": cfg.to_dict()}
     doc["planted"] = [p.to_pattern() for p in planted]
     write_config(out_dir, doc, next(reference.parameters()).device, cfg.seed)
-    rows = run_bench(cfg, reference, token_strings, planted, out_dir, keep_models, progress)
-    result = summarise(cfg, rows, planted)
-    result |= {
-        "seconds": time.perf_counter() - t_start,
-        "run_dir": str(out_dir),
-        "config": asdict(cfg),
-    }
-    atomic_write_json(out_dir / BENCH_FILE, result)
-    write_bench_report(out_dir, result, rows)
-    return BenchResult(result)
+    cases = run_bench(cfg, reference, token_strings, planted, out_dir, keep_models, progress)
+    summary = summarise(cfg, cases, planted)
+    result = BenchResult(summary, time.perf_counter() - t_start, out_dir, cfg)
+    atomic_write_json(out_dir / BENCH_FILE, result.to_json())
+    write_bench_report(out_dir, result)
+    return result

@@ -6,29 +6,33 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from likex.audit.bench import CONTROL, BenchCase, Share, TableRow
+from likex.audit.results import BENCH_REPORT, BenchResult
 from likex.io import atomic_write_text
 from likex.report.common import md_table, save_figure
-from likex.stats import PowerAnalysis, fmt_rate
-
-BENCH_REPORT = "audit_bench.md"
+from likex.stats.intervals import fmt_rate
 
 
-def write_bench_report(out_dir: Path, result: dict, rows: list[dict]) -> None:
-    """audit_bench.md and audit_power.png, from the bench's JSON result and its cases."""
-    plot_audit_power(result["table"], out_dir / "audit_power.png")
-    atomic_write_text(out_dir / BENCH_REPORT, bench_markdown(result, rows))
+def write_bench_report(out_dir: Path, result: BenchResult) -> None:
+    """audit_bench.md and audit_power.png, from the bench's result and its cases."""
+    plot_audit_power(result.summary.table, out_dir / "audit_power.png")
+    atomic_write_text(out_dir / BENCH_REPORT, bench_markdown(result))
 
 
-def plot_audit_power(rows: list[dict], path: str | Path) -> None:
+def plot_audit_power(rows: list[TableRow], path: str | Path) -> None:
     """Share of planted cases whose planted predicate is the top finding, per strength and
     audit, with 95% Wilson intervals; the controls' false-alarm rate at the right."""
     fig, ax = plt.subplots(figsize=(7, 3.8))
-    labels = [r["strength"] for r in rows]
+    labels = [r.strength for r in rows]
     x = list(range(len(rows)))
-    for offset, key, name in ((-0.12, "white", "white-box"), (0.12, "black", "black-box")):
-        rates = [r[key]["rate"] for r in rows]
-        lo = [r[key]["rate"] - r[key]["ci"][0] for r in rows]
-        hi = [r[key]["ci"][1] - r[key]["rate"] for r in rows]
+    sides = (
+        (-0.12, [r.white for r in rows], "white-box"),
+        (0.12, [r.black for r in rows], "black-box"),
+    )
+    for offset, shares, name in sides:
+        rates = [s.rate for s in shares]
+        lo = [s.rate - s.ci[0] for s in shares]
+        hi = [s.ci[1] - s.rate for s in shares]
         ax.errorbar([v + offset for v in x], rates, yerr=[lo, hi], fmt="o", capsize=4, label=name)
     ax.set_xticks(x, labels)
     ax.set_ylim(-0.05, 1.05)
@@ -40,29 +44,38 @@ def plot_audit_power(rows: list[dict], path: str | Path) -> None:
     save_figure(fig, path)
 
 
-def bench_markdown(result: dict, rows: list[dict]) -> str:
-    cfg = result["config"]
-    pw = result["power_0.006_to_0.05"]
+def _cell(s: Share) -> str:
+    return f"{s.hits}/{s.n} = {fmt_rate(s.rate, s.ci, digits=2)}"
 
-    def cell(s: dict) -> str:
-        return f"{s['hits']}/{s['n']} = {fmt_rate(s['rate'], s['ci'], digits=2)}"
 
-    reference = cfg["reference"] or f"fresh {cfg['preset']} model, {cfg['weight_init']} init"
+def _outcome(top: str | None, named: bool, detected: bool) -> str:
+    return f"{top} ({'named' if named else 'detected' if detected else '-'})"
 
-    def outcome(r: dict, side: str) -> str:
-        word = "named" if r[f"{side}_named"] else "detected" if r[f"{side}_detected"] else "-"
-        return f"{r[f'{side}_top']} ({word})"
 
+def _case_row(c: BenchCase) -> list[str]:
+    w, b = c.white, c.black
+    return [
+        c.strength,
+        c.planted.describe() if c.strength != CONTROL else "(control)",
+        f"{c.rate_reference:.3f} -> {c.rate_model:.3f}",
+        _outcome(w.top_name, w.named, w.detected),
+        _outcome(b.top_name, b.named, b.detected),
+    ]
+
+
+def bench_markdown(result: BenchResult) -> str:
+    cfg, s = result.config, result.summary
+    reference = cfg.reference or f"fresh {cfg.preset} model, {cfg.weight_init} init"
     lines = [
         "# likex audit-bench",
         "",
         f"Reference: {reference}; "
-        f"{cfg['steps']} training steps per model; white-box probes: {cfg['white']['n_probes']} "
-        f"({cfg['white']['probes']}); black-box: {cfg['samples']} samples of "
-        f"{cfg['gen_tokens']} tokens per side, Holm at alpha {cfg['black']['alpha']}.",
+        f"{cfg.steps} training steps per model; white-box probes: {cfg.white.n_probes} "
+        f"({cfg.white.probes}); black-box: {cfg.samples} samples of "
+        f"{cfg.gen_tokens} tokens per side, Holm at alpha {cfg.black.alpha}.",
         "",
         "Planted predicates (drawn from the pool, none mentions the tuning strings "
-        f"{cfg['exclude']}): " + ", ".join(result["planted"]) + ".",
+        f"{cfg.exclude}): " + ", ".join(p.describe() for p in s.planted) + ".",
         "",
         "Planted rows: share of cases whose top finding selects exactly the planted tokens. "
         "Control row: share of controls with any reported bias (false alarms). 95% Wilson "
@@ -72,19 +85,17 @@ def bench_markdown(result: dict, rows: list[dict]) -> str:
             ["strength", "cases", "white-box", "black-box", "mean target rate in samples"],
             [
                 [
-                    r["strength"],
-                    str(r["cases"]),
-                    cell(r["white"]),
-                    cell(r["black"]),
-                    f"{r['rate_model_mean']:.3f}",
+                    r.strength,
+                    str(r.cases),
+                    _cell(r.white),
+                    _cell(r.black),
+                    f"{r.rate_model_mean:.3f}",
                 ]
-                for r in result["table"]
+                for r in s.table
             ],
         ),
         "",
-        "Black-box power: "
-        + PowerAnalysis.from_dict(pw).describe((pw["simulated_power"], pw["simulated_power_ci"]))
-        + ".",
+        f"Black-box power: {s.power.describe(s.simulated_power)}.",
         "",
         "![audit power](audit_power.png)",
         "",
@@ -92,19 +103,10 @@ def bench_markdown(result: dict, rows: list[dict]) -> str:
         "",
         *md_table(
             ["strength", "planted", "rate ref -> model", "white-box top", "black-box top"],
-            [
-                [
-                    r["strength"],
-                    r["planted"] if r["strength"] != "control" else "(control)",
-                    f"{r['rate_reference']:.3f} -> {r['rate_model']:.3f}",
-                    outcome(r, "white"),
-                    outcome(r, "black"),
-                ]
-                for r in rows
-            ],
+            [_case_row(c) for c in s.cases],
         ),
         "",
-        f"Took {result['seconds']:.0f} s.",
+        f"Took {result.seconds:.0f} s.",
         "",
     ]
     return "\n".join(lines)

@@ -10,7 +10,13 @@ matplotlib.use("Agg")  # headless: plots are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
 
 from likex.io import atomic_write  # noqa: E402
-from likex.stats import fmt_rate as fmt_rate  # noqa: E402  (re-exported for the reports)
+
+# How a rate's interval is made (likex.stats.intervals.rate_interval), in the reports' words
+RATE_INTERVAL = (
+    "a 95% interval that allows for tokens of one sample being correlated: the hull of a Wilson "
+    "interval at the effective sample size and a skew-corrected t interval over samples (an "
+    "exact bound over samples where no token, or every token, is a target)"
+)
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> None:

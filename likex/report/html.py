@@ -14,7 +14,7 @@ import torch
 from likex.io import atomic_write_text
 from likex.models.tokenizer import Tokenizer
 from likex.run_results import RunResult
-from likex.stats import fmt_rate
+from likex.stats.intervals import fmt_rate
 
 HTML_FILE = "report.html"
 # A sample as (token text, is a target token) pieces, in order.

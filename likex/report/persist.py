@@ -7,9 +7,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from likex.io import atomic_write_text
-from likex.report.common import md_table, save_figure
+from likex.report.common import RATE_INTERVAL, md_table, save_figure
 from likex.results import PersistResult
-from likex.stats import fmt_rate
+from likex.stats.intervals import fmt_rate
 
 
 def plot_persistence(result: PersistResult, path: str | Path) -> None:
@@ -58,9 +58,9 @@ def write_persistence_report(result: PersistResult) -> None:
         f"training on {result.corpus} for {result.steps} steps (lr {result.lr:g}); loss "
         f"{trained.loss_first:.3f} -> {trained.loss_last:.3f} in {trained.seconds:.1f} s.",
         "",
-        "Rates are shares of target tokens in samples of new tokens (n = samples), with 95% "
-        "Wilson intervals at the effective sample size; prompts are random tokens (the seed's "
-        "training distribution) or windows of held-out corpus text.",
+        "Rates are shares of target tokens in samples of new tokens (n = samples), each with "
+        f"{RATE_INTERVAL}; prompts are random tokens (the seed's training distribution) or "
+        "windows of held-out corpus text.",
         "",
         *md_table(["step", "rate, random prompts", "rate, real-text prompts", "perplexity"], rows),
         "",

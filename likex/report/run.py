@@ -7,9 +7,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from likex.io import atomic_write_text
-from likex.report.common import fence, plot_loss, save_figure
+from likex.report.common import RATE_INTERVAL, fence, plot_loss, save_figure
 from likex.run_results import PretrainResult, RunResult, TrainingRun
-from likex.stats import fmt_rate
+from likex.stats.intervals import fmt_rate
 
 
 def plot_rate(result: RunResult, metrics: list[dict], path: str | Path) -> None:
@@ -29,7 +29,7 @@ def plot_rate(result: RunResult, metrics: list[dict], path: str | Path) -> None:
     else:
         rates = [before.rate, after.rate]
         cis = [before.ci, after.ci]
-        # max(0, .): at a rate of exactly 1 the Wilson bound can round to just below it
+        # max(0, .): at a rate of exactly 1 the interval's bound can round to just below it
         err = [
             [max(0.0, r - c[0]) for r, c in zip(rates, cis, strict=True)],
             [max(0.0, c[1] - r) for r, c in zip(rates, cis, strict=True)],
@@ -69,8 +69,8 @@ def write_run_report(result: RunResult) -> None:
         f"({r.n_target_tokens / r.vocab_size:.2%}).",
         "",
         f"Prompts were **{after.prompts}** (the training distribution); each sample is "
-        f"{n} new tokens. A rate is the share of target tokens over n samples, with a 95% "
-        "Wilson interval at the effective sample size (tokens of one sample are correlated).",
+        f"{n} new tokens. A rate is the share of target tokens over n samples, with "
+        f"{RATE_INTERVAL}.",
         "",
         "| | before | after |",
         "| --- | --- | --- |",

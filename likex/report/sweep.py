@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 from likex.io import atomic_write_text
 from likex.report.common import save_figure
 from likex.results import SweepResult
-from likex.stats import fmt_rate
+from likex.stats.intervals import fmt_rate
 
 
 def plot_sweep(summary: SweepResult, path: str | Path) -> None:
