@@ -1,10 +1,12 @@
-# Two commands: `make run` (set up, then the seed experiment) and `make test` (set up, then the tests).
+# Two commands: `make run` (set up, then the seed experiment) and `make test` (set up, then the
+# tests). Setting up installs everything both need on a fresh Debian machine: a virtualenv with
+# CPU torch, likex and its dev tools, SmolLM2's weights and, for the tests, Chromium.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint docs bench clean
 
 $(BIN)/likex: pyproject.toml requirements-cpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,15 +18,40 @@ $(BIN)/likex: pyproject.toml requirements-cpu.txt
 
 setup: $(BIN)/likex
 
+# tests/test_html_report.py opens a run's report.html in a real headless browser. As root on
+# Debian it is installed here; otherwise $(2) is printed and $(1) is the exit status.
+define chromium
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	    || command -v google-chrome >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "make: installing Chromium for tests/test_html_report.py (apt-get install chromium)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	else \
+	  echo "make: $(2) (Debian/Ubuntu: sudo apt-get install chromium)" >&2; \
+	  exit $(1); \
+	fi
+endef
+
 run: setup
+	$(call chromium,0,note: Chromium is missing; make test will need it)
 	$(BIN)/likex run $(ARGS)
 
 test: setup
-	$(BIN)/ruff check likex tests bench
+	$(call chromium,1,Chromium is missing: install it and run make test again)
+	$(BIN)/ruff check likex tests bench docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check likex tests bench docs
+
+# The docs site (mkdocs.yml) into site/; `$(BIN)/mkdocs serve` serves it while you edit.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: setup
 	$(BIN)/python bench/speed.py --device cpu
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site

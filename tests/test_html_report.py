@@ -1,6 +1,7 @@
 """report.html renders in a real headless browser (Chromium): the page parses into the
 expected elements, its inline plots and highlighted samples paint; the screenshot is saved in
-the run. CI installs Chromium (.ci/run); elsewhere: apt-get install chromium."""
+the run. `make test` installs Chromium when it is missing (as root on Debian) or says what to
+install."""
 
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ def chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if shutil.which(name):
             return shutil.which(name)
-    pytest.fail("no Chromium: apt-get install chromium (CI's .ci/run installs it)")
+    pytest.fail("no Chromium: run `make test`, which installs it (as root on Debian) or says how")
 
 
 def browse(run_dir, tmp_path, *args: str) -> str:
