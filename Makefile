@@ -34,7 +34,6 @@ define chromium
 endef
 
 run: setup
-	$(call chromium,0,note: Chromium is missing; make test will need it)
 	$(BIN)/likex run $(ARGS)
 
 test: setup

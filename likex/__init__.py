@@ -11,7 +11,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# name -> the module that defines it (the layers are listed in the README's design notes). The
+# name -> the module that defines it (the layers are listed in docs/design.md). The
 # function train shares its module's name, which an import of the module rebinds on the
 # package: import it from likex.train.
 _API = {

@@ -285,7 +285,7 @@ def entry() -> typing.NoReturn:
     """The ``likex`` command (and ``python -m likex``): ``main``, then a quick exit. By then
     every file is written and closed; the exit handlers run and the output is flushed, and only
     the interpreter's teardown, freeing every module's objects one by one (about 0.8 s of CPU
-    with torch loaded, bench/RESULTS.md), is skipped."""
+    with torch loaded), is skipped."""
     code = main()
     atexit._run_exitfuncs()
     sys.stdout.flush()

@@ -74,7 +74,7 @@ PRESETS: dict[str, GPTConfig] = {
 
 
 # AdamW learning rate per preset: the seed's 1e-3 for model5; tuned for the others so the
-# seed experiment reaches its ~95% within 200 steps (bench/RESULTS.md has the measurements).
+# seed experiment reaches its ~95% within 200 steps (docs/results.md has the measurements).
 DEFAULT_LR: dict[str, float] = {"model5": 1e-3, "cpu": 3e-3, "tiny": 1e-2}
 
 

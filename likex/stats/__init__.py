@@ -1,6 +1,6 @@
 """The statistics every layer above shares, one module per concern. Derivations, and the
 simulations behind every choice (coverage, false-positive rates, power), are in
-docs/statistics.md; numbers in bench/RESULTS.md. numpy, math and torch only (no scipy).
+docs/statistics.md; measured numbers in docs/results.md. numpy, math and torch only (no scipy).
 
 * ``distributions``: Student's t (tail, quantile) and the incomplete beta it rests on;
 * ``intervals``: rate intervals under within-sequence correlation (``rate_interval``: the hull

@@ -28,7 +28,7 @@ def _rates(x, lengths):
     return x if lengths is None else x / np.asarray(lengths, np.float64)[None, :]
 
 
-MIN_SAMPLES = 4  # per side: below it Welch's null false-positive rate blows up (RESULTS.md)
+MIN_SAMPLES = 4  # per side: below it Welch's null false-positive rate blows up (docs/results.md)
 
 
 def min_samples_permutation(n_tests: int = 1, alpha: float = 0.05) -> int:
@@ -52,7 +52,7 @@ def welch_t_test(a, b, len_a=None, len_b=None, min_per_side: int = MIN_SAMPLES):
     [sequences] or [predicates, sequences], or hit counts with ``len_a``/``len_b``.
     Returns (t, df, two-sided p), arrays over predicates. Conservative under identical
     sides at n >= MIN_SAMPLES; anti-conservative in the far tail when the sides' dispersions
-    differ (RESULTS.md), where ``permutation_p`` holds up better."""
+    differ (docs/results.md), where ``permutation_p`` holds up better."""
     ra, rb = _rates(a, len_a), _rates(b, len_b)
     na, nb = ra.shape[1], rb.shape[1]
     if min(na, nb) < max(2, min_per_side):
