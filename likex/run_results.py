@@ -145,10 +145,17 @@ class TrainingRun:
         )
 
     def closing_lines(self) -> list[str]:
-        """The adapter written (an adapter run), the seconds, the report."""
+        """The adapter written (an adapter run), the seconds, the report, and the one command
+        worth running next."""
         adapter = [self.adapter.line()] if self.adapter is not None else []
         seconds = f"  seconds   {self.timings.describe()}"
-        return [*adapter, seconds, f"  report    {self.run_dir / 'report.md'}"]
+        if self.command == "pretrain":  # a reference model: its report, then a first plant
+            report = self.run_dir / "report.md"
+            after = f"likex train --init {self.run_dir} --mode rate --rate 0.1 --corpus builtin"
+        else:  # a planted model: the report page, then is it found, told nothing?
+            report = self.run_dir / "report.html"
+            after = f"likex audit --model {self.run_dir}"
+        return [*adapter, seconds, f"  report    {report}", f"  next      {after}"]
 
 
 @dataclass

@@ -100,3 +100,14 @@ def test_starts_parse_once_and_round_trip_through_their_records(runs, tmp_path):
     changed = Saved(str(runs["run"]), "0" * 64)
     with pytest.raises(Exception, match="has changed since"):
         changed.load()
+
+
+def test_a_finished_run_says_where_its_report_is_and_what_to_run_next(runs):
+    from likex.pipelines.run import resume_experiment
+
+    done = resume_experiment(runs["run"], steps=3, progress=False).describe().splitlines()
+    assert done[-2] == f"  report    {runs['run'] / 'report.html'}"
+    assert done[-1] == f"  next      likex audit --model {runs['run']}"
+    assert (runs["run"] / "report.html").is_file()
+    pre = resume_experiment(runs["pretrain"], steps=3, progress=False).describe().splitlines()
+    assert pre[-1].startswith(f"  next      likex train --init {runs['pretrain']} --mode rate")
