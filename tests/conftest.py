@@ -1,4 +1,5 @@
 import json
+import os
 from collections.abc import Callable
 
 import pytest
@@ -8,6 +9,11 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from likex.cli import main
 from likex.models.tokenizer import gpt2
+from likex.throughput import SAMPLE_BATCH_ENV
+
+# The tests sample in one fixed batch, so their draws (and the statistical claims made on
+# them) are the same on every machine; the measured batch is tested in tests/test_throughput.py.
+os.environ.setdefault(SAMPLE_BATCH_ENV, "16")
 
 TEXT = "six foxes mix wax in a box next to the extra taxi and the axe " * 4
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<jupyter_text>"]
