@@ -31,7 +31,7 @@ from likex.errors import ConfigError, LikexError
 from likex.io import append_jsonl
 from likex.models import LanguageModel
 from likex.models.gpt import WEIGHT_INITS
-from likex.models.start import Saved, Scratch, Start
+from likex.models.start import Saved, Scratch, Start, model_arg
 from likex.options import option
 from likex.stats import samples_needed, simulated_power, wilson_interval
 from likex.target import TargetSet, check_rate
@@ -41,11 +41,27 @@ from likex.train_config import TrainConfig, TrainPlan
 CASES_FILE = "cases.jsonl"
 
 
+def _fresh_reference(settings: object) -> str | None:
+    """Whether an option of the fresh reference applies: not where one is given."""
+    if settings.reference:
+        return "does not apply with {reference}: the models start from that folder"
+    return None
+
+
 @dataclass
 class BenchConfig:
-    preset: str = option("tiny", "model preset of the fresh reference")
-    weight_init: str = option("gpt2", "weights of the fresh reference", choices=WEIGHT_INITS)
-    reference: str | None = option(None, "plant into copies of this model folder", metavar="DIR")
+    preset: str = option(
+        "tiny", "model preset of the fresh reference", applies=lambda o: _fresh_reference(o)
+    )
+    weight_init: str = option(
+        "gpt2",
+        "weights of the fresh reference",
+        choices=WEIGHT_INITS,
+        applies=lambda o: _fresh_reference(o),
+    )
+    reference: str | None = option(
+        None, "plant into copies of this model folder", metavar="DIR", parse=model_arg
+    )
     predicates: int = option(4, "predicates to plant")
     strengths: tuple[str, ...] = option(
         ("uniform", "0.1", "0.03"),
@@ -179,54 +195,56 @@ def run_bench(
     cases += [(planted[i % len(planted)], "control") for i in range(cfg.controls)]
     model_root = out_dir / "models" if keep_models else None
     rows = []
-    bar = tqdm(total=len(cases), disable=not progress, file=sys.stderr, desc="audit-bench")
-    for n, (pred, strength) in enumerate(cases):
-        mask = pred.mask(token_strings)
-        plan = _train_plan(cfg, strength, seed=cfg.seed * 1000 + n)
-        model = copy.deepcopy(reference).requires_grad_(True)
-        with tempfile.TemporaryDirectory() as tmp:
-            where = model_root / f"case{n:03d}" if model_root else Path(tmp)
-            train_toward(model, plan, TargetSet(mask), where, reference, progress=False)
-        model.eval()
-        wb = white_box_audit(model, reference, token_strings, cfg.white, index=index)
-        samples = generate_samples(model, cfg.samples, cfg.gen_tokens, seed=20_000 + n)
-        bb = black_box_audit(samples, baseline, token_strings, cfg.black, index=index)
-        hits = sum(int(mask[t]) for s in samples for t in s)
-        base_hits = sum(int(mask[t]) for s in baseline for t in s)
-        white_top = wb.top.predicate if wb.top else None
-        black_top = bb.top.predicate if bb.top else None
-        row = {
-            "case": n,
-            "strength": strength,
-            "planted": pred.describe(),
-            "planted_pattern": pred.to_pattern(),
-            "planted_tokens": int(mask.sum()),
-            "rate_reference": base_hits / max(1, sum(map(len, baseline))),
-            "rate_model": hits / max(1, sum(map(len, samples))),
-            "white_detected": wb.detected,
-            "white_top": white_top.describe() if white_top else None,
-            "white_share": wb.top.share if wb.top else None,
-            "white_shift": wb.top.shift if wb.top else None,
-            "white_shift_lower": wb.top.shift_lower if wb.top else None,
-            "white_top_is_planted": bool(
-                white_top is not None and torch.equal(white_top.mask(token_strings), mask)
-            ),
-            # at min_shift; summarise() re-decides both at the control-calibrated threshold
-            "white_named": bool(wb.detected and torch.equal(white_top.mask(token_strings), mask)),
-            "black_detected": bb.detected,
-            "black_top": black_top.describe() if black_top else None,
-            "black_named": bool(
-                black_top is not None and torch.equal(black_top.mask(token_strings), mask)
-            ),
-            "black_significant": bb.n_significant,
-            "black_tests": bb.n_tests,
-            "black_design_effect": bb.power.design_effect,
-        }
-        rows.append(row)
-        append_jsonl(out_dir / CASES_FILE, row)
-        bar.set_postfix(white=row["white_top"], black=row["black_top"])
-        bar.update(1)
-    bar.close()
+    # closed on an exception too (Ctrl-C), so that no message is glued onto the bar
+    with tqdm(total=len(cases), disable=not progress, file=sys.stderr, desc="audit-bench") as bar:
+        for n, (pred, strength) in enumerate(cases):
+            mask = pred.mask(token_strings)
+            plan = _train_plan(cfg, strength, seed=cfg.seed * 1000 + n)
+            model = copy.deepcopy(reference).requires_grad_(True)
+            with tempfile.TemporaryDirectory() as tmp:
+                where = model_root / f"case{n:03d}" if model_root else Path(tmp)
+                train_toward(model, plan, TargetSet(mask), where, reference, progress=False)
+            model.eval()
+            wb = white_box_audit(model, reference, token_strings, cfg.white, index=index)
+            samples = generate_samples(model, cfg.samples, cfg.gen_tokens, seed=20_000 + n)
+            bb = black_box_audit(samples, baseline, token_strings, cfg.black, index=index)
+            hits = sum(int(mask[t]) for s in samples for t in s)
+            base_hits = sum(int(mask[t]) for s in baseline for t in s)
+            white_top = wb.top.predicate if wb.top else None
+            black_top = bb.top.predicate if bb.top else None
+            row = {
+                "case": n,
+                "strength": strength,
+                "planted": pred.describe(),
+                "planted_pattern": pred.to_pattern(),
+                "planted_tokens": int(mask.sum()),
+                "rate_reference": base_hits / max(1, sum(map(len, baseline))),
+                "rate_model": hits / max(1, sum(map(len, samples))),
+                "white_detected": wb.detected,
+                "white_top": white_top.describe() if white_top else None,
+                "white_share": wb.top.share if wb.top else None,
+                "white_shift": wb.top.shift if wb.top else None,
+                "white_shift_lower": wb.top.shift_lower if wb.top else None,
+                "white_top_is_planted": bool(
+                    white_top is not None and torch.equal(white_top.mask(token_strings), mask)
+                ),
+                # at min_shift; summarise() re-decides both at the control-calibrated threshold
+                "white_named": bool(
+                    wb.detected and torch.equal(white_top.mask(token_strings), mask)
+                ),
+                "black_detected": bb.detected,
+                "black_top": black_top.describe() if black_top else None,
+                "black_named": bool(
+                    black_top is not None and torch.equal(black_top.mask(token_strings), mask)
+                ),
+                "black_significant": bb.n_significant,
+                "black_tests": bb.n_tests,
+                "black_design_effect": bb.power.design_effect,
+            }
+            rows.append(row)
+            append_jsonl(out_dir / CASES_FILE, row)
+            bar.set_postfix(white=row["white_top"], black=row["black_top"])
+            bar.update(1)
     return rows
 
 

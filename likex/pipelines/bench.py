@@ -9,13 +9,13 @@ from dataclasses import asdict
 
 from likex.audit.bench import draw_predicates, reference_model, run_bench, summarise
 from likex.audit.predicates import PredicateIndex, check_vocab
-from likex.config import BenchCommand
+from likex.config_audit import BenchCommand
 from likex.device import resolve_device
-from likex.io import atomic_write_json
+from likex.io import atomic_write_json, check_new_dir
 from likex.models.tokenizer import gpt2
 from likex.report.bench import write_bench_report
 from likex.results import BenchResult
-from likex.runs import new_run_dir, write_config
+from likex.runs import RunLock, new_run_dir, write_config
 
 BENCH_FILE = "audit_bench.json"
 
@@ -26,22 +26,25 @@ def run_bench_command(command: BenchCommand, progress: bool = True) -> BenchResu
     predicate pool are checked before the folder is made."""
     cfg, out, device, keep_models = command.bench, command.out, command.device, command.keep_models
     cfg.validate()
+    if out is not None:
+        check_new_dir(out)  # before the reference is built, not after
     reference = reference_model(cfg, resolve_device(device))
     token_strings = gpt2().token_strings()
     check_vocab(reference, token_strings, "the reference")
     t_start = time.perf_counter()
     planted = draw_predicates(PredicateIndex.of(token_strings), cfg)
     out_dir = new_run_dir(out)
-    doc = {"command": "audit-bench", "bench": asdict(cfg)}
-    doc["planted"] = [p.to_pattern() for p in planted]
-    write_config(out_dir, doc, next(reference.parameters()).device, cfg.seed)
-    rows = run_bench(cfg, reference, token_strings, planted, out_dir, keep_models, progress)
-    result = summarise(cfg, rows, planted)
-    result |= {
-        "seconds": time.perf_counter() - t_start,
-        "run_dir": str(out_dir),
-        "config": asdict(cfg),
-    }
-    atomic_write_json(out_dir / BENCH_FILE, result)
-    write_bench_report(out_dir, result, rows)
+    with RunLock(out_dir, fresh=True):
+        doc = {"command": "audit-bench", "bench": asdict(cfg)}
+        doc["planted"] = [p.to_pattern() for p in planted]
+        write_config(out_dir, doc, next(reference.parameters()).device, cfg.seed)
+        rows = run_bench(cfg, reference, token_strings, planted, out_dir, keep_models, progress)
+        result = summarise(cfg, rows, planted)
+        result |= {
+            "seconds": time.perf_counter() - t_start,
+            "run_dir": str(out_dir),
+            "config": asdict(cfg),
+        }
+        atomic_write_json(out_dir / BENCH_FILE, result)
+        write_bench_report(out_dir, result, rows)
     return BenchResult(result)
