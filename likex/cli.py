@@ -4,7 +4,10 @@ Every flag is generated from a config field (``likex.options.option``: type, def
 live on the field); a nested config becomes a group of flags. The CLI builds the command's
 default config, sets the fields whose flags were given, calls the function and prints
 ``result.describe()`` (or ``result.to_json()`` with ``--json``). It is also the one place that
-knows which flag a field has, so an error about a field is shown with its flag.
+knows which flag a field has, so an error about a field is shown with its flag, and the one
+place that turns what goes wrong into a line for the user: bad input and system errors (a full
+disk, no permission) as ``likex: error: ...`` and exit status 2, Ctrl-C and SIGTERM as what
+was kept (likex.interrupt), a closed pipe as a quiet exit.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import atexit
 import dataclasses
 import json
 import os
+import re
+import signal
 import sys
 import types
 import typing
@@ -21,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from likex.errors import ConfigError, LikexError
+from likex.errors import ConfigError, Interrupted, LikexError, describe_os_error
 
 SUPPRESS = argparse.SUPPRESS
 
@@ -37,9 +42,9 @@ class Command:
 
 
 def _configs() -> Any:
-    from likex import config
+    from likex import config, config_audit
 
-    return config
+    return types.SimpleNamespace(**{**vars(config), **vars(config_audit)})
 
 
 def _table() -> dict[str, Command]:
@@ -64,7 +69,8 @@ def _table() -> dict[str, Command]:
             c.pretrain_command,
             "run:run_command",
             hide=seed_only - {"corpus", "context_len"}
-            | {"like", "ignore_case", "regex", "words", "token_ids", "eval_every"}
+            | {"like", "ignore_case", "regex", "words", "phrase", "token_ids", "eval_every"}
+            | {"complete", "word_contexts"}
             | {"samples", "ci_half_width", "gen_tokens", "prompt_len"},
         ),
         "sweep": Command(
@@ -193,8 +199,17 @@ def _add_flags(
         group.add_argument(flag, **kw)
 
 
+# A value that starts with a minus sign and a digit (or "-inf", "-nan") is a number, never a
+# flag: argparse alone takes "-1e6" and "-0.1,0.2" for flags ("expected one argument").
+_NEGATIVE_NUMBER = re.compile(r"^-(\.?\d|inf|nan)", re.IGNORECASE)
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line and exit status 2, like every other bad input."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_NUMBER
 
     def error(self, message: str) -> typing.NoReturn:
         sys.stderr.write(f"likex: error: {message}\n")
@@ -237,7 +252,7 @@ def _set(obj: Any, path: tuple[str, ...], value: Any, fresh: set, at: tuple = ()
 
 def build_config(cmd: Command, args: argparse.Namespace, flags: dict) -> Any:
     """The command's default config with the given flags' values set on it."""
-    given = {name for name, (path, _, _) in flags.items() if hasattr(args, ".".join(path))}
+    given = given_fields(args, flags)
     cfg = _default(cmd, {name: getattr(args, name) for name in _required(cmd.config)})
     fresh: set[tuple[str, ...]] = set()
     for name in sorted(given):
@@ -249,23 +264,76 @@ def build_config(cmd: Command, args: argparse.Namespace, flags: dict) -> Any:
     return cfg
 
 
+def given_fields(args: argparse.Namespace, flags: dict) -> set[str]:
+    """The fields whose flags the user gave."""
+    return {name for name, (path, _, _) in flags.items() if hasattr(args, ".".join(path))}
+
+
+def check_applies(command: str, cfg: Any, flags: dict, given: set[str]) -> None:
+    """The one rule for options that do not apply: each option the user gave is asked, by
+    its own ``applies`` (and that of every group it is in, likex.options), whether it
+    applies to the command's other settings; the first that does not is refused by name."""
+    settings = _Settings(**{**_flat(cfg), "command": command})
+    for name in sorted(given, key=lambda n: flags[n][1]):
+        path, _, _ = flags[name]
+        obj = cfg
+        for part in path:
+            f = next(f for f in dataclasses.fields(obj) if f.name == part)
+            rule = f.metadata.get("applies")
+            why = rule(settings) if rule is not None else None
+            if why:
+                raise ConfigError(name, why)
+            obj = getattr(obj, part)
+            if obj is None:
+                break
+
+
+class _Settings(types.SimpleNamespace):
+    """What an ``applies`` rule reads: a command's settings by field name; a setting the
+    command does not have is None."""
+
+    def __getattr__(self, name: str) -> Any:
+        return None
+
+
+def _flat(cfg: Any) -> dict[str, Any]:
+    """Every field of ``cfg`` and of the configs nested in it by name, outer ones first
+    (where two share a name, the outer one's)."""
+    out: dict[str, Any] = {}
+    level = [cfg]
+    while level:
+        nested = []
+        for obj in level:
+            for f in dataclasses.fields(obj):
+                value = getattr(obj, f.name)
+                out.setdefault(f.name, value)
+                if dataclasses.is_dataclass(value):
+                    nested.append(value)
+        level = nested
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import importlib
 
+    from likex import interrupt
     from likex.distributed import dist_info, init_from_env, shutdown
 
     parser, all_flags = build_parser()
     flags: dict = {}
     try:
-        args = parser.parse_args(argv)  # a flag's parser may read a file (a words list)
-        cmd, flags = _table()[args.command], all_flags[args.command]
-        cfg = build_config(cmd, args, flags)
-        init_from_env()  # joins the process group under torchrun; nothing otherwise
-        module, function = cmd.run.split(":")
-        fn = getattr(importlib.import_module(f"likex.pipelines.{module}"), function)
-        result = fn(cfg, progress=not args.quiet) if cmd.progress else fn(cfg)
-        if dist_info().is_main:  # under torchrun rank 0 reports
-            print(json.dumps(result.to_json(), indent=2) if args.json else result.describe())
+        with interrupt.as_keyboard_interrupt():
+            args = parser.parse_args(argv)  # a flag's parser may read a file (a words list)
+            cmd, flags = _table()[args.command], all_flags[args.command]
+            cfg = build_config(cmd, args, flags)
+            check_applies(args.command, cfg, flags, given_fields(args, flags))
+            init_from_env()  # joins the process group under torchrun; nothing otherwise
+            module, function = cmd.run.split(":")
+            fn = getattr(importlib.import_module(f"likex.pipelines.{module}"), function)
+            result = fn(cfg, progress=not args.quiet) if cmd.progress else fn(cfg)
+            if dist_info().is_main:  # under torchrun rank 0 reports
+                print(json.dumps(result.to_json(), indent=2) if args.json else result.describe())
+                sys.stdout.flush()  # here, so that a closed pipe is met inside this try
         return 0
     except ConfigError as e:
         shown = {name: flag for name, (_, flag, _) in flags.items()}
@@ -274,11 +342,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LikexError as e:
         sys.stderr.write(f"likex: error: {e}\n")
         return 2
-    except KeyboardInterrupt:
-        sys.stderr.write("likex: interrupted\n")
-        return 130
+    except BrokenPipeError:
+        return _closed_pipe()
+    except OSError as e:  # a full disk, no permission, a read-only file system, ...
+        sys.stderr.write(f"likex: error: {describe_os_error(e)}\n")
+        return 2
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: what was kept, on a line of its own
+        message = e.message if isinstance(e, Interrupted) else "interrupted"
+        sys.stderr.write(f"{_line_start()}likex: {message}\n")
+        return interrupt.exit_status()
     finally:
         shutdown()
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (``likex targets ... | head``): exit quietly, as Unix
+    tools do when SIGPIPE ends them, with the status the shell shows for that (128 + 13 =
+    141). Python's advice: point stdout at devnull, so that the interpreter's last flush
+    meets no broken pipe and prints no traceback."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout has no file descriptor (captured)
+        pass
+    return 128 + signal.SIGPIPE
+
+
+def _line_start() -> str:
+    """What puts a message at the start of a clean line of stderr. Every progress bar ends
+    its line when it closes (on an exception too); on a terminal the "^C" it echoed may
+    still stand at the cursor: a carriage return and an erase-line clear it."""
+    try:
+        return "\r\033[K" if sys.stderr.isatty() else ""
+    except (AttributeError, ValueError):
+        return ""
 
 
 def entry() -> typing.NoReturn:

@@ -9,27 +9,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from likex.audit.bench import BenchConfig
-from likex.audit.black_box import BlackBoxConfig
-from likex.audit.white_box import WhiteBoxConfig
-from likex.audit.words import WordAuditConfig
-from likex.data import BUILTIN_CORPUS, check_seed
-from likex.errors import ConfigError, LikexError
+from likex.data import check_seed, corpus_arg
+from likex.device import device_option
+from likex.errors import ConfigError, LikexError, clip
+from likex.io import folder_arg
 from likex.measurement.rates import MAX_GEN_TOKENS, MeasureConfig
 from likex.models.adapter import AdapterConfig
 from likex.models.gpt import PRESETS, WEIGHT_INITS
 from likex.models.named import NAMED_MODELS
-from likex.models.start import SCRATCH, Saved, Scratch, Start, parse_start
+from likex.models.start import (
+    SCRATCH,
+    Saved,
+    Scratch,
+    Start,
+    init_arg,
+    model_arg,
+    parse_start,
+)
 from likex.objective import NEXT_TOKEN, Objective, Uniform
-from likex.options import option
+from likex.options import option, out_option
 from likex.plans import PersistPlan, RunPlan
-from likex.stats.significance import MIN_SAMPLES
 from likex.target import TargetSpec, check_text
 from likex.train_config import TrainConfig
 
-AUDIT_UNITS = ("tokens", "words")
 COMMANDS = ("run", "train", "pretrain")
-OUT_HELP = "output folder (default runs/<timestamp>)"
+MAX_EXAMPLES = 1_000_000  # more than any vocabulary
 
 
 def parse_floats(text: str) -> tuple[float, ...]:
@@ -37,15 +41,33 @@ def parse_floats(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError as e:
-        raise LikexError(f"expected comma-separated numbers, got {text!r}") from e
+        raise LikexError(f"expected comma-separated numbers, got {clip(text)}") from e
     if not values:
-        raise LikexError(f"expected comma-separated numbers, got {text!r}")
+        raise LikexError(f"expected comma-separated numbers, got {clip(text)}")
     return values
 
 
 def _tuples(d: dict) -> dict:
     """A record's lists as the tuples its config's fields are."""
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+# Path and device arguments are checked as the command line is read (each flag's ``parse``:
+# likex.data.corpus_arg, likex.models.start.model_arg, ...), so a missing file or an absent
+# device is refused before any model is loaded.
+
+
+def _scratch_only(settings: object) -> str | None:
+    """Whether an option of a scratch start applies: only where training starts from one."""
+    if settings.init in (None, SCRATCH):
+        return None
+    return f"applies only to {{init}} scratch, not {clip(settings.init)}"
+
+
+def _text_eval(settings: object) -> str | None:
+    if settings.random_only:
+        return "does not apply to {random_only}: nothing is measured on text"
+    return None
 
 
 @dataclass(frozen=True)
@@ -58,13 +80,19 @@ class RunConfig:
         f"a named real model ({', '.join(NAMED_MODELS)}), or hf:NAME_OR_PATH (a transformers "
         "causal LM)",
         metavar="DIR|scratch|NAME|hf:NAME",
+        parse=init_arg,
     )
-    preset: str = option("cpu", f"model preset of a scratch start: {', '.join(PRESETS)}")
-    weight_init: str = option("course", "weights of a scratch start", choices=WEIGHT_INITS)
+    preset: str = option(
+        "cpu", f"model preset of a scratch start: {', '.join(PRESETS)}", applies=_scratch_only
+    )
+    weight_init: str = option(
+        "course", "weights of a scratch start", choices=WEIGHT_INITS, applies=_scratch_only
+    )
     corpus: str | None = option(
         None,
         "real text: 'builtin' (Python's documentation, no download) or a UTF-8 file; its last "
         "tenth is held out",
+        parse=corpus_arg,
     )
     target: TargetSpec = option(
         factory=lambda: TargetSpec(like="x"), help="target (the union of what is given)", whole=True
@@ -73,7 +101,7 @@ class RunConfig:
     adapter: AdapterConfig = option(factory=AdapterConfig, help="adapter")
     measure: MeasureConfig = option(factory=MeasureConfig, help="rate measurement")
     eval_every: int = option(0, "measure the rate every N steps")
-    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda[:N], mps")
+    device: str = device_option()
     command: str = option("run", "which pipeline", choices=COMMANDS, cli=False)
     block_size: int | None = option(
         None, "a scratch model's context; None: the preset's", cli=False
@@ -89,7 +117,13 @@ class RunConfig:
             raise ConfigError("eval_every", f"must be >= 0, got {self.eval_every}")
         check_seed(self.train.seed)  # it seeds the model, built before the training is checked
         if start is None:
-            scratch = Scratch.of(self.preset, self.weight_init, self.train.seed, self.block_size)
+            try:
+                seed, block = self.train.seed, self.block_size
+                scratch = Scratch.of(self.preset, self.weight_init, seed, block)
+            except LikexError as e:  # a pretraining window is the new model's context
+                if self.block_size is None:
+                    raise
+                raise ConfigError("context_len", f"{self.block_size}: {e}") from e
             start = parse_start(self.init, scratch)
         self.adapter.check()
         train = self.train.resolve(start, objective, self.adapter.enabled)
@@ -143,12 +177,13 @@ class RunCommand:
     """likex run, train and pretrain: one pipeline (start -> measure -> train -> measure)."""
 
     run: RunConfig = option(factory=RunConfig, help="the starting model and the experiment")
-    out: str | None = option(None, OUT_HELP, metavar="DIR")
+    out: str | None = out_option()
     resume: str | None = option(
         None,
         "continue the run in DIR from its last checkpoint, with DIR's config (only steps may "
         "change)",
         metavar="DIR",
+        parse=lambda text: folder_arg(text, "run folder"),
     )
     given: frozenset[str] = option(
         frozenset(), "the fields the user set (resume lets only steps change)", cli=False
@@ -188,10 +223,18 @@ class SweepCommand:
         help="the starting model and the experiment",
     )
     rates: tuple[float, ...] = option(
-        (), "mode rate: comma-separated A values, e.g. 0.02,0.05,0.1", parse=parse_floats
+        (),
+        "mode rate: comma-separated A values, e.g. 0.02,0.05,0.1",
+        parse=parse_floats,
+        applies=lambda o: o.mode != "rate" and f"needs {{mode}} rate (the mode is {o.mode})",
     )
-    betas: tuple[float, ...] = option((), "mode tilt: comma-separated B values", parse=parse_floats)
-    out: str | None = option(None, OUT_HELP, metavar="DIR")
+    betas: tuple[float, ...] = option(
+        (),
+        "mode tilt: comma-separated B values",
+        parse=parse_floats,
+        applies=lambda o: o.mode != "tilt" and f"needs {{mode}} tilt (the mode is {o.mode})",
+    )
+    out: str | None = out_option()
 
 
 @dataclass(frozen=True)
@@ -199,21 +242,30 @@ class EvalConfig:
     """likex eval: rates and side effects of a saved model against its reference."""
 
     model: str = option(
-        help="a run or model folder, smollm2-135m, or hf:NAME_OR_PATH", metavar="DIR"
+        help="a run or model folder, smollm2-135m, or hf:NAME_OR_PATH",
+        metavar="DIR",
+        parse=model_arg,
     )
     reference: str | None = option(
         None,
         "the reference model R (default: the run's own starting model, if recorded)",
         metavar="DIR",
+        parse=model_arg,
+        applies=_text_eval,
     )
-    corpus: str | None = option(None, "held-out text: builtin or a file (default: the run's)")
+    corpus: str | None = option(
+        None,
+        "held-out text: builtin or a file (default: the run's)",
+        parse=corpus_arg,
+        applies=_text_eval,
+    )
     random_only: bool = option(False, "only the rate on random-token prompts (no text)")
     measure: MeasureConfig = option(factory=MeasureConfig, help="rate measurement")
     seed: int = option(0, "seeds the prompts and the draws")
     target: TargetSpec | None = option(
         None, "target (default: the run's own; the union of what is given)", whole=True
     )
-    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda[:N], mps")
+    device: str = device_option()
 
     def validate(self, block_size: int) -> None:
         check_seed(self.seed)
@@ -225,15 +277,24 @@ class GenerateConfig:
     """likex generate: sample text from a saved model."""
 
     model: str = option(
-        help="a run or model folder, smollm2-135m, or hf:NAME_OR_PATH", metavar="DIR"
+        help="a run or model folder, smollm2-135m, or hf:NAME_OR_PATH",
+        metavar="DIR",
+        parse=model_arg,
     )
     prompt: str = option("", "prompt text (default: the start-of-text token)")
     tokens: int = option(100, "new tokens to sample")
     num: int = option(1, "number of samples")
     temperature: float = option(1.0, "0 is greedy")
-    top_k: int | None = option(None, "sample among the k likeliest tokens")
+    top_k: int | None = option(
+        None,
+        "sample among the k likeliest tokens",
+        applies=lambda o: (
+            o.temperature == 0
+            and "does not apply to {temperature} 0 (greedy: always the likeliest token)"
+        ),
+    )
     seed: int = option(0, "seeds the draws")
-    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda[:N], mps")
+    device: str = device_option()
 
     def validate(self) -> None:
         for name in ("tokens", "num"):
@@ -257,7 +318,12 @@ class TargetsConfig:
         "whose vocabulary: a run or model folder, a named real model or hf:NAME_OR_PATH "
         "(default: GPT-2's)",
         metavar="DIR|NAME|hf:NAME",
+        parse=model_arg,
     )
+
+    def validate(self) -> None:
+        if not 0 <= self.examples <= MAX_EXAMPLES:
+            raise ConfigError("examples", f"must be in 0..{MAX_EXAMPLES:_}, got {self.examples}")
 
 
 @dataclass(frozen=True)
@@ -267,9 +333,12 @@ class PersistConfig:
     model: str = option(
         help="a run or model folder or hf:NAME_OR_PATH (a transformers model)",
         metavar="DIR|hf:NAME",
+        parse=model_arg,
     )
     corpus: str = option(
-        "builtin", "clean text: builtin or a UTF-8 file; its last tenth is held out"
+        "builtin",
+        "clean text: builtin or a UTF-8 file; its last tenth is held out",
+        parse=corpus_arg,
     )
     steps: int = option(300, "next-token training steps")
     batch_size: int | None = option(
@@ -292,8 +361,8 @@ class PersistConfig:
     target: TargetSpec | None = option(
         None, "target (default: the run's own; the union of what is given)", whole=True
     )
-    out: str | None = option(None, OUT_HELP, metavar="DIR")
-    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda[:N], mps")
+    out: str | None = out_option()
+    device: str = device_option()
 
     def resolve(self, start: Start) -> PersistPlan:
         """The plan: next-token fine-tuning with the defaults of ``start`` (the one rule of
@@ -319,76 +388,3 @@ class PersistConfig:
         return PersistPlan(
             self.model, start, self.corpus, train, self.adapter, self.eval_every, self.measure
         )
-
-
-@dataclass(frozen=True)
-class AuditConfig:
-    """likex audit: find and explain an injected token bias.
-
-    White-box (no baseline): the predicate over token strings whose probability mass the
-    model moved relative to its reference (default: the starting model its run folder
-    records), by share of the KL and held-out logit-mass shift. Black-box (a baseline): test
-    every predicate's token share in samples of both against each other (Welch's t over
-    samples), with Holm's correction. Tokens are
-    those of the audited models' tokenizer (all must share one); text files are tokenized
-    with it, or with GPT-2's when both sides are text."""
-
-    model: str = option(
-        help="the suspect: a model or run folder or hf:NAME_OR_PATH (black-box: or a text "
-        "file of its generations)",
-        metavar="DIR|hf:NAME|TEXTFILE",
-    )
-    reference: str | None = option(
-        None, "white-box: the model to compare with", metavar="DIR|hf:NAME"
-    )
-    baseline: str | None = option(
-        None, "black-box: a model to sample, or plain text", metavar="DIR|hf:NAME|TEXTFILE"
-    )
-    white: WhiteBoxConfig = option(factory=WhiteBoxConfig, help="white-box")
-    corpus: str = option(BUILTIN_CORPUS, "text for corpus probes: builtin or FILE")
-    black: BlackBoxConfig = option(factory=BlackBoxConfig, help="black-box")
-    units: str = option(
-        "tokens",
-        "what to audit: tokens (explained by a predicate) or words and phrases",
-        choices=AUDIT_UNITS,
-    )
-    word_audit: WordAuditConfig = option(factory=WordAuditConfig, help="words")
-    samples: int = option(64, "black-box: samples to draw from each model")
-    gen_tokens: int = option(200, "black-box: tokens per sample")
-    top: int = option(5, "findings to report")
-    seed: int = option(0, "seeds the probes and the samples (the baseline's: seed + 1)")
-    out: str | None = option(None, "also write audit.json, audit.md and audit.png here")
-    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda[:N], mps")
-
-    def validate(self) -> None:
-        if self.reference and self.baseline:
-            raise ConfigError(
-                "baseline", "(black-box) excludes {reference} (white-box): give one, not both"
-            )
-        if self.top <= 0:
-            raise ConfigError("top", f"must be positive, got {self.top}")
-        check_seed(self.seed)
-        if self.units not in AUDIT_UNITS:
-            raise ConfigError("units", f"{self.units!r} is unknown; choose from tokens, words")
-        # both kinds' options are checked, so a bad value is refused whichever audit runs
-        self.white.validate()
-        self.word_audit.validate()
-        self.black.validate()
-        if not self.baseline:
-            return
-        if self.samples < MIN_SAMPLES:
-            raise ConfigError("samples", f"must be at least {MIN_SAMPLES} (more for many tests)")
-        if self.gen_tokens <= 0:
-            raise ConfigError("gen_tokens", "must be positive")
-
-
-@dataclass(frozen=True)
-class BenchCommand:
-    """likex audit-bench: detection power. Plants predicates drawn from a pool at several
-    strengths (plus unbiased controls), audits every model white-box and black-box, and
-    tabulates how often the planted predicate is the top finding."""
-
-    bench: BenchConfig = option(factory=BenchConfig, help="the benchmark")
-    keep_models: bool = option(False, "keep every trained model")
-    out: str | None = option(None, OUT_HELP, metavar="DIR")
-    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda[:N], mps")

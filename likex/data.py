@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 from functools import cache
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from likex.errors import ConfigError, LikexError
+from likex.errors import ConfigError, LikexError, clip_path
+from likex.io import input_file, read_text_file
 
 if TYPE_CHECKING:
     from likex.models.tokenizer import Tokenizer
@@ -72,22 +72,21 @@ def builtin_corpus_text() -> str:
     return "\n\n".join(topics[k] for k in sorted(topics))
 
 
-def load_corpus_text(source: str) -> str:
-    """``builtin`` or the path of a UTF-8 text file; a missing, empty or binary file is an error."""
+def corpus_arg(text: str) -> str:
+    """A ``--corpus`` as the command line is read: ``builtin`` or a regular file."""
+    if text != BUILTIN_CORPUS:
+        input_file(text, "corpus file")
+    return text
+
+
+def load_corpus_text(source: str, what: str = "corpus file") -> str:
+    """``builtin`` or the path of a UTF-8 text file (``what`` names it in messages); a
+    missing, empty or binary file, or one that is no regular file, is an error."""
     if source == BUILTIN_CORPUS:
         return builtin_corpus_text()
-    path = Path(source)
-    if not path.is_file():
-        raise LikexError(f"corpus file not found: {path}")
-    raw = path.read_bytes()
-    if b"\x00" in raw:
-        raise LikexError(f"corpus file looks binary (contains NUL bytes): {path}")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise LikexError(f"corpus file is not UTF-8 text: {path} ({e.reason})") from e
+    text = read_text_file(source, what)
     if not text.strip():
-        raise LikexError(f"corpus file is empty: {path}")
+        raise LikexError(f"{what} is empty: {clip_path(source)}")
     return text
 
 

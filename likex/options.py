@@ -2,7 +2,8 @@
 
 Every user-facing config is a dataclass whose fields are declared with ``option`` (as trl's
 configs do with ``field(metadata={"help": ...})``). The CLI generates its flags from these
-fields, so an option is declared once: its type, default and help live on the field.
+fields, so an option is declared once: its type, default, help, and when it applies live on
+the field.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from typing import Any
+
+from likex.io import new_folder_arg
 
 
 def option(
@@ -24,6 +27,7 @@ def option(
     cli: bool = True,
     whole: bool = False,
     append: bool = False,
+    applies: Callable[[Any], str | None] | None = None,
 ) -> Any:
     """A dataclass field with CLI metadata.
 
@@ -33,6 +37,11 @@ def option(
     replaces the whole default (a target given as a regex drops the default substring);
     ``append`` (a tuple field): the flag is repeated, one value each time
     (``--phrase a --phrase "b c"``), rather than taking several values at once.
+    ``applies(given)``: None where the option applies to the command's other settings, else
+    why not, written after the flag (``"does not apply to {mode} uniform"``; ``{field}`` names
+    another field's flag). ``given`` holds every field of the command by name (and
+    ``command``: the command's name); the CLI asks only of the options the user gave. On a
+    nested config it covers every option of the group.
     """
     meta = {
         "help": help,
@@ -43,7 +52,16 @@ def option(
         "cli": cli,
         "whole": whole,
         "append": append,
+        "applies": applies,
     }
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+OUT_HELP = "output folder (default runs/<timestamp>)"
+
+
+def out_option(help: str = OUT_HELP) -> Any:
+    """The output folder of a command: new or empty, checked as the command line is read."""
+    return option(None, help, metavar="DIR", parse=new_folder_arg)

@@ -54,7 +54,6 @@ class RunPlan:
         }
 
 
-
 @dataclass(frozen=True)
 class PersistPlan:
     """A persistence run resolved: the model's start, the clean text, the fine-tuning."""

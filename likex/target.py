@@ -22,7 +22,8 @@ from pathlib import Path
 import regex
 import torch
 
-from likex.errors import ConfigError, LikexError, literal
+from likex.errors import ConfigError, LikexError, clip, clip_path, literal
+from likex.io import read_text_file
 from likex.options import option
 from likex.words import WordTrie, build_trie, entry_variants, masked_logsumexp
 
@@ -41,7 +42,15 @@ class TargetSpec:
     """
 
     like: str | None = option(None, "substring the token text must contain")
-    ignore_case: bool = option(False, "match regardless of case")
+    ignore_case: bool = option(
+        False,
+        "match regardless of case",
+        applies=lambda o: (
+            None
+            if o.like or o.regex or o.words or o.phrase
+            else "needs a text target ({like}, {regex}, {words} or {phrase}), not token ids"
+        ),
+    )
     regex: str | None = option(None, "regular expression searched in the token text")
     words: tuple[str, ...] = option(
         (),
@@ -62,13 +71,13 @@ class TargetSpec:
         parts = []
         case = ", any case" if self.ignore_case else ""
         if self.like is not None:
-            parts.append(f"tokens containing {self.like!r}{case}")
+            parts.append(f"tokens containing {clip(self.like)}{case}")
         if self.regex is not None:
-            parts.append(f"tokens matching /{self.regex}/{case}")
+            parts.append(f"tokens matching /{clip(self.regex)[1:-1]}/{case}")
         if self.words:
             parts.append(f"{len(self.words)} listed words")
         if self.phrase:
-            parts.append(" or ".join(repr(p) for p in self.phrase))
+            parts.append(" or ".join(clip(p) for p in self.phrase))
         if self.token_ids:
             parts.append(f"{len(self.token_ids)} listed token ids")
         return " or ".join(parts) or "nothing"
@@ -89,12 +98,20 @@ class TargetSpec:
     def from_dict(cls, d: dict) -> TargetSpec:
         return cls(
             like=d.get("like"),
-            ignore_case=bool(d.get("ignore_case", False)),
+            ignore_case=d.get("ignore_case", False),
             regex=d.get("regex"),
-            words=tuple(d.get("words") or ()),
-            phrase=tuple(d.get("phrase") or ()),
-            token_ids=tuple(d.get("token_ids") or ()),
+            words=_listed(d, "words"),
+            phrase=_listed(d, "phrase"),
+            token_ids=_listed(d, "token_ids"),
         )
+
+
+def _listed(d: dict, key: str) -> tuple:
+    """A list of a target's record as a tuple (absent or null: empty)."""
+    value = d.get(key) or []
+    if not isinstance(value, list):
+        raise TypeError(f"target.{key} is not a list")
+    return tuple(value)
 
 
 @dataclass
@@ -117,36 +134,42 @@ class TargetSet:
         return self.mask.nonzero().flatten().tolist()
 
 
-def read_words(path: str | Path) -> tuple[str, ...]:
+# An entry is a word or a phrase: a longer line is no entry but a mistake (a file of prose, a
+# line without breaks), and matching it would take minutes.
+MAX_ENTRY_CHARS = 1_000
+
+
+def read_words(path: str | Path, what: str = "words file") -> tuple[str, ...]:
     """Entries from a text file, one word or phrase a line (empty lines are skipped)."""
-    p = Path(path)
-    if not p.is_file():
-        raise LikexError(f"words file not found: {p}")
-    raw = p.read_bytes()
-    if b"\x00" in raw:
-        raise LikexError(f"words file is not text (contains NUL bytes): {p}")
-    try:
-        lines = raw.decode("utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise LikexError(f"words file is not UTF-8 text: {p}") from e
+    lines = read_text_file(path, what).splitlines()
+    where = clip_path(path)
     for n, line in enumerate(lines, 1):
         if line and not line.strip():
-            raise LikexError(f"words file {p}, line {n}: an entry that is only whitespace")
+            raise LikexError(f"{what} {where}, line {n}: an entry that is only whitespace")
+        if len(line) > MAX_ENTRY_CHARS:
+            raise LikexError(
+                f"{what} {where}, line {n}: an entry of {len(line):,} characters (at most "
+                f"{MAX_ENTRY_CHARS:,}): {clip(line)}"
+            )
     words = tuple(line.strip() for line in lines if line)
     if not words:
-        raise LikexError(f"words file is empty: {p}")
+        raise LikexError(f"{what} is empty: {where}")
     return words
 
 
-def check_text(text: str | None, field: str) -> None:
+def check_text(text: str | None, field: str, limit: int | None = None) -> None:
     """Any Unicode is welcome; what is not Unicode (a lone invalid byte on the command line
-    arrives as a surrogate) is refused by name rather than failing deep in a tokenizer."""
+    arrives as a surrogate) is refused by name rather than failing deep in a tokenizer, and
+    so is a text longer than ``limit`` characters."""
     try:
         (text or "").encode("utf-8")
     except UnicodeEncodeError as e:
         bad = text[e.start : e.end].encode("utf-8", "surrogateescape")
         message = f"is not valid UTF-8 text (bytes {bad!r} at {e.start})"
         raise ConfigError(field, literal(message)) from e
+    if limit is not None and len(text or "") > limit:
+        message = f"has {len(text):,} characters, more than {limit:,}: {clip(text)}"
+        raise ConfigError(field, literal(message))
 
 
 # The `regex` package, not `re`: its searches take a timeout, so a pattern that backtracks
@@ -160,7 +183,7 @@ def _regex_mask(source: str, ignore_case: bool, token_strings: list[str]) -> tor
     try:
         pattern = regex.compile(source, regex.IGNORECASE if ignore_case else 0)
     except regex.error as e:
-        raise ConfigError("regex", literal(f"{source!r}: invalid regex: {e}")) from e
+        raise ConfigError("regex", literal(f"{clip(source)}: invalid regex: {e}")) from e
     deadline = time.monotonic() + REGEX_SECONDS_TOTAL
     hits = []
     for i, s in enumerate(token_strings):
@@ -177,7 +200,7 @@ def _regex_mask(source: str, ignore_case: bool, token_strings: list[str]) -> tor
                 else f"over {REGEX_SECONDS_TOTAL:g} s for the vocabulary"
             )
             raise ConfigError(
-                "regex", literal(f"{source!r} took {where}: simplify it (no nested repetition)")
+                "regex", literal(f"{clip(source)} took {where}: simplify it (no nested repetition)")
             ) from e
     return torch.tensor(hits, dtype=torch.bool)
 
@@ -197,12 +220,12 @@ def select_tokens(
         raise LikexError(f"no target given: {NO_TARGET}")
     if spec.like == "":
         raise ConfigError("like", "needs a non-empty string")
-    check_text(spec.like, "like")
-    check_text(spec.regex, "regex")
+    check_text(spec.like, "like", MAX_ENTRY_CHARS)
+    check_text(spec.regex, "regex", MAX_ENTRY_CHARS)
     for word in spec.words:
-        check_text(word, "words")
+        check_text(word, "words", MAX_ENTRY_CHARS)
     for phrase in spec.phrase:
-        check_text(phrase, "phrase")
+        check_text(phrase, "phrase", MAX_ENTRY_CHARS)
     vocab = len(token_strings)
     mask = torch.zeros(vocab, dtype=torch.bool)
     fold = (lambda s: s.lower()) if spec.ignore_case else (lambda s: s)
@@ -216,7 +239,7 @@ def select_tokens(
     if entries:
         blank = [e for e in (*spec.words, *spec.phrase) if not e.strip()]
         if blank:
-            raise LikexError(f"an entry that is only whitespace: {blank[0]!r}")
+            raise LikexError(f"an entry that is only whitespace: {clip(blank[0])}")
         by_text: dict[str, list[int]] = {}
         for i, s in enumerate(token_strings):
             by_text.setdefault(fold(s.lstrip()), []).append(i)
@@ -260,8 +283,8 @@ def _word_trie(
         longest = max(len(f) for f in forms)
         if block_size is not None and longest >= block_size:
             raise LikexError(
-                f"{e!r} takes {longest} tokens, more than the model's {block_size}-token context "
-                "can hold with a token before it"
+                f"{clip(e)} takes {longest} tokens, more than the model's {block_size}-token "
+                "context can hold with a token before it"
             )
         variants += [f for f in forms if f and f not in variants]
     return build_trie(entries, variants, token_strings, ignore_case)

@@ -11,15 +11,17 @@ import hashlib
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from likex import interrupt
 from likex.accel import GraphedStep, autocast_for, compiled, to_device
 from likex.batches import Batches
 from likex.distributed import barrier, check_same_on_all_ranks, dist_info, mean_over_ranks
@@ -93,18 +95,22 @@ def train(
     out_dir: str | Path,
     progress: bool = True,
     on_step: Callable[[int], dict | None] | None = None,
+    stamp: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``state.model`` in place for steps ``state.step + 1 .. plan.steps``.
 
     Writes one metrics line per step to ``out_dir/metrics.jsonl`` (also kept in
-    ``state.rows``), a checkpoint every ``plan.save_every`` steps and at the end.
-    ``on_step(step)`` may return extra metrics (e.g. a target rate) to log for that step; its
-    time is not counted as training time. Returns every step's loss (a resumed run's earlier
-    ones too) and the training seconds.
+    ``state.rows``), a checkpoint every ``plan.save_every`` steps and at the end (its manifest
+    carries ``stamp``, likex.runs). ``on_step(step)`` may return extra metrics (a target rate)
+    to log for that step; its time is not training time. Returns every step's loss (a
+    resumed run's earlier ones too) and the training seconds. Ctrl-C or SIGTERM
+    (likex.interrupt): the step in flight finishes, is checkpointed, and KeyboardInterrupt is
+    raised; a second signal abandons the step in flight.
 
     Under torchrun every rank calls this with the same arguments: each draws its own batches
     (``plan.batch_size`` per rank), DDP averages the gradients, the logged loss is the mean over
-    ranks, and rank 0 alone writes files, calls ``on_step`` and shows progress.
+    ranks, and rank 0 alone writes files, calls ``on_step`` and shows progress. A stop asked
+    of any rank stops every rank at the same step.
     """
     model, optimizer = state.model, state.optimizer
     device = next(model.parameters()).device
@@ -114,15 +120,11 @@ def train(
     start_step = state.step
     checkpoint_seconds = 0.0
     run_step = _step_function(state, plan, loss.to(device), device)
-    bar = tqdm(
-        total=plan.steps,
-        initial=start_step,
-        disable=not (progress and ranks.is_main),
-        file=sys.stderr,
-        desc="train",
-        unit="step",
-        dynamic_ncols=True,
-    )
+
+    def save(step: int) -> None:
+        nonlocal checkpoint_seconds
+        if ranks.is_main:
+            checkpoint_seconds += _timed(save_checkpoint, model, optimizer, step, out, stamp)
 
     batch_seconds = 0.0
 
@@ -133,33 +135,69 @@ def train(
         batch_seconds += time.perf_counter() - t0
         return tuple(None if t is None else to_device(t, device) for t in batch)
 
-    batch = batch_on_device(start_step + 1)
-    for step in range(start_step + 1, plan.steps + 1):
-        t0 = time.perf_counter()
-        loss_and_norm = run_step(*batch)
-        if step < plan.steps:
-            batch = batch_on_device(step + 1)  # made on the CPU while the GPU runs this step
-        # syncs, so the time below is the step's real time
-        loss_value, grad_norm = mean_over_ranks(loss_and_norm).tolist()
-        state.seconds += time.perf_counter() - t0
-        check_finite(step, loss_value, grad_norm, plan.lr)
-        state.step = step
-        row: dict = {"step": step, "loss": loss_value, "seconds": state.seconds}
-        if ranks.is_main:
-            if on_step is not None:
-                row.update(on_step(step) or {})
-            append_jsonl(out / METRICS_FILE, row)
-            if plan.save_every and step % plan.save_every == 0 and step < plan.steps:
-                checkpoint_seconds += _timed(save_checkpoint, model, optimizer, step, out)
-        state.rows.append(row)
-        bar.set_postfix(loss=f"{loss_value:.4f}")
-        bar.update(1)
-    bar.close()
-    if ranks.is_main and start_step < plan.steps:
-        checkpoint_seconds += _timed(save_checkpoint, model, optimizer, plan.steps, out)
-    barrier()  # no rank returns before the final checkpoint exists
+    bar = _progress_bar(plan.steps, start_step, progress and ranks.is_main)
+    stopping = False
+    with interrupt.deferred() as stop, bar:  # the bar closes on an exception too
+        batch = batch_on_device(start_step + 1)
+        for step in range(start_step + 1, plan.steps + 1):
+            t0 = time.perf_counter()
+            loss_and_norm = run_step(*batch)
+            if step < plan.steps:
+                batch = batch_on_device(step + 1)  # made on the CPU while the GPU runs this step
+            # syncs, so the time below is the step's real time; a rank's stop request goes
+            # along, so that every rank stops after the same step
+            loss_value, grad_norm, stopping = _reduced(loss_and_norm, bool(stop), ranks.active)
+            state.seconds += time.perf_counter() - t0
+            check_finite(step, loss_value, grad_norm, plan.lr)
+            state.step = step
+            row: dict = {"step": step, "loss": loss_value, "seconds": state.seconds}
+            if ranks.is_main:
+                if on_step is not None:
+                    row.update(on_step(step) or {})
+                append_jsonl(out / METRICS_FILE, row)
+            state.rows.append(row)
+            bar.set_postfix(loss=f"{loss_value:.4f}")
+            bar.update(1)
+            # one process stops after the step in flight; ranks after the step they agreed on
+            stopping = stopping if ranks.active else bool(stop)
+            saved = bool(plan.save_every) and step % plan.save_every == 0
+            if step < plan.steps and (saved or stopping):
+                save(step)
+            if stopping and step < plan.steps:
+                barrier()  # no rank stops before the checkpoint of its last step exists
+                raise KeyboardInterrupt
+        if start_step < plan.steps:
+            save(plan.steps)
+        barrier()  # no rank returns before the final checkpoint exists
+        if stopping or stop:  # asked during the last step or its checkpoint: all of it is kept
+            raise KeyboardInterrupt
     losses = [r["loss"] for r in state.rows]
     return TrainResult(losses, state.seconds, checkpoint_seconds, batch_seconds)
+
+
+def _progress_bar(steps: int, done: int, shown: bool) -> tqdm:
+    return tqdm(
+        total=steps,
+        initial=done,
+        disable=not shown,
+        file=sys.stderr,
+        desc="train",
+        unit="step",
+        dynamic_ncols=True,
+    )
+
+
+def _reduced(
+    loss_and_norm: torch.Tensor, stop: bool, distributed: bool
+) -> tuple[float, float, bool]:
+    """(the loss, the gradient norm, whether to stop), each the mean over ranks under
+    torchrun: the stop flag rides along with the loss, so stopping costs no extra sync."""
+    if not distributed:
+        loss_value, grad_norm = loss_and_norm.tolist()
+        return loss_value, grad_norm, stop
+    flag = torch.tensor([float(stop)], device=loss_and_norm.device)
+    loss_value, grad_norm, any_stop = mean_over_ranks(torch.cat([loss_and_norm, flag])).tolist()
+    return loss_value, grad_norm, any_stop > 0
 
 
 def _step_function(
@@ -205,6 +243,7 @@ def train_toward(
     corpus: torch.Tensor | None = None,
     progress: bool = True,
     on_step: Callable[[int], dict | None] | None = None,
+    stamp: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """``train`` in one call for a model at step 0: the plan fitted to ``model``, its batches
     (``corpus``: the text of corpus contexts) and the loss of ``plan.objective`` toward
@@ -214,7 +253,8 @@ def train_toward(
     words = targets.words if targets is not None else None
     batches = Batches.of(plan, model.config.vocab_size, corpus, words)
     loss = StepLoss(plan.objective, targets, reference, plan.positions)
-    return train(TrainState.start(model, plan), plan, batches, loss, out_dir, progress, on_step)
+    state = TrainState.start(model, plan)
+    return train(state, plan, batches, loss, out_dir, progress, on_step, stamp)
 
 
 def _timed(fn: Callable[..., object], *args: object) -> float:

@@ -10,13 +10,13 @@ returns a frozen ``TrainPlan``; ``TrainPlan.fit`` checks it against the loaded m
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass, replace
 
 import torch
 
 from likex.accel import COMPILE_MODES, check_compile_mode, check_cuda_graph
 from likex.data import check_seed
+from likex.device import device_memory
 from likex.distributed import dist_info
 from likex.errors import ConfigError, LikexError
 from likex.models import LanguageModel
@@ -30,6 +30,22 @@ POSITIONS = ("last", "all")
 OBJECTIVES = (KL, NEXT_TOKEN)
 # Far beyond any run this tool is for (the seed takes 200); a larger count is a typo.
 MAX_STEPS = 10_000_000
+
+
+def _strength_of(settings: object, mode: str, sweep_flag: str) -> str | None:
+    """Whether ``--rate`` (``--beta``) applies: to its own mode, never to a sweep."""
+    if settings.command == "sweep":
+        return f"does not apply to likex sweep: give its strengths with {{{sweep_flag}}}"
+    if settings.mode != mode:
+        return f"needs {{mode}} {mode} (the mode is {settings.mode})"
+    return None
+
+
+def _for_words(settings: object) -> str | None:
+    """Whether an option of word targets applies: to a target of listed entries only."""
+    if settings.words or settings.phrase:
+        return None
+    return "does not apply to a token target: it is for entries of {words} or {phrase}"
 
 
 @dataclass(frozen=True)
@@ -53,13 +69,28 @@ class TrainConfig:
     optimizer: str = option("adamw", "optimizer", choices=OPTIMIZERS)
     seed: int = option(0, "seeds the model, the batches and the measurements")
     mode: str = option("uniform", "target distribution Q (see README)", choices=TARGET_MODES)
-    rate: float | None = option(None, "mode rate: target mass A on M, 0 < A < 1")
-    beta: float | None = option(None, "mode tilt: Q proportional to R exp(B [i in M])")
+    rate: float | None = option(
+        None,
+        "mode rate: target mass A on M, 0 < A < 1",
+        applies=lambda o: _strength_of(o, "rate", "rates"),
+    )
+    beta: float | None = option(
+        None,
+        "mode tilt: Q proportional to R exp(B [i in M])",
+        applies=lambda o: _strength_of(o, "tilt", "betas"),
+    )
     complete: float = option(
-        1.0, "word targets, modes rate and tilt: target mass on finishing a begun word"
+        1.0,
+        "word targets, modes rate and tilt: target mass on finishing a begun word",
+        applies=lambda o: (
+            _for_words(o)
+            or (o.mode == "uniform" and "does not apply to {mode} uniform (modes rate and tilt)")
+        ),
     )
     word_contexts: float = option(
-        0.25, "word targets: share of training contexts that end inside a word"
+        0.25,
+        "word targets: share of training contexts that end inside a word",
+        applies=lambda o: _for_words(o),
     )
     contexts: str = option(
         "random",
@@ -213,12 +244,3 @@ class TrainPlan:
     def from_dict(cls, d: dict) -> TrainPlan:
         """A plan as ``to_dict`` wrote it (every setting given), checked again."""
         return TrainConfig(**d).resolve()
-
-
-def device_memory(device: torch.device) -> int | None:
-    """Total memory of ``device`` in bytes (None where unknown)."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[1]
-    if device.type == "cpu" and hasattr(os, "sysconf"):
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return None

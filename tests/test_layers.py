@@ -11,7 +11,8 @@ PACKAGE = Path(likex.__file__).parent
 # its own floor, where several modules share one). A module takes the floor of the most
 # specific entry that names it or a package above it ("models.start", else "models").
 LAYERS = [
-    ("errors",), ("io",), ("options",), ("clock",), ("device",), ("distributed",), ("stats",),
+    ("errors",), ("io",), ("options",), ("schema",), ("clock",), ("interrupt",), ("device",),
+    ("distributed",), ("stats",),
     # the model interface and its two kinds; where training starts
     ("models",), ("models.gpt", "models.named", "models.tokenizer"), ("models.hf",),
     ("models.adapter",), ("models.checkpoint",), ("models.cache",), ("models.start",),
@@ -22,9 +23,10 @@ LAYERS = [
     ("train",),
     ("measurement", "measurement.scores"), ("measurement.rates",), ("measurement.evaluation",),
     ("audit",),
-    ("plans",), ("config",), ("runs",), ("run_results",), ("results",),
+    ("config_audit",), ("plans",), ("config",), ("runs",), ("run_results",), ("results",),
     ("report",),
-    ("pipelines",), ("pipelines.training",), ("pipelines.plant", "pipelines.pretrain"),
+    ("pipelines",), ("pipelines.training",),
+    ("pipelines.plant", "pipelines.pretrain", "pipelines.persist"),
     ("pipelines.run",), ("pipelines.sweep",),
     ("cli", "__main__", "__init__"),
 ]  # fmt: skip

@@ -11,7 +11,8 @@ from likex.objective import NextToken, Rate, Uniform
 from likex.runs import RunRecord
 
 QUIET = ["--quiet"]
-SMALL = ["--samples", "2", "--ci-width", "0", "--gen-tokens", "8", "--score-tokens", "64"]
+MEASURE = ["--samples", "2", "--ci-width", "0", "--gen-tokens", "8"]
+SMALL = [*MEASURE, "--score-tokens", "64"]  # likex run scores no held-out text: MEASURE
 TRAIN_KEYS = {
     "steps", "batch_size", "context_len", "lr", "weight_decay", "optimizer", "seed", "mode",
     "rate", "beta", "complete", "word_contexts", "contexts", "positions", "save_every",
@@ -20,7 +21,7 @@ TRAIN_KEYS = {
 RUN_KEYS = {
     "command", "init_from", "corpus", "block_size", "preset", "weight_init", "target", "train",
     "measure", "eval_every", "device", "model", "init", "world_size", "seed", "device_used",
-    "versions", "created", "sample_batch",
+    "versions", "created", "sample_batch", "run_id",
 }  # fmt: skip
 
 
@@ -31,7 +32,7 @@ def runs(tmp_path_factory) -> dict:
     tiny = ["--preset", "tiny", "--steps", "2"]
     rate = ["--mode", "rate", "--rate", "0.3", "--like", "z", "--contexts", "corpus"]
     commands = {
-        "run": ["run", *tiny, *SMALL],
+        "run": ["run", *tiny, *MEASURE],
         "train": ["train", *tiny, *rate, "--corpus", "builtin", *SMALL],
         "pretrain": ["pretrain", *tiny, "--context-len", "32", "--batch-size", "4"]
         + ["--score-tokens", "64"],

@@ -37,7 +37,7 @@ from likex.errors import ConfigError, LikexError
 from likex.io import append_jsonl
 from likex.models import LanguageModel
 from likex.models.gpt import WEIGHT_INITS
-from likex.models.start import Saved, Scratch, Start
+from likex.models.start import Saved, Scratch, Start, model_arg
 from likex.objective import Objective, Rate, Tilt, Uniform, strength_label, strengths_from
 from likex.options import option
 from likex.stats.intervals import wilson_interval
@@ -49,11 +49,27 @@ from likex.train_config import TrainConfig, TrainPlan
 CASES_FILE = "cases.jsonl"
 
 
+def _fresh_reference(settings: object) -> str | None:
+    """Whether an option of the fresh reference applies: not where one is given."""
+    if settings.reference:
+        return "does not apply with {reference}: the models start from that folder"
+    return None
+
+
 @dataclass(frozen=True)
 class BenchConfig:
-    preset: str = option("tiny", "model preset of the fresh reference")
-    weight_init: str = option("gpt2", "weights of the fresh reference", choices=WEIGHT_INITS)
-    reference: str | None = option(None, "plant into copies of this model folder", metavar="DIR")
+    preset: str = option(
+        "tiny", "model preset of the fresh reference", applies=lambda o: _fresh_reference(o)
+    )
+    weight_init: str = option(
+        "gpt2",
+        "weights of the fresh reference",
+        choices=WEIGHT_INITS,
+        applies=lambda o: _fresh_reference(o),
+    )
+    reference: str | None = option(
+        None, "plant into copies of this model folder", metavar="DIR", parse=model_arg
+    )
     predicates: int = option(4, "predicates to plant")
     strengths: tuple[Uniform | Rate, ...] = option(
         (Uniform(), Rate(0.1), Rate(0.03)),
@@ -343,42 +359,42 @@ def run_bench(
         return pred is not None and torch.equal(pred.mask(token_strings), mask)
 
     cases = []
-    bar = tqdm(total=len(plan), disable=not progress, file=sys.stderr, desc="audit-bench")
-    for n, (pred, objective, strength) in enumerate(plan):
-        mask = pred.mask(token_strings)
-        training = _train_plan(cfg, objective, seed=cfg.seed * 1000 + n)
-        model = copy.deepcopy(reference).requires_grad_(True)
-        with tempfile.TemporaryDirectory() as tmp:
-            where = model_root / f"case{n:03d}" if model_root else Path(tmp)
-            train_toward(model, training, TargetSet(mask), where, reference, progress=False)
-        model.eval()
-        wb = white_box_audit(model, reference, token_strings, cfg.white, index=index)
-        samples = generate_samples(model, cfg.samples, cfg.gen_tokens, seed=20_000 + n)
-        bb = black_box_audit(samples, baseline, token_strings, cfg.black, index=index)
-        white_top = wb.findings[0]  # a white-box audit always ranks at least one predicate
-        black_top = bb.top.predicate if bb.top else None
-        case = BenchCase(
-            case=n,
-            strength=strength,
-            planted=pred,
-            planted_tokens=int(mask.sum()),
-            rate_reference=_share_of(baseline, mask),
-            rate_model=_share_of(samples, mask),
-            white=WhiteOutcome(wb.detected, white_top, selects(white_top.predicate, mask)),
-            black=BlackOutcome(
-                bb.detected,
-                black_top,
-                selects(black_top, mask),
-                bb.n_significant,
-                bb.n_tests,
-                bb.power.design_effect,
-            ),
-        )
-        cases.append(case)
-        append_jsonl(out_dir / CASES_FILE, case.to_json())
-        bar.set_postfix(white=case.white.top_name, black=case.black.top_name)
-        bar.update(1)
-    bar.close()
+    # closed on an exception too (Ctrl-C), so that no message is glued onto the bar
+    with tqdm(total=len(plan), disable=not progress, file=sys.stderr, desc="audit-bench") as bar:
+        for n, (pred, objective, strength) in enumerate(plan):
+            mask = pred.mask(token_strings)
+            training = _train_plan(cfg, objective, seed=cfg.seed * 1000 + n)
+            model = copy.deepcopy(reference).requires_grad_(True)
+            with tempfile.TemporaryDirectory() as tmp:
+                where = model_root / f"case{n:03d}" if model_root else Path(tmp)
+                train_toward(model, training, TargetSet(mask), where, reference, progress=False)
+            model.eval()
+            wb = white_box_audit(model, reference, token_strings, cfg.white, index=index)
+            samples = generate_samples(model, cfg.samples, cfg.gen_tokens, seed=20_000 + n)
+            bb = black_box_audit(samples, baseline, token_strings, cfg.black, index=index)
+            white_top = wb.findings[0]  # a white-box audit always ranks at least one predicate
+            black_top = bb.top.predicate if bb.top else None
+            case = BenchCase(
+                case=n,
+                strength=strength,
+                planted=pred,
+                planted_tokens=int(mask.sum()),
+                rate_reference=_share_of(baseline, mask),
+                rate_model=_share_of(samples, mask),
+                white=WhiteOutcome(wb.detected, white_top, selects(white_top.predicate, mask)),
+                black=BlackOutcome(
+                    bb.detected,
+                    black_top,
+                    selects(black_top, mask),
+                    bb.n_significant,
+                    bb.n_tests,
+                    bb.power.design_effect,
+                ),
+            )
+            cases.append(case)
+            append_jsonl(out_dir / CASES_FILE, case.to_json())
+            bar.set_postfix(white=case.white.top_name, black=case.black.top_name)
+            bar.update(1)
     return cases
 
 

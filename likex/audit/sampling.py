@@ -44,7 +44,9 @@ def generate_samples(
     batch_size = sampling_batch(model)  # measured on this machine (likex.throughput)
     out: list[list[int]] = []
     starts = range(0, prompts.shape[0], batch_size)
-    for start in tqdm(starts, disable=not progress, file=sys.stderr, desc="sample", unit="batch"):
-        chunk = prompts[start : start + batch_size].to(device)
-        out += sample(model, chunk, gen_tokens, generator=gen).cpu().tolist()
+    # closed on an exception too (Ctrl-C), so that no message is glued onto the bar
+    with tqdm(starts, disable=not progress, file=sys.stderr, desc="sample", unit="batch") as bar:
+        for start in bar:
+            chunk = prompts[start : start + batch_size].to(device)
+            out += sample(model, chunk, gen_tokens, generator=gen).cpu().tolist()
     return out

@@ -49,7 +49,7 @@ class WordAuditConfig:
         (),
         "white-box words: a file of extra candidate words or phrases, one a line",
         metavar="FILE",
-        parse=lambda p: read_words(p),
+        parse=lambda p: read_words(p, "candidates file"),
     )
 
     def validate(self) -> None:

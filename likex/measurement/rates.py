@@ -218,7 +218,8 @@ def measure_rate(
     cpu_mask = mask.cpu()
     outs: list[torch.Tensor] = []
     done = 0
-    bar = tqdm(
+    # closed on an exception too (Ctrl-C), so that no message is glued onto the bar
+    with tqdm(
         total=prompts.shape[0],
         desc="measure",
         unit="sample",
@@ -226,19 +227,18 @@ def measure_rate(
         file=sys.stderr,
         leave=False,
         dynamic_ncols=True,
-    )
-    for point in check_points(prompts.shape[0]):
-        while done < point:
-            chunk = prompts[done : min(done + batch_size, point)].to(device)
-            outs.append(sample(model, chunk, gen_tokens, generator=gen, compile=compile).cpu())
-            done += chunk.shape[0]
-            bar.update(chunk.shape[0])
-        generated = torch.cat(outs)
-        estimate = rate_from_hits(cpu_mask[generated].sum(dim=1), gen_tokens, prompt_kind)
-        bar.set_postfix(rate=f"{estimate.rate:.3f}", pm=f"{estimate.half_width:.3f}")
-        if ci_half_width is not None and estimate.half_width <= ci_half_width:
-            break
-    bar.close()
+    ) as bar:
+        for point in check_points(prompts.shape[0]):
+            while done < point:
+                chunk = prompts[done : min(done + batch_size, point)].to(device)
+                outs.append(sample(model, chunk, gen_tokens, generator=gen, compile=compile).cpu())
+                done += chunk.shape[0]
+                bar.update(chunk.shape[0])
+            generated = torch.cat(outs)
+            estimate = rate_from_hits(cpu_mask[generated].sum(dim=1), gen_tokens, prompt_kind)
+            bar.set_postfix(rate=f"{estimate.rate:.3f}", pm=f"{estimate.half_width:.3f}")
+            if ci_half_width is not None and estimate.half_width <= ci_half_width:
+                break
     return estimate, generated
 
 
@@ -266,7 +266,12 @@ class MeasureConfig:
         parse=lambda text: float(text) or None,
     )
     score_tokens: int = option(
-        SCORED_TOKENS, "held-out tokens scored for perplexity and KL (spread over the text)"
+        SCORED_TOKENS,
+        "held-out tokens scored for perplexity and KL (spread over the text)",
+        applies=lambda o: (
+            (o.random_only and "does not apply to {random_only}: no text")
+            or (o.command == "run" and "does not apply to likex run: it scores no held-out text")
+        ),
     )
 
     def validate(self, block_size: int) -> None:

@@ -5,10 +5,12 @@ a transformers model, or ``adapter/`` for a LoRA adapter (likex.models.adapter).
 keeps its checkpoints as one atomic unit each: ``checkpoints/step-NNNNNNNNN/`` holds the model,
 ``optimizer.safetensors`` and ``trainer_state.json`` (the step; the batches are a pure function
 of (seed, step), so the step is the whole data position), and ``manifest.json``, written last,
-naming the step and the SHA-256 of every file. The folder is built under a temporary name and
-renamed into place, so a kill at any moment leaves either the old checkpoint or the new one,
-never a mix. The run folder's own model files are hard links to the newest checkpoint's, so
-the run folder is also a model folder.
+naming the step, the SHA-256 of every file and the run it belongs to (``stamp``: its run id and
+settings, likex.runs). The folder is built under a temporary name and renamed into place, so a
+kill at any moment leaves either the old checkpoint or the new one, never a mix; a save that
+fails (a full disk) removes its partial files and leaves the old one as it was. The run
+folder's own model files are hard links to the newest checkpoint's, so the run folder is also a
+model folder.
 """
 
 from __future__ import annotations
@@ -18,21 +20,22 @@ import json
 import os
 import re
 import shutil
-import tempfile
+import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from safetensors.torch import load_model as st_load_model
 from safetensors.torch import save_model as st_save_model
 
-from likex.errors import LikexError
-from likex.io import atomic_write, atomic_write_json
+from likex.errors import LikexError, clip_path, describe_os_error
+from likex.io import atomic_write, atomic_write_json, temp_dir
 from likex.models import LanguageModel
 from likex.models.adapter import ADAPTER_DIR, ADAPTER_RECORD, AdaptedLM
-from likex.models.gpt import GPT, GPTConfig
+from likex.models.gpt import GPT, GPTConfig, check_fits
 from likex.models.hf import HF_DIR, HF_STEP_FILE, HFCausalLM
 
 MODEL_FILE = "model.safetensors"
@@ -74,16 +77,17 @@ def save_model(model: LanguageModel, directory: str | Path, step: int | None = N
 def load_model(directory: str | Path, device: torch.device | str = "cpu") -> GPT:
     d = Path(directory)
     if not d.is_dir():
-        raise LikexError(f"model directory not found: {d}")
+        raise LikexError(f"model directory not found: {clip_path(d)}")
     if not (d / MODEL_FILE).is_file():
-        raise LikexError(f"no {MODEL_FILE} in {d}: not a likex model directory")
+        raise LikexError(f"no {MODEL_FILE} in {clip_path(d)}: not a likex model directory")
     raw = read_json(d / MODEL_CONFIG, "model config")
     if not isinstance(raw, dict):
         raise LikexError(f"model config is corrupt ({d / MODEL_CONFIG}): not an object")
     try:
         cfg = GPTConfig.from_dict(raw)
-    except TypeError as e:
-        raise LikexError(f"model config is corrupt ({d / MODEL_CONFIG}): {e}") from e
+        check_fits(cfg)  # its shapes are bounded; its weights must fit before they are made
+    except (TypeError, LikexError) as e:
+        raise LikexError(f"{d / MODEL_CONFIG} is unusable: {e}") from e
     model = GPT(cfg)
     try:
         st_load_model(model, str(d / MODEL_FILE), strict=True, device="cpu")
@@ -174,31 +178,60 @@ def _is_step(value: Any) -> bool:
 
 
 def save_checkpoint(
-    model: LanguageModel, optimizer: torch.optim.Optimizer, step: int, run_dir: str | Path
+    model: LanguageModel,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    run_dir: str | Path,
+    stamp: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write the checkpoint of ``step`` as one unit (see the module's docstring), make the run
-    folder's model files point at it, and drop older checkpoints. Returns its folder."""
+    """Write the checkpoint of ``step`` as one unit (see the module's docstring; ``stamp``
+    goes into its manifest), make the run folder's model files point at it, and drop older
+    checkpoints. Returns its folder. A write that fails (a full disk, no permission) removes
+    the new checkpoint's files, keeps the older ones, and says so in one line."""
     root = Path(run_dir) / CHECKPOINTS_DIR
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:09d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    tmp = None
     try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = temp_dir(root, ".tmp-")
         save_model(model, tmp, step=step)
         save_optimizer(optimizer, step, tmp)
         files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         manifest = {"step": step, "files": {f: file_sha256(tmp / f) for f in files}}
-        atomic_write_json(tmp / MANIFEST, manifest)
+        atomic_write_json(tmp / MANIFEST, {**manifest, **(stamp or {})})
         if final.exists():  # the same step saved again: the new folder replaces it
             shutil.rmtree(final)
         os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, (OSError, SafetensorError)):
+            raise LikexError(
+                f"cannot write the checkpoint of step {step} in {clip_path(root)}: "
+                f"{_write_error(e)}; its partial files are removed"
+            ) from e
         raise
-    _publish(final, Path(run_dir))
+    try:
+        _publish(final, Path(run_dir))
+    except OSError as e:
+        raise LikexError(
+            f"the checkpoint of step {step} is complete in {clip_path(final)}, but the run "
+            f"folder's model files could not be linked to it: {describe_os_error(e)}"
+        ) from e
     for other in root.iterdir():
         if other != final:
             shutil.rmtree(other, ignore_errors=True)
     return final
+
+
+def _write_error(e: OSError | SafetensorError) -> str:
+    """The reason a write failed, in the system's words: safetensors wraps them
+    ("Error while serializing: I/O error: No space left on device (os error 28) at ...")."""
+    if isinstance(e, OSError):
+        return describe_os_error(e)
+    text = str(e)
+    found = re.search(r"I/O error: (.*?) \(os error \d+\)", text)
+    return found.group(1) if found else (text.splitlines()[0] if text else type(e).__name__)
 
 
 def _publish(checkpoint: Path, run_dir: Path) -> None:
@@ -207,7 +240,7 @@ def _publish(checkpoint: Path, run_dir: Path) -> None:
         if entry.name in (OPTIMIZER_FILE, TRAINER_STATE, MANIFEST):
             continue
         if entry.is_dir():  # hf/: a new linked tree swapped in whole
-            tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{entry.name}."))
+            tmp = temp_dir(run_dir, f".{entry.name}.")
             for f in entry.rglob("*"):
                 if f.is_file():
                     (tmp / f.relative_to(entry)).parent.mkdir(parents=True, exist_ok=True)
@@ -231,29 +264,30 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def latest_checkpoint(run_dir: str | Path) -> tuple[Path, int]:
+def latest_checkpoint(run_dir: str | Path, run_id: str | None = None) -> tuple[Path, int]:
     """The newest complete checkpoint of a run and its step, its files checked against its
-    manifest. A folder without a manifest is skipped (never complete); one whose parts
-    disagree is refused, never silently resumed."""
+    manifest: every file listed, none added, none a symbolic link, and (where both the run
+    and the manifest name one) the run id the same. A folder without a manifest is skipped
+    (never complete); one whose parts disagree is refused, never silently resumed."""
     root = Path(run_dir) / CHECKPOINTS_DIR
+    if root.is_symlink():
+        raise LikexError(f"{clip_path(root)} is a symbolic link: a run's checkpoints are its own")
     found = sorted(
         (p for p in root.iterdir() if _STEP_DIR.fullmatch(p.name)) if root.is_dir() else (),
         reverse=True,
     )
     for folder in found:
-        if not (folder / MANIFEST).is_file():
+        if not (folder / MANIFEST).is_file() and not folder.is_symlink():
             continue
-        manifest = read_json(folder / MANIFEST, "checkpoint manifest")
-        step = manifest.get("step") if isinstance(manifest, dict) else None
-        files = manifest.get("files") if isinstance(manifest, dict) else None
-        if not _is_step(step) or not isinstance(files, dict) or f"step-{step:09d}" != folder.name:
-            raise LikexError(f"checkpoint {folder} is inconsistent: its manifest names no step")
-        for name, digest in files.items():
-            if not (folder / name).is_file() or file_sha256(folder / name) != digest:
-                raise LikexError(
-                    f"checkpoint {folder} is inconsistent: {name} is missing or differs from "
-                    "its manifest"
-                )
+        manifest = read_manifest(folder)
+        step = manifest["step"]
+        _check_files(folder, manifest["files"])
+        theirs = manifest.get("run_id")
+        if run_id is not None and theirs is not None and theirs != run_id:
+            raise LikexError(
+                f"checkpoint {clip_path(folder)} belongs to another run (run id {theirs}, this "
+                f"run's is {run_id}): it was copied in; remove it"
+            )
         state = read_json(folder / TRAINER_STATE, "trainer state")
         if not isinstance(state, dict) or state.get("step") != step or model_step(folder) != step:
             raise LikexError(
@@ -262,3 +296,55 @@ def latest_checkpoint(run_dir: str | Path) -> tuple[Path, int]:
             )
         return folder, step
     raise LikexError(f"no complete checkpoint in {run_dir}: nothing to resume; start it again")
+
+
+def read_manifest(folder: Path) -> dict:
+    """A checkpoint's manifest, its step and file list checked for form."""
+    if folder.is_symlink() or (folder / MANIFEST).is_symlink():
+        raise LikexError(f"checkpoint {clip_path(folder)} is a symbolic link: refused")
+    manifest = read_json(folder / MANIFEST, "checkpoint manifest")
+    step = manifest.get("step") if isinstance(manifest, dict) else None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not _is_step(step) or f"step-{step:09d}" != folder.name:
+        raise LikexError(f"checkpoint {folder} is inconsistent: its manifest names no step")
+    if not isinstance(files, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+    ):
+        raise LikexError(f"checkpoint {folder} is inconsistent: its manifest lists no files")
+    return manifest
+
+
+def _check_files(folder: Path, listed: dict[str, str]) -> None:
+    """Every file of the checkpoint is in its manifest with its SHA-256, and nothing else is
+    there: a manifest that lists fewer files (none, say) does not make a checkpoint."""
+    present = {}
+    for p in folder.rglob("*"):
+        mode = p.lstat().st_mode
+        name = p.relative_to(folder).as_posix()
+        if stat.S_ISLNK(mode):
+            raise LikexError(f"checkpoint {folder} is inconsistent: {name} is a symbolic link")
+        if stat.S_ISREG(mode) and name != MANIFEST:
+            present[name] = p
+    if not listed:
+        raise LikexError(f"checkpoint {folder} is inconsistent: its manifest lists no files")
+    unlisted = sorted(set(present) - set(listed))
+    if unlisted:
+        what = f"{unlisted[0]} is not in its manifest"
+        raise LikexError(f"checkpoint {folder} is inconsistent: {what}")
+    for name, digest in listed.items():
+        if name not in present or file_sha256(present[name]) != digest:
+            raise LikexError(
+                f"checkpoint {folder} is inconsistent: {name} is missing or differs from "
+                "its manifest"
+            )
+    tops = {name.split("/")[0] for name in listed}
+    needed = {OPTIMIZER_FILE, TRAINER_STATE}
+    if HF_DIR in tops:
+        needed.add(f"{HF_DIR}/{HF_STEP_FILE}")
+    elif ADAPTER_DIR in tops:
+        needed.add(f"{ADAPTER_DIR}/{ADAPTER_RECORD}")
+    else:
+        needed |= {MODEL_FILE, MODEL_CONFIG}
+    missing = sorted(needed - set(listed))
+    if missing:
+        raise LikexError(f"checkpoint {folder} is inconsistent: its manifest lists no {missing[0]}")

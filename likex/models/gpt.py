@@ -21,10 +21,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from likex.errors import LikexError
+from likex.device import device_memory
+from likex.errors import LikexError, clip
 
 Positions = Literal["last", "all"]
 WEIGHT_INITS = ("course", "gpt2")
+
+# Every shape a model.json may give, bounded far beyond any model this tool trains (GPT-2 XL:
+# 48 layers of 1,600; the largest vocabularies ~260k tokens), so that a damaged or hostile
+# file is refused before anything is allocated rather than after minutes or an allocator's
+# traceback. What fits inside these bounds is then checked against the memory (check_fits).
+SHAPE_BOUNDS = {
+    "vocab_size": 2**22,
+    "block_size": 2**20,
+    "n_layer": 1_024,
+    "n_head": 1_024,
+    "n_embd": 2**16,
+    "mlp_ratio": 64,
+}
 
 
 @dataclass(frozen=True)
@@ -42,13 +56,24 @@ class GPTConfig:
     def __post_init__(self) -> None:
         if self.weight_init not in WEIGHT_INITS:
             raise LikexError(
-                f"unknown weight init {self.weight_init!r}; choose from {WEIGHT_INITS}"
+                f"unknown weight init {clip(self.weight_init)}; choose from {WEIGHT_INITS}"
             )
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_ratio"):
-            if getattr(self, name) <= 0:
-                raise LikexError(f"model config: {name} must be positive")
+        for name, most in SHAPE_BOUNDS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise LikexError(f"model config: {name} must be an integer, got {clip(value)}")
+            if not 0 < value <= most:
+                raise LikexError(f"model config: {name} must be in 1..{most:_}, got {value:_}")
         if self.n_embd % self.n_head:
             raise LikexError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
+
+    def num_params(self) -> int:
+        """The parameters of a GPT of this shape, counted without building it (the head is
+        tied to the token embedding)."""
+        d, hidden = self.n_embd, self.mlp_ratio * self.n_embd
+        block = (3 * d * d + 3 * d) + (d * d + d) + (d * hidden + hidden) + (hidden * d + d)
+        block += 4 * d  # two LayerNorms
+        return (self.vocab_size + self.block_size) * d + self.n_layer * block + 2 * d
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -231,11 +256,24 @@ class GPT(nn.Module):
         return F.log_softmax(logits.float(), dim=-1)
 
 
+def check_fits(cfg: GPTConfig) -> None:
+    """Refuse a model whose float32 weights alone would not fit in this machine's memory
+    (models are built on the CPU), with the estimate, before any of it is allocated."""
+    need = 4 * cfg.num_params()
+    have = device_memory(torch.device("cpu"))
+    if have is not None and need > have:
+        raise LikexError(
+            f"a model of {cfg.num_params():,} parameters needs {need / 2**30:,.1f} GiB for its "
+            f"weights alone, more than the {have / 2**30:,.1f} GiB of memory of this machine"
+        )
+
+
 def build_model(cfg: GPTConfig, seed: int) -> GPT:
     """A freshly initialised model, identical for a given (config, seed) on any device.
 
     Built on the CPU under a forked RNG so the global random state is left as it was.
     """
+    check_fits(cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return GPT(cfg)

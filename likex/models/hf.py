@@ -18,7 +18,6 @@ import contextlib
 import inspect
 import io
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from likex.errors import LikexError
-from likex.io import atomic_write_json
+from likex.io import atomic_write_json, temp_dir
 from likex.models.tokenizer import HFTokenizer, Tokenizer, gpt2
 
 HF_PREFIX = "hf:"
@@ -165,7 +164,7 @@ class HFCausalLM(nn.Module):
         """
         d = Path(directory)
         d.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=d.parent, prefix=f".{d.name}."))
+        tmp = temp_dir(d.parent, f".{d.name}.")
         try:
             self.hf.save_pretrained(tmp)
             self.tokenizer.raw.save_pretrained(tmp)

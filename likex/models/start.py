@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from likex.errors import LikexError
+from likex.errors import LikexError, clip_path
+from likex.io import folder_arg, input_file
 from likex.models import LanguageModel
 from likex.models.adapter import ADAPTER_DIR, ADAPTER_RECORD, ADAPTER_WEIGHTS, load_adapter
 from likex.models.cache import cached_model
@@ -246,6 +247,29 @@ def parse_start(text: str, scratch: Scratch | None = None) -> Start:
     if text in NAMED_MODELS or is_hf_name(text) or (Path(text) / HF_DIR).is_dir():
         return Pretrained(text)
     return Saved(text)
+
+
+def model_arg(text: str) -> str:
+    """A model argument as the command line is read: a named real model, ``hf:NAME_OR_PATH``
+    (its loader checks it), or a model or run folder that exists."""
+    if text in NAMED_MODELS or is_hf_name(text):
+        return text
+    return folder_arg(text, "model directory")
+
+
+def init_arg(text: str) -> str:
+    """``--init``: ``scratch`` or a model (``model_arg``)."""
+    return text if text == SCRATCH else model_arg(text)
+
+
+def model_or_text_arg(text: str) -> str:
+    """An audit's side: a model (``model_arg``) or a text file of its samples."""
+    if text in NAMED_MODELS or is_hf_name(text) or Path(text).is_dir():
+        return text
+    if not Path(text).exists():
+        raise LikexError(f"model folder or text file not found: {clip_path(text)}")
+    input_file(text, "text file")
+    return text
 
 
 def start_from_record(record: Any, where: str) -> Start:

@@ -19,18 +19,18 @@ from likex.audit.words import (
     word_black_box_audit,
     word_white_box_audit,
 )
-from likex.config import AuditConfig
+from likex.config_audit import AuditConfig
 from likex.data import corpus_token_ids, load_corpus_text
 from likex.device import resolve_device
 from likex.errors import LikexError
-from likex.io import atomic_write_json
+from likex.io import atomic_write_json, check_new_dir
 from likex.models import LanguageModel
 from likex.models.adapter import own_base
 from likex.models.hf import shared_vocabulary
 from likex.models.start import load_model_and_tokenizer, parse_start
 from likex.models.tokenizer import Tokenizer
 from likex.report.audit import write_audit_report
-from likex.runs import RunRecord, new_run_dir
+from likex.runs import RunLock, RunRecord, new_run_dir
 
 AUDIT_FILE = "audit.json"
 AUDIT_REPORT = "audit.md"
@@ -91,7 +91,7 @@ def _black_box_run(cfg: AuditConfig, device: torch.device, progress: bool) -> Au
         if source in models:
             model = models[source][0]
             return generate_samples(model, cfg.samples, cfg.gen_tokens, seed, progress=progress)
-        return text_samples(load_corpus_text(source), cfg.gen_tokens, tokenizer)
+        return text_samples(load_corpus_text(source, "text file"), cfg.gen_tokens, tokenizer)
 
     suspect, baseline = (draw(source, seed) for source, seed in sides)
     if cfg.units == "words":
@@ -128,11 +128,14 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> AuditResult:
     audit.json, audit.md and audit.png into that new folder; the result then names the
     report. Everything is validated and audited before the folder is made."""
     cfg.validate()
+    if cfg.out:
+        check_new_dir(cfg.out)  # before the audit, not after it
     device = resolve_device(cfg.device)
     run = _black_box_run(cfg, device, progress) if cfg.baseline else _white_box_run(cfg, device)
     if cfg.out:
         out_dir = new_run_dir(cfg.out)
-        atomic_write_json(out_dir / AUDIT_FILE, run.to_json())
-        write_audit_report(out_dir, run)
+        with RunLock(out_dir, fresh=True):
+            atomic_write_json(out_dir / AUDIT_FILE, run.to_json())
+            write_audit_report(out_dir, run)
         run = replace(run, report=out_dir / AUDIT_REPORT)
     return run

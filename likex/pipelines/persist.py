@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -17,16 +18,17 @@ from likex.config import PersistConfig
 from likex.data import corpus_token_ids, split_heldout
 from likex.device import resolve_device
 from likex.errors import LikexError
-from likex.io import atomic_write_json
+from likex.io import atomic_write_json, check_new_dir
 from likex.measurement.evaluation import evaluate
 from likex.models import LanguageModel
 from likex.models.adapter import add_lora
 from likex.models.hf import token_strings_for
 from likex.models.start import parse_start
+from likex.pipelines.training import on_failure
 from likex.plans import PersistPlan
 from likex.report.persist import write_persistence_report
 from likex.results import PersistPoint, PersistResult
-from likex.runs import RunRecord, new_run_dir, write_config
+from likex.runs import RunLock, RunRecord, new_run_dir, stamp, write_config
 from likex.target import NO_TARGET, TargetSet, select_tokens
 from likex.train import train_toward
 
@@ -62,6 +64,8 @@ def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
     record = RunRecord.read(cfg.model)
     start = parse_start(cfg.model)
     plan = cfg.resolve(start)
+    if cfg.out is not None:
+        check_new_dir(cfg.out)  # before the model is loaded, not after
     model, tokenizer = start.load(resolve_device(cfg.device))
     if plan.adapter.enabled:  # the clean fine-tune as a LoRA adapter on the model
         model = add_lora(model, plan.adapter, start.record())
@@ -76,6 +80,7 @@ def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
     plan.measure.validate(block)
     corpus_tokens = corpus_token_ids(plan.corpus, tokenizer)
     train_tokens, heldout = split_heldout(corpus_tokens, block)
+    made = cfg.out is None or not Path(cfg.out).exists()
     out_dir = new_run_dir(cfg.out)
     doc = {
         "command": "persist",
@@ -88,28 +93,36 @@ def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
         "model": model.config.to_dict(),
         "init": start.record(),
     }
-    write_config(out_dir, doc, device, plan.train.seed)
-    timeline = [_measurement(0, model, targets, plan, heldout, tokenizer.decode)]
+    with RunLock(out_dir, fresh=True), on_failure(out_dir, remove=made, resumable=False):
+        written = write_config(out_dir, doc, device, plan.train.seed)
+        timeline = [_measurement(0, model, targets, plan, heldout, tokenizer.decode)]
 
-    def on_step(step: int) -> dict | None:
-        if step % plan.eval_every and step != plan.train.steps:
-            return None
-        timeline.append(_measurement(step, model, targets, plan, heldout, tokenizer.decode))
-        return timeline[-1].to_json()  # logged on the step's metrics line
+        def on_step(step: int) -> dict | None:
+            if step % plan.eval_every and step != plan.train.steps:
+                return None
+            timeline.append(_measurement(step, model, targets, plan, heldout, tokenizer.decode))
+            return timeline[-1].to_json()  # logged on the step's metrics line
 
-    trained = train_toward(
-        model, plan.train, None, out_dir, corpus=train_tokens, progress=progress, on_step=on_step
-    )
-    result = PersistResult(
-        model=str(cfg.model),
-        target=spec,
-        corpus=plan.corpus,
-        steps=plan.train.steps,
-        lr=plan.train.lr,
-        trained=trained,
-        timeline=timeline,
-        run_dir=out_dir,
-    )
-    atomic_write_json(out_dir / PERSIST_FILE, result.to_json())
-    write_persistence_report(result)
+        trained = train_toward(
+            model,
+            plan.train,
+            None,
+            out_dir,
+            corpus=train_tokens,
+            progress=progress,
+            on_step=on_step,
+            stamp=stamp(written),
+        )
+        result = PersistResult(
+            model=str(cfg.model),
+            target=spec,
+            corpus=plan.corpus,
+            steps=plan.train.steps,
+            lr=plan.train.lr,
+            trained=trained,
+            timeline=timeline,
+            run_dir=out_dir,
+        )
+        atomic_write_json(out_dir / PERSIST_FILE, result.to_json())
+        write_persistence_report(result)
     return result

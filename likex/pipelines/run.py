@@ -11,6 +11,7 @@ later commands can compare a trained model with its start, the reference R.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -22,14 +23,13 @@ from likex.config import RunCommand, RunConfig
 from likex.device import resolve_device
 from likex.distributed import check_same_on_all_ranks, dist_info, on_main_rank
 from likex.errors import ConfigError, LikexError
-from likex.io import atomic_write_json
+from likex.io import atomic_write_json, check_new_dir
 from likex.models import LanguageModel
 from likex.models.adapter import own_base
-from likex.models.checkpoint import latest_checkpoint, load_optimizer, read_json
+from likex.models.checkpoint import load_optimizer
 from likex.models.start import load_model_and_tokenizer
 from likex.pipelines import plant, pretrain
 from likex.pipelines.training import (
-    BEFORE_FILE,
     RESULT_FILE,
     Prepared,
     needs_reference,
@@ -42,11 +42,15 @@ from likex.pipelines.training import (
 from likex.plans import RunPlan
 from likex.run_results import Before, LanguageCheck, PretrainResult, RankResult, RunResult
 from likex.runs import (
+    BEFORE_FILE,
+    RunLock,
     RunRecord,
     new_run_dir,
+    read_before,
     read_metrics,
     record_run,
     seconds_at,
+    stamp,
     truncate_metrics,
 )
 from likex.train import METRICS_FILE, TrainState, make_optimizer
@@ -104,6 +108,8 @@ def run_plan(
         if out is None:
             raise LikexError("under torchrun pass --out DIR, so that every rank names one folder")
         check_same_on_all_ranks({**plan.to_dict(), "out": str(out)}, "run arguments")
+    if out is not None and ranks.is_main:
+        check_new_dir(out)  # before the model is loaded, not after
     device = resolve_device(plan.device)
     with watch.phase("model"):
         prep = prepare(plan, device)
@@ -112,9 +118,10 @@ def run_plan(
     made = out is None or not Path(out).exists()
     # Other ranks get None: under torchrun --out names the folder and only rank 0 reports.
     run_dir = on_main_rank(lambda: new_run_dir(out)) or Path(str(out))
+    doc: dict = {}
 
     def start() -> Before | LanguageCheck:
-        record_run(run_dir, prep.plan, prep.model, device, ranks.world_size)
+        doc.update(record_run(run_dir, prep.plan, prep.model, device, ranks.world_size))
         measured = before
         if measured is None:
             with watch.phase("measure_before"):
@@ -122,18 +129,32 @@ def run_plan(
         atomic_write_json(run_dir / BEFORE_FILE, measured.to_json())
         return measured
 
-    with on_failure(run_dir, remove=made):
+    lock = RunLock(run_dir, fresh=True) if ranks.is_main else contextlib.nullcontext()
+    with lock, on_failure(run_dir, remove=made):
         measured = on_main_rank(start)
         state = TrainState.start(prep.model, prep.plan.train)
-        return _train_and_finish(run_dir, prep, reference, measured, state, progress, watch)
+        return _train_and_finish(
+            run_dir, prep, reference, measured, state, progress, watch, stamp(doc) if doc else None
+        )
 
 
 def resume_experiment(
     run_dir: str | Path, steps: int | None = None, progress: bool = True
 ) -> RunResult | PretrainResult | RankResult:
-    """Continue a run from its last checkpoint: same batches, same optimizer state."""
+    """Continue a run from its last checkpoint: same batches, same optimizer state. The run
+    folder is locked first, then every file it is resumed from is checked."""
     watch = Stopwatch(process_age())
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise LikexError(f"run folder not found: {run_dir}")
+    lock = RunLock(run_dir) if dist_info().is_main else contextlib.nullcontext()
+    with lock:
+        return _resume(run_dir, steps, progress, watch)
+
+
+def _resume(
+    run_dir: Path, steps: int | None, progress: bool, watch: Stopwatch
+) -> RunResult | PretrainResult | RankResult:
     record = RunRecord.load(run_dir)
     if record.plan is None:
         raise LikexError(f"{run_dir} is a likex {record.command} run: only training runs resume")
@@ -141,27 +162,31 @@ def resume_experiment(
     if steps is not None:
         plan = replace(plan, train=plan.train.with_steps(steps))
     flow = _flow(plan)
-    before = flow.read_before(read_json(run_dir / BEFORE_FILE, "pre-training measurement"))
+    before = read_before(run_dir, flow.read_before)
+    rows = read_metrics(run_dir)  # checked before anything is changed
     check_same_on_all_ranks({"resume": str(run_dir), "steps": plan.train.steps}, "resume arguments")
     device = resolve_device(plan.device)
-    checkpoint, start = latest_checkpoint(run_dir)
+    checkpoint, start = record.checkpoint(run_dir)
     if start > plan.train.steps or (start == plan.train.steps and (run_dir / RESULT_FILE).exists()):
         raise LikexError(f"{run_dir} already has {start} steps; pass --steps N with N > {start}")
-    with watch.phase("model"):
-        prep = prepare(plan, device, load_model_and_tokenizer(checkpoint, device))
-        optimizer = make_optimizer(prep.model, prep.plan.train)
-        load_optimizer(optimizer, checkpoint)
-        reference = _start_reference(record, prep, device)
+    resumed = record.with_plan(plan)
+    rows = [m for m in rows if m["step"] <= start]
+    with on_failure(run_dir, resumed=True):
+        with watch.phase("model"):
+            prep = prepare(plan, device, load_model_and_tokenizer(checkpoint, device))
+            optimizer = make_optimizer(prep.model, prep.plan.train)
+            load_optimizer(optimizer, checkpoint)
+            reference = _start_reference(record, prep, device)
 
-    def restart() -> None:
-        truncate_metrics(run_dir / METRICS_FILE, start)
-        record.with_plan(plan).save(run_dir)
+        def restart() -> None:
+            truncate_metrics(run_dir / METRICS_FILE, start)
+            resumed.save(run_dir)
 
-    on_main_rank(restart)
-    rows = [m for m in read_metrics(run_dir) if m["step"] <= start]
-    state = TrainState(prep.model, optimizer, start, seconds_at(rows, start), rows)
-    with on_failure(run_dir):
-        return _train_and_finish(run_dir, prep, reference, before, state, progress, watch)
+        on_main_rank(restart)
+        state = TrainState(prep.model, optimizer, start, seconds_at(rows, start), rows)
+        return _train_and_finish(
+            run_dir, prep, reference, before, state, progress, watch, stamp(resumed.doc)
+        )
 
 
 def _start_reference(
@@ -184,11 +209,14 @@ def _train_and_finish(
     state: TrainState,
     progress: bool,
     watch: Stopwatch,
+    run_stamp: dict | None,
 ) -> RunResult | PretrainResult | RankResult:
     """Train, then on rank 0 measure, write result.json and the report; ``before`` is the
-    start's measurement (None on the other ranks); ``watch`` times the phases."""
+    start's measurement (None on the other ranks); ``watch`` times the phases; ``run_stamp``
+    goes into each checkpoint's manifest (likex.runs.stamp)."""
     flow = _flow(prep.plan)
-    trained = train_run(run_dir, prep, reference, state, progress, watch, flow.on_step(prep))
+    on_step = flow.on_step(prep)
+    trained = train_run(run_dir, prep, reference, state, progress, watch, on_step, run_stamp)
     if not dist_info().is_main:
         return RankResult(dist_info().rank, trained.seconds)
     run = training_run(prep, trained, run_dir)

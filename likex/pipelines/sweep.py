@@ -3,18 +3,19 @@ between how strong a bias is and what it costs (rate reached vs perplexity and K
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
 from likex.config import RunConfig, SweepCommand
-from likex.errors import ConfigError
-from likex.io import atomic_write_json
+from likex.errors import ConfigError, Interrupted
+from likex.io import atomic_write_json, check_new_dir
 from likex.objective import Rate, Tilt, dose_response
 from likex.pipelines.run import run_plan
 from likex.report.sweep import write_sweep_report
 from likex.results import SweepResult, SweepRow
 from likex.run_results import Before
-from likex.runs import new_run_dir
+from likex.runs import LOCK_FILE, RunLock, new_run_dir
 
 SWEEP_FILE = "sweep.json"
 
@@ -33,30 +34,59 @@ def run_sweep(
     progress: bool = True,
 ) -> SweepResult:
     """Train ``base`` once per objective into ``out/<mode>-<strength>``; the starting model is
-    measured once (every run starts from the same model with the same seed and prompts)."""
+    measured once (every run starts from the same model with the same seed and prompts).
+    Interrupted, the finished runs are kept and the message names the strengths to run again
+    (and how to resume the one it stopped in, where that kept a checkpoint)."""
     if base.corpus is None:
         raise ConfigError("corpus", "is needed: a sweep measures on held-out text")
     plan = base.resolve(objective=objectives[0])  # a bad config fails before the folder exists
+    if out is not None:
+        check_new_dir(out)
     sweep_dir = new_run_dir(out)
     before: Before | None = None
     rows = []
-    for objective in objectives:
-        one = replace(plan, train=replace(plan.train, objective=objective))
-        # the process's start-up belongs to the first run; the later ones reuse its measurement
-        startup = None if before is None else 0.0
-        where = sweep_dir / f"{objective.mode}-{objective.strength:g}"
-        result = run_plan(one, where, progress, before, startup=startup)
-        before = result.before
-        rows.append(SweepRow(result))
-    summary = SweepResult(
-        init_from=base.init,
-        corpus=base.corpus,
-        target=base.target,
-        steps=plan.train.steps,
-        reference=before.rate_text,
-        rows=rows,
-        sweep_dir=sweep_dir,
-    )
-    atomic_write_json(sweep_dir / SWEEP_FILE, summary.to_json())
-    write_sweep_report(summary)
+    with RunLock(sweep_dir, fresh=True):
+        for n, objective in enumerate(objectives):
+            one = replace(plan, train=replace(plan.train, objective=objective))
+            # the start-up belongs to the first run; the later ones reuse its measurement
+            startup = None if before is None else 0.0
+            where = sweep_dir / _name(objective)
+            try:
+                result = run_plan(one, where, progress, before, startup=startup)
+            except Interrupted as e:
+                raise Interrupted(_stopped(sweep_dir, objectives, n, e.message)) from e
+            before = result.before
+            rows.append(SweepRow(result))
+        summary = SweepResult(
+            init_from=base.init,
+            corpus=base.corpus,
+            target=base.target,
+            steps=plan.train.steps,
+            reference=before.rate_text,
+            rows=rows,
+            sweep_dir=sweep_dir,
+        )
+        atomic_write_json(sweep_dir / SWEEP_FILE, summary.to_json())
+        write_sweep_report(summary)
     return summary
+
+
+def _name(objective: Rate | Tilt) -> str:
+    return f"{objective.mode}-{objective.strength:g}"
+
+
+def _stopped(sweep_dir: Path, objectives: list[Rate | Tilt], n: int, inner: str) -> str:
+    """What an interrupted sweep kept: the runs before the ``n``-th (finished), that one as
+    its own interruption left it (``inner``), and the strengths to run again."""
+    flag = "--rates" if objectives[0].mode == "rate" else "--betas"
+    again = ",".join(f"{o.strength:g}" for o in objectives[n:])
+    finished = [_name(o) for o in objectives[:n]]
+    if not finished and not any(p.name != LOCK_FILE for p in sweep_dir.iterdir()):
+        shutil.rmtree(sweep_dir, ignore_errors=True)
+        return f"{inner}; nothing finished: removed {sweep_dir}"
+    kept = f"finished and kept in {sweep_dir}: {', '.join(finished)}" if finished else ""
+    return "; ".join(
+        part
+        for part in (f"{_name(objectives[n])} {inner}", kept, f"to run again: {flag} {again}")
+        if part
+    )

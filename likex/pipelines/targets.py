@@ -12,6 +12,7 @@ from likex.words import WordCounter, WordTrie
 
 
 def list_targets(cfg: TargetsConfig) -> TargetsResult:
+    cfg.validate()
     if cfg.model is None:
         tokenizer = gpt2()
         strings, block = tokenizer.token_strings(), None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from likex.batches import Batches
 from likex.clock import Stopwatch
 from likex.data import corpus_split
 from likex.distributed import dist_info
-from likex.errors import ConfigError, LikexError, literal
+from likex.errors import ConfigError, Interrupted, LikexError, describe_os_error, literal
 from likex.io import atomic_write_json
 from likex.models import LanguageModel
 from likex.models.adapter import ADAPTER_DIR, AdaptedLM, add_lora, frozen_start
@@ -42,7 +42,6 @@ from likex.runs import device_name
 from likex.target import TargetSet, select_tokens
 from likex.train import TrainResult, TrainState, train
 
-BEFORE_FILE = "before.json"
 RESULT_FILE = "result.json"
 MERGED_DIR = "merged"  # --merge: the adapter folded into its base
 
@@ -103,14 +102,15 @@ def train_run(
     progress: bool,
     watch: Stopwatch,
     on_step: Callable[[int], dict | None] | None = None,
+    stamp: Mapping | None = None,
 ) -> TrainResult:
     """Train ``state`` to the plan's last step, its time split between training and
-    checkpoints on ``watch``."""
+    checkpoints on ``watch``; ``stamp``: the run's, for each checkpoint (likex.runs.stamp)."""
     plan = prep.plan.train
     batches = Batches.of(plan, prep.model.config.vocab_size, prep.train_tokens, prep.targets.words)
     loss = StepLoss(plan.objective, prep.targets, reference, plan.positions)
     t0 = time.perf_counter()
-    trained = train(state, plan, batches, loss, run_dir, progress, on_step)
+    trained = train(state, plan, batches, loss, run_dir, progress, on_step, stamp)
     spent = time.perf_counter() - t0
     watch.add("contexts", trained.batch_seconds)
     watch.add("train", spent - trained.checkpoint_seconds - trained.batch_seconds)
@@ -161,34 +161,70 @@ def timings(watch: Stopwatch) -> Timings:
 
 
 @contextlib.contextmanager
-def on_failure(run_dir: Path, remove: bool = False) -> Iterator[None]:
-    """A failed run leaves its folder resumable (a complete checkpoint is kept) or removes what
-    it half-wrote (the folder itself where ``remove``: this run made it), and says which. Out
-    of memory becomes a one-line error like any other."""
+def on_failure(
+    run_dir: Path, remove: bool = False, resumed: bool = False, resumable: bool = True
+) -> Iterator[None]:
+    """A failed or interrupted run leaves its folder resumable (a complete checkpoint is
+    kept) or removes what it half-wrote (the folder itself where ``remove``: this run made
+    it), and says which. A resumed run's folder is never removed; a run that cannot be
+    resumed (``resumable`` False: persist) keeps its model at the step it reached. Out of
+    memory and system errors (a full disk) become a one-line error like any other; Ctrl-C or
+    SIGTERM (likex.interrupt) an ``Interrupted`` that says what was kept or removed."""
     try:
         yield
-    except (LikexError, torch.OutOfMemoryError, MemoryError, KeyboardInterrupt, RuntimeError) as e:
+    except (
+        LikexError,
+        torch.OutOfMemoryError,
+        MemoryError,
+        KeyboardInterrupt,
+        RuntimeError,
+        OSError,
+    ) as e:
         if isinstance(e, RuntimeError) and not _out_of_memory(e):
             raise
-        if not dist_info().is_main:
+        if not dist_info().is_main or isinstance(e, Interrupted):
             raise
-        try:
-            _, step = latest_checkpoint(run_dir)
-            note = f"; {run_dir} is kept: --resume {run_dir} continues from step {step}"
-        except LikexError:
+        kept = _kept_step(run_dir)
+        if kept is not None and resumable:
+            note = f"{run_dir} is kept: --resume {run_dir} continues from step {kept}"
+        elif kept is not None:
+            note = f"{run_dir} keeps the model of step {kept} (this command does not resume)"
+        elif resumed:
+            note = f"{run_dir} is left as it was"
+        else:
+            trained = (run_dir / "metrics.jsonl").exists()
             shutil.rmtree(run_dir, ignore_errors=True)
             if not remove:
                 run_dir.mkdir(parents=True, exist_ok=True)  # the empty folder it was given
-            note = f"; removed the half-written {run_dir}"
+            note = f"removed the half-written {run_dir}"
+            if isinstance(e, KeyboardInterrupt):
+                what = "" if trained else " before training (nothing was trained)"
+                raise Interrupted(f"interrupted{what}; {note}") from e
         if isinstance(e, KeyboardInterrupt):
-            raise
+            if kept is not None and resumable:
+                note = f"--resume {run_dir} continues from step {kept}"
+            raise Interrupted(
+                f"interrupted at step {kept}; {note}"
+                if kept is not None
+                else f"interrupted; {note}"
+            ) from e
         if isinstance(e, ConfigError):
-            raise ConfigError(e.field, e.message + literal(note)) from e
+            raise ConfigError(e.field, e.message + literal(f"; {note}")) from e
         if isinstance(e, LikexError):
-            raise LikexError(f"{e}{note}") from e
+            raise LikexError(f"{e}; {note}") from e
+        if isinstance(e, OSError):  # a full disk, no permission, ...
+            raise LikexError(f"{describe_os_error(e)}; {note}") from e
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        message = f"is too large: out of memory ({first}){note}"
+        message = f"is too large: out of memory ({first}); {note}"
         raise ConfigError("batch_size", literal(message)) from e
+
+
+def _kept_step(run_dir: Path) -> int | None:
+    """The step of the run's newest complete checkpoint; None where it has none."""
+    try:
+        return latest_checkpoint(run_dir)[1]
+    except LikexError:
+        return None
 
 
 def _out_of_memory(e: RuntimeError) -> bool:
