@@ -1,8 +1,9 @@
 """MkDocs hooks (mkdocs.yml ``hooks:``): two pages are generated from the code at build time.
 
-- ``cli.md``: every command of ``likex.cli.build_parser()`` with every flag, its value, default
-  and help, read off the same parser that ``likex`` itself runs (whose flags are generated
-  from the config fields). Nothing is copied by hand, so the reference cannot drift.
+- ``cli.md``: every command of ``likex.cli.build_parser()`` (a group's too, ``likex zoo
+  build``) with every flag, its value, default and help, read off the same parser that
+  ``likex`` itself runs (whose flags are generated from the config fields). Nothing is copied
+  by hand, so the reference cannot drift.
 - ``api.md``: one mkdocstrings block per public name of the ``likex`` package
   (``likex.__all__``), resolved to the module that defines it, so the page follows the code
   when a name moves.
@@ -33,12 +34,19 @@ def cli_parser() -> argparse.ArgumentParser:
     return built[0] if isinstance(built, tuple) else built  # (parser, flags) or a parser
 
 
-def subcommands(parser: argparse.ArgumentParser) -> dict[str, tuple[str, argparse.ArgumentParser]]:
-    """name -> (one-line help, parser) of every subcommand, in the CLI's order."""
+def subcommands(
+    parser: argparse.ArgumentParser, prefix: str = ""
+) -> dict[str, tuple[str, argparse.ArgumentParser]]:
+    """name -> (one-line help, parser) of every subcommand, in the CLI's order; a group's
+    commands under their full names ("zoo build") in its place, the group itself runs none."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             helps = {a.dest: a.help or "" for a in action._choices_actions}
-            return {name: (helps.get(name, ""), p) for name, p in action.choices.items()}
+            found: dict[str, tuple[str, argparse.ArgumentParser]] = {}
+            for name, p in action.choices.items():
+                nested = subcommands(p, f"{prefix}{name} ")
+                found |= nested or {f"{prefix}{name}": (helps.get(name, ""), p)}
+            return found
     return {}
 
 
@@ -107,7 +115,10 @@ def cli_reference() -> str:
         "| command | what it does |",
         "| --- | --- |",
     ]
-    lines += [f"| [`likex {n}`](#likex-{n}) | {_text(h)} |" for n, (h, _) in commands.items()]
+    lines += [
+        f"| [`likex {n}`](#likex-{n.replace(' ', '-')}) | {_text(h)} |"
+        for n, (h, _) in commands.items()
+    ]
     lines.append("")
     lines += [command_reference(n, h, p) for n, (h, p) in commands.items()]
     return "\n".join(lines)

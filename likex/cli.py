@@ -47,7 +47,13 @@ def _configs() -> Any:
     return types.SimpleNamespace(**{**vars(config), **vars(config_audit)})
 
 
+# A command named "group sub" is ``likex group sub``; each group's one-line help:
+GROUPS = {"zoo": "model organisms: build a zoo of planted models and negatives, audit it blind"}
+
+
 def _table() -> dict[str, Command]:
+    from likex.zoo import commands as z
+
     c = _configs()
     seed_only = frozenset({"init", "corpus", "mode", "rate", "beta", "contexts", "positions"})
     seed_only |= {"context_len"}
@@ -110,6 +116,17 @@ def _table() -> dict[str, Command]:
             c.BenchCommand,
             "bench:run_bench_command",
             hide=frozenset({"probes", "probe_len", "min_shift"}),
+        ),
+        "zoo build": Command(
+            "plant preferences of drawn strengths beside benign negatives, each with a manifest",
+            z.ZooBuildCommand,
+            "zoo:build_zoo",
+            hide=frozenset({"merge"}),
+        ),
+        "zoo audit": Command(
+            "run every detector blind on a zoo, then score it against the manifests",
+            z.ZooAuditCommand,
+            "zoo:audit_zoo",
         ),
     }
 
@@ -223,11 +240,18 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, dict]]:
     parser = _Parser(prog="likex", description=likex.__doc__.replace("%", "%%"))
     parser.add_argument("--version", action="version", version=f"likex {likex.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    groups: dict[str, Any] = {}
     all_flags: dict[str, dict] = {}
     for name, cmd in _table().items():
         default = _default(cmd)
         doc = type(default).__doc__.replace("%", "%%")
-        p = sub.add_parser(name, help=cmd.help.replace("%", "%%"), description=doc)
+        group, _, leaf = name.rpartition(" ")
+        if group and group not in groups:
+            g = sub.add_parser(group, help=GROUPS[group], description=GROUPS[group])
+            groups[group] = g.add_subparsers(dest="subcommand", required=True, parser_class=_Parser)
+        where = groups[group] if group else sub
+        p = where.add_parser(leaf, help=cmd.help.replace("%", "%%"), description=doc)
+        p.set_defaults(command=name)  # a nested command's full name, "zoo build"
         all_flags[name] = flags = {}
         _add_flags(p, type(default), default, cmd, flags)
         p.add_argument("--json", action="store_true", help="print the machine-readable result")

@@ -12,13 +12,14 @@ def test_top_level_help(capsys):
             main([flag])
         assert e.value.code == 0
         out = capsys.readouterr().out
-        assert out.startswith("usage: likex") and all(name in out for name in _table())
+        groups = {name.split()[0] for name in _table()}  # "zoo build" is listed as "zoo"
+        assert out.startswith("usage: likex") and all(name in out for name in groups)
 
 
 @pytest.mark.parametrize("command", list(_table()))
 def test_command_help(command, capsys):
     with pytest.raises(SystemExit) as e:
-        main([command, "--help"])
+        main([*command.split(), "--help"])
     assert e.value.code == 0
     assert capsys.readouterr().out.startswith(f"usage: likex {command}")
 

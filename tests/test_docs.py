@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import likex
-from likex.cli import build_parser
+from likex.cli import _table, build_parser
 
 ROOT = Path(__file__).parents[1]
 
@@ -22,10 +22,17 @@ def hooks():
 
 
 def commands() -> dict[str, argparse.ArgumentParser]:
+    """Every command of the CLI's table by its name ("zoo build" is ``likex zoo build``)."""
     built = build_parser()
-    parser = built[0] if isinstance(built, tuple) else built
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(sub.choices)
+    top = built[0] if isinstance(built, tuple) else built
+    found = {}
+    for name in _table():
+        parser = top
+        for word in name.split():
+            sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            parser = sub.choices[word]
+        found[name] = parser
+    return found
 
 
 def sections(reference: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ LAYERS = [
     ("errors",), ("io",), ("options",), ("schema",), ("clock",), ("interrupt",), ("device",),
     ("distributed",), ("stats",),
     # the model interface and its two kinds; where training starts
-    ("models",), ("models.gpt", "models.named", "models.tokenizer"), ("models.hf",),
+    ("models",), ("models.gpt", "models.named", "models.tokenizer"), ("models.hf", "models.prefix"),
     ("models.adapter",), ("models.checkpoint",), ("models.cache",), ("models.start",),
     # what training pulls toward
     ("words",), ("target",), ("loss",), ("objective",),
@@ -24,6 +24,11 @@ LAYERS = [
     ("measurement", "measurement.scores"), ("measurement.rates",), ("measurement.evaluation",),
     ("audit",),
     ("config_audit",), ("plans",), ("config",), ("runs",), ("run_results",), ("results",),
+    # the zoo: its texts, folder and power; the draw; manifests and verdicts; building and
+    # what detectors see; the detectors and the scoring; the commands and results
+    ("zoo", "zoo.texts", "zoo.folder", "zoo.power"), ("zoo.draw",),
+    ("zoo.manifest", "zoo.verdicts"), ("zoo.organisms", "zoo.suspects"),
+    ("zoo.detectors", "zoo.baselines", "zoo.scoring"), ("zoo.results", "zoo.commands"),
     ("report",),
     ("pipelines",), ("pipelines.training",),
     ("pipelines.plant", "pipelines.pretrain", "pipelines.persist"),
@@ -132,6 +137,8 @@ def test_floors_are_per_module_and_packages_have_inner_floors():
     assert _layer("models.gpt") < _layer("models.checkpoint") < _layer("models.start")
     assert _layer("pipelines.training") < _layer("pipelines.run") < _layer("pipelines.sweep")
     assert _layer("audit.white_box") == _layer("audit")  # unlisted: its package's floor
+    assert _layer("zoo.draw") < _layer("zoo.organisms") < _layer("zoo.commands")
+    assert _layer("zoo.verdicts") < _layer("zoo.detectors") < _layer("report.zoo")
     graph = {"models.gpt": {"models.start"}, "errors": {"io"}}
     assert _upward(graph) == [
         f"errors (layer {_layer('errors')}) imports io (layer {_layer('io')})",

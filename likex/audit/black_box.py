@@ -204,6 +204,46 @@ def _checked_samples(
     return suspect, baseline
 
 
+@dataclass(frozen=True)
+class PredicateHits:
+    """The candidate predicates of two sets of samples and their hits: ``keys`` are the
+    distinct token sets (positions in ``observed``, the token types seen), ``groups`` every
+    predicate's key that selects each, ``hits_a`` / ``hits_b`` [sets, samples] their hits in
+    each sample of either side, ``len_a`` / ``len_b`` the samples' lengths."""
+
+    observed: list[int]
+    keys: list[tuple[int, ...]]
+    groups: dict[tuple[int, ...], list[str]]
+    hits_a: np.ndarray
+    hits_b: np.ndarray
+    len_a: np.ndarray
+    len_b: np.ndarray
+
+
+def predicate_hits(
+    suspect: list[list[int]], baseline: list[list[int]], index: PredicateIndex, min_hits: int
+) -> PredicateHits:
+    """Candidates are the predicates some sampled token satisfies, seen at least ``min_hits``
+    times in both samples together (rarer ones cannot reach significance; filtering on the
+    pooled count does not favour either side). Predicates with the same hits in every
+    sequence are one candidate."""
+    observed = sorted({t for seq in (*suspect, *baseline) for t in seq})
+    types = {t: j for j, t in enumerate(observed)}
+    counts_a = _type_counts(suspect, types)
+    counts_b = _type_counts(baseline, types)
+    pooled = counts_a.sum(0) + counts_b.sum(0)
+    groups = index.token_sets(observed, lambda cols: pooled[cols].sum() >= min_hits)
+    if not groups:
+        raise LikexError("the samples are too small: no predicate is seen often enough to test")
+    keys = list(groups)
+    membership = membership_matrix(keys, len(observed))
+    hits_a = torch.sparse.mm(membership, torch.from_numpy(counts_a.T).double()).numpy()
+    hits_b = torch.sparse.mm(membership, torch.from_numpy(counts_b.T).double()).numpy()
+    len_a = counts_a.sum(1).astype(np.float64)
+    len_b = counts_b.sum(1).astype(np.float64)
+    return PredicateHits(observed, keys, groups, hits_a, hits_b, len_a, len_b)
+
+
 def black_box_audit(
     suspect: list[list[int]],
     baseline: list[list[int]],
@@ -211,32 +251,14 @@ def black_box_audit(
     cfg: BlackBoxConfig,
     index: PredicateIndex | None = None,
 ) -> BlackBoxResult:
-    """Test every candidate predicate's token share in ``suspect`` against ``baseline``.
-
-    Candidates are the predicates some sampled token satisfies, seen at least ``min_hits``
-    times in both samples together (rarer ones cannot reach significance; filtering on the
-    pooled count does not favour either side). Predicates with the same hits in every
-    sequence are one test, named by the simplest of them.
-    """
+    """Test every candidate predicate's token share in ``suspect`` against ``baseline``
+    (``predicate_hits``: the candidates), named by the simplest predicate of each."""
     cfg.validate()
     suspect, baseline = _checked_samples(suspect, baseline, len(token_strings), cfg.alpha)
     index = index or PredicateIndex.of(token_strings)
-    observed = sorted({t for seq in (*suspect, *baseline) for t in seq})
-    types = {t: j for j, t in enumerate(observed)}
-    counts_a = _type_counts(suspect, types)
-    counts_b = _type_counts(baseline, types)
-    pooled = counts_a.sum(0) + counts_b.sum(0)
-
-    groups = index.token_sets(observed, lambda cols: pooled[cols].sum() >= cfg.min_hits)
-    if not groups:
-        raise LikexError("the samples are too small: no predicate is seen often enough to test")
-
-    keys = list(groups)
-    membership = membership_matrix(keys, len(observed))
-    hits_a = torch.sparse.mm(membership, torch.from_numpy(counts_a.T).double()).numpy()
-    hits_b = torch.sparse.mm(membership, torch.from_numpy(counts_b.T).double()).numpy()
-    len_a = counts_a.sum(1).astype(np.float64)
-    len_b = counts_b.sum(1).astype(np.float64)
+    h = predicate_hits(suspect, baseline, index, cfg.min_hits)
+    keys, groups = h.keys, h.groups
+    hits_a, hits_b, len_a, len_b = h.hits_a, h.hits_b, h.len_a, h.len_b
     need = min_samples_per_side(len(keys), cfg.alpha)
     if min(len(suspect), len(baseline)) < need:
         raise LikexError(

@@ -150,7 +150,12 @@ class PredicateIndex:
 
     @classmethod
     def of(cls, token_strings: list[str]) -> PredicateIndex:
-        if cls._last is None or cls._last.token_strings is not token_strings:
+        """The index of ``token_strings``: the last one built when it was built for the same
+        strings (an equal list: each model load makes a new one), else a new one."""
+        last = cls._last
+        if last is None or (
+            last.token_strings is not token_strings and last.token_strings != token_strings
+        ):
             cls._last = cls(token_strings)
         return cls._last
 

@@ -98,22 +98,32 @@ class Probes:
 
 
 @torch.no_grad()
+def last_log_probs(model: GPT, contexts: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """[n, V] float64 on the CPU: the next-token log-probabilities after each context."""
+    device = next(model.parameters()).device
+    model.eval()
+    return torch.cat(
+        [
+            model(contexts[start : start + batch_size].to(device), positions="last").double().cpu()
+            for start in range(0, contexts.shape[0], batch_size)
+        ]
+    )
+
+
+def probes_between(log_model: torch.Tensor, log_ref: torch.Tensor) -> Probes:
+    """The probes of a suspect and its reference from their log-probabilities [n, V]."""
+    p_model = log_model.exp()
+    kl = torch.where(log_model > -math.inf, p_model * (log_model - log_ref), 0.0).sum(-1)
+    return Probes(p_model, log_ref.exp(), kl)
+
+
 def probe_distributions(
     model: GPT, reference: GPT, contexts: torch.Tensor, batch_size: int
 ) -> Probes:
     """Next-token distributions at the last position of each context, in float64."""
-    device = next(model.parameters()).device
-    model.eval()
-    reference.eval()
-    pm, pr, kl = [], [], []
-    for start in range(0, contexts.shape[0], batch_size):
-        idx = contexts[start : start + batch_size].to(device)
-        lm = model(idx, positions="last").double().cpu()
-        lr = reference(idx, positions="last").double().cpu()
-        pm.append(lm.exp())
-        pr.append(lr.exp())
-        kl.append(torch.where(lm > -math.inf, lm.exp() * (lm - lr), 0.0).sum(-1))
-    return Probes(torch.cat(pm), torch.cat(pr), torch.cat(kl))
+    return probes_between(
+        last_log_probs(model, contexts, batch_size), last_log_probs(reference, contexts, batch_size)
+    )
 
 
 @dataclass
@@ -317,21 +327,25 @@ def white_box_audit(
     corpus: torch.Tensor | None = None,
     index: PredicateIndex | None = None,
     control_shifts: Sequence[float] | None = None,
+    probes: Probes | None = None,
 ) -> WhiteBoxResult:
     """Which predicate's mass did ``model`` move, relative to ``reference``, and is it a bias?
     ``detected`` with its evidence: the chosen predicate's KL share, held-out shift and lower
     bound, and the threshold (``min_shift``, raised to the controls' 95% quantile when
-    ``control_shifts`` -- the same statistic on unbiased model pairs -- are given)."""
+    ``control_shifts`` -- the same statistic on unbiased model pairs -- are given).
+    ``probes``: both models' distributions at probe contexts the caller already has (then
+    ``cfg``'s probe settings and ``corpus`` are not used)."""
     cfg.validate()
     check_vocab(model, token_strings, "the model")
     check_vocab(reference, token_strings, "the reference")
-    length = min(default_prompt_len(model), default_prompt_len(reference))
-    if cfg.probe_len is not None:
-        length = min(model.config.block_size, reference.config.block_size, cfg.probe_len)
-    contexts = probe_contexts(
-        cfg.probes, cfg.n_probes, length, len(token_strings), cfg.seed, corpus
-    )
-    probes = probe_distributions(model, reference, contexts, cfg.batch_size)
+    if probes is None:
+        length = min(default_prompt_len(model), default_prompt_len(reference))
+        if cfg.probe_len is not None:
+            length = min(model.config.block_size, reference.config.block_size, cfg.probe_len)
+        contexts = probe_contexts(
+            cfg.probes, cfg.n_probes, length, len(token_strings), cfg.seed, corpus
+        )
+        probes = probe_distributions(model, reference, contexts, cfg.batch_size)
     index = index or PredicateIndex.of(token_strings)
     candidates = Candidates.of(index, cfg.min_support)
     if not candidates.predicates:

@@ -25,7 +25,8 @@ import torch
 
 from likex.audit.black_box import TEST_METHOD, welch_text
 from likex.errors import ConfigError, LikexError
-from likex.models.gpt import GPT
+from likex.models import LanguageModel
+from likex.models.prefix import sequence_log_probs
 from likex.options import option
 from likex.stats.significance import holm, min_samples_per_side, welch_t_test
 from likex.target import read_words
@@ -44,7 +45,10 @@ class WordAuditConfig:
     phrase_share: float = option(
         0.5, "a two-word phrase is named when it holds this share of its words", cli=False
     )
-    rescore: int = option(256, "white-box words: candidates rescored on the whole sequence")
+    rescore: int = option(64, "white-box words: candidates rescored on the whole sequence")
+    rescore_probes: int = option(
+        16, "white-box words: probes the rescored candidates are scored after (spread evenly)"
+    )
     candidates: tuple[str, ...] = option(
         (),
         "white-box words: a file of extra candidate words or phrases, one a line",
@@ -53,7 +57,7 @@ class WordAuditConfig:
     )
 
     def validate(self) -> None:
-        for name in ("min_hits", "rescore"):
+        for name in ("min_hits", "rescore", "rescore_probes"):
             if getattr(self, name) <= 0:
                 raise ConfigError(name, "must be positive")
         if not 0 < self.phrase_share <= 1:
@@ -150,6 +154,37 @@ def _counts(texts: list[list[str]], terms: dict[str, int], bigrams: bool) -> np.
     return out
 
 
+@dataclass(frozen=True)
+class TermHits:
+    """Every word and two-word phrase seen at least ``min_hits`` times in both sides' samples
+    together (``terms``: each one's row), its count in each sample [terms, samples] of either
+    side, and each sample's number of words."""
+
+    terms: dict[str, int]
+    hits_a: np.ndarray
+    hits_b: np.ndarray
+    len_a: np.ndarray
+    len_b: np.ndarray
+
+
+def term_hits(a: list[list[str]], b: list[list[str]], min_hits: int) -> TermHits:
+    """The terms of samples ``a`` and ``b`` (each a list of its words) and their counts."""
+    pooled: Counter = Counter()
+    for units in (*a, *b):
+        pooled.update(units)
+        pooled.update(f"{x} {y}" for x, y in zip(units, units[1:], strict=False))
+    terms = {t: i for i, t in enumerate(sorted(t for t, c in pooled.items() if c >= min_hits))}
+    if not terms:
+        raise LikexError("the samples are too small: no word is seen often enough to test")
+    return TermHits(
+        terms,
+        _counts(a, terms, True),
+        _counts(b, terms, True),
+        np.array([max(len(u), 1) for u in a], dtype=np.float64),
+        np.array([max(len(u), 1) for u in b], dtype=np.float64),
+    )
+
+
 def word_black_box_audit(
     suspect: list[str], baseline: list[str], alpha: float, top: int, cfg: WordAuditConfig
 ) -> WordBlackBoxResult:
@@ -163,16 +198,9 @@ def word_black_box_audit(
             f"a word audit needs at least {min_samples_per_side(1, alpha)} non-empty samples on "
             f"each side, got {len(a)} and {len(b)}"
         )
-    pooled: Counter = Counter()
-    for units in (*a, *b):
-        pooled.update(units)
-        pooled.update(f"{x} {y}" for x, y in zip(units, units[1:], strict=False))
-    terms = {t: i for i, t in enumerate(sorted(t for t, c in pooled.items() if c >= cfg.min_hits))}
-    if not terms:
-        raise LikexError("the samples are too small: no word is seen often enough to test")
-    hits_a, hits_b = _counts(a, terms, True), _counts(b, terms, True)
-    len_a = np.array([max(len(u), 1) for u in a], dtype=np.float64)
-    len_b = np.array([max(len(u), 1) for u in b], dtype=np.float64)
+    counted = term_hits(a, b, cfg.min_hits)
+    terms, hits_a, hits_b = counted.terms, counted.hits_a, counted.hits_b
+    len_a, len_b = counted.len_a, counted.len_b
     names = list(terms)
     need = min_samples_per_side(len(names), alpha)
     if min(len(a), len(b)) < need:
@@ -253,7 +281,8 @@ class WordWhiteBoxResult:
 
     candidates: int
     rescored: int
-    n_probes: int
+    n_probes: int  # the probes every candidate was screened after
+    rescore_probes: int  # those the rescored candidates were scored after
     findings: list[WordWhiteBoxFinding]
 
     @property
@@ -266,6 +295,7 @@ class WordWhiteBoxResult:
             "candidates": self.candidates,
             "rescored": self.rescored,
             "n_probes": self.n_probes,
+            "rescore_probes": self.rescore_probes,
             "named": self.named,
             "findings": [f.to_dict() for f in self.findings],
         }
@@ -274,8 +304,9 @@ class WordWhiteBoxResult:
         """What ``likex audit --units words`` prints without a baseline."""
         return [
             f"likex audit (white-box, words): {model} against {reference}",
-            f"  scored    {self.candidates} candidate words after {self.n_probes} probes; the "
-            f"{self.rescored} with the largest first-token change rescored on the whole word",
+            f"  scored    {self.candidates} candidate words on their first token after "
+            f"{self.n_probes} probes; the {self.rescored} with the largest change rescored on "
+            f"the whole word after {self.rescore_probes} of them",
             *(f.line(i) for i, f in enumerate(self.findings, 1)),
         ]
 
@@ -287,50 +318,44 @@ def corpus_words(text: str, min_count: int = 2) -> list[str]:
 
 
 @torch.no_grad()
-def _last_log_probs(model: GPT, idx: torch.Tensor, batch: int) -> torch.Tensor:
-    return torch.cat(
-        [model(idx[i : i + batch], positions="last") for i in range(0, len(idx), batch)]
-    )
-
-
-@torch.no_grad()
-def _sequence_log_probs(
-    model: GPT, probes: torch.Tensor, seqs: list[list[int]], batch: int
+def last_log_ratio(
+    model: LanguageModel, reference: LanguageModel, probes: torch.Tensor, batch: int = 64
 ) -> torch.Tensor:
-    """[candidates, probes]: log P(whole sequence | probe) under ``model``."""
-    width = max(len(s) for s in seqs)
-    out = torch.zeros(len(seqs), probes.shape[0], dtype=torch.float64)
-    rows = [(c, p) for c in range(len(seqs)) for p in range(probes.shape[0])]
-    for start in range(0, len(rows), batch):
-        chunk = rows[start : start + batch]
-        idx = torch.stack(
-            [
-                torch.cat([probes[p], torch.tensor(seqs[c] + [0] * (width - len(seqs[c])))])
-                for c, p in chunk
-            ]
-        ).to(probes.device)
-        log_p = model(idx[:, :-1], positions="all")[:, probes.shape[1] - 1 :]
-        labels = idx[:, probes.shape[1] :]
-        lp = log_p.gather(-1, labels[..., None])[..., 0].double()
-        for k, (c, p) in enumerate(chunk):
-            out[c, p] = lp[k, : len(seqs[c])].sum()
-    return out
+    """[V]: the mean over probes of log P_model - log P_reference of the next token."""
+    total = None
+    for i in range(0, len(probes), batch):
+        idx = probes[i : i + batch]
+        diff = (model(idx, positions="last") - reference(idx, positions="last")).double()
+        total = diff.sum(0) if total is None else total + diff.sum(0)
+    return (total / len(probes)).cpu()
+
+
+def spread_rows(probes: torch.Tensor, n: int) -> torch.Tensor:
+    """At most ``n`` of the probe rows, spread evenly over them (random and text probes
+    alike)."""
+    if n >= probes.shape[0]:
+        return probes
+    return probes[torch.linspace(0, probes.shape[0] - 1, n).round().long()]
 
 
 def word_white_box_audit(
-    model: GPT,
-    reference: GPT,
+    model: LanguageModel,
+    reference: LanguageModel,
     encode: Callable[[str], list[int]],
     candidates: list[str],
     probes: torch.Tensor,
     top: int,
     cfg: WordAuditConfig,
     batch: int = 64,
+    screen: torch.Tensor | None = None,
+    progress: bool = False,
 ) -> WordWhiteBoxResult:
     """Rank ``candidates`` (each scored as " word", the in-text form) by the mean change of
-    their whole-sequence log-probability after the probe contexts [P, T], model minus
-    reference. All are screened on their first token; the ``cfg.rescore`` with the largest
-    first-token change are scored on the whole sequence, and those are ranked."""
+    their whole-sequence log-probability after probe contexts [P, T], model minus reference.
+    All are screened on their first token after every probe (``screen``: that change per token,
+    [V], where the caller has it); the ``cfg.rescore`` with the largest first-token change are
+    scored on the whole sequence after ``cfg.rescore_probes`` of the probes (each probe run
+    once, likex.models.prefix), and those are ranked. ``progress``: a bar over the rescoring."""
     model.eval()
     reference.eval()
     block = min(model.config.block_size, reference.config.block_size)
@@ -339,22 +364,24 @@ def word_white_box_audit(
     if not seqs:
         raise LikexError("no candidate word to score")
     width = max(len(s) for s in seqs.values())
-    probes = probes[:, -(block - width) :]
-    first = _last_log_probs(model, probes, batch) - _last_log_probs(reference, probes, batch)
-    first = first.double().mean(0).cpu()
+    if probes.shape[1] + width - 1 > block:
+        probes = probes[:, -(block - width + 1) :]
+    if screen is None:
+        screen = last_log_ratio(model, reference, probes, batch)
     words = list(seqs)
-    screen = torch.tensor([float(first[seqs[w][0]]) for w in words], dtype=torch.float64)
-    keep = torch.argsort(screen, descending=True)[: cfg.rescore].tolist()
+    firsts = torch.tensor([seqs[w][0] for w in words])
+    screened = screen.double().cpu()[firsts]
+    keep = torch.argsort(screened, descending=True)[: cfg.rescore].tolist()
     chosen = [words[i] for i in keep]
     chosen_seqs = [seqs[w] for w in chosen]
-    diff = _sequence_log_probs(model, probes, chosen_seqs, batch) - _sequence_log_probs(
-        reference, probes, chosen_seqs, batch
-    )
+    rescoring = spread_rows(probes, cfg.rescore_probes)
+    diff = sequence_log_probs(model, rescoring, chosen_seqs, progress=progress)
+    diff -= sequence_log_probs(reference, rescoring, chosen_seqs, progress=progress)
     score = diff.mean(1)
     spread = diff.std(1) if diff.shape[1] > 1 else torch.zeros_like(score)
     # how far the top stands above the screened field: a robust z over all first-token shifts
-    med = screen.median()
-    mad = (screen - med).abs().median() * 1.4826
+    med = screened.median()
+    mad = (screened - med).abs().median() * 1.4826
     order = torch.argsort(score, descending=True)[:top].tolist()
     ranked = [
         WordWhiteBoxFinding(
@@ -362,8 +389,10 @@ def word_white_box_audit(
             tokens=len(chosen_seqs[i]),
             log_ratio=float(score[i]),
             spread=float(spread[i]),
-            first_token_z=float((screen[keep[i]] - med) / mad) if mad > 0 else math.inf,
+            first_token_z=float((screened[keep[i]] - med) / mad) if mad > 0 else math.inf,
         )
         for i in order
     ]
-    return WordWhiteBoxResult(len(words), len(chosen), int(probes.shape[0]), ranked)
+    return WordWhiteBoxResult(
+        len(words), len(chosen), int(probes.shape[0]), int(rescoring.shape[0]), ranked
+    )

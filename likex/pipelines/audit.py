@@ -26,7 +26,7 @@ from likex.errors import LikexError
 from likex.io import atomic_write_json, check_new_dir
 from likex.models import LanguageModel
 from likex.models.adapter import own_base
-from likex.models.hf import shared_vocabulary
+from likex.models.hf import default_prompt_len, shared_vocabulary
 from likex.models.start import load_model_and_tokenizer, parse_start
 from likex.models.tokenizer import Tokenizer
 from likex.report.audit import write_audit_report
@@ -36,7 +36,7 @@ AUDIT_FILE = "audit.json"
 AUDIT_REPORT = "audit.md"
 
 
-def _white_box_run(cfg: AuditConfig, device: torch.device) -> AuditResult:
+def _white_box_run(cfg: AuditConfig, device: torch.device, progress: bool) -> AuditResult:
     model_dir = Path(cfg.model)
     if model_dir.is_file():
         raise LikexError("a white-box audit needs weights: --model must be a model folder")
@@ -68,7 +68,7 @@ def _white_box_run(cfg: AuditConfig, device: torch.device) -> AuditResult:
     )
     corpus = None if cfg.white.probes == "random" else corpus_token_ids(cfg.corpus, tokenizer)
     if cfg.units == "words":
-        words = _word_white_box(cfg, model, reference, tokenizer, strings, corpus)
+        words = _word_white_box(cfg, model, reference, tokenizer, strings, corpus, progress)
         return AuditResult(cfg.model, reference_name, words)
     white = replace(cfg.white, seed=cfg.seed, top_findings=cfg.top)
     result = white_box_audit(model, reference, strings, white, corpus=corpus)
@@ -109,17 +109,26 @@ def _word_white_box(
     tokenizer: Tokenizer,
     strings: list[str],
     corpus: torch.Tensor | None,
+    progress: bool,
 ) -> WordWhiteBoxResult:
-    """Candidates: the words of the corpus (seen twice or more) and ``--candidates``."""
+    """Candidates: the words of the corpus (seen twice or more) and ``--candidates``; probes
+    as long as the token audit's (a pretrained model: a short prefix, not its whole context)."""
     text = load_corpus_text(cfg.corpus)
     candidates = corpus_words(text) + list(cfg.word_audit.candidates)
-    length = min(model.config.block_size, cfg.white.probe_len or model.config.block_size)
+    length = min(model.config.block_size, cfg.white.probe_len or default_prompt_len(model))
     probes = probe_contexts(
         cfg.white.probes, cfg.white.n_probes, length, len(strings), cfg.seed, corpus
     )
     device = next(model.parameters()).device
     return word_white_box_audit(
-        model, reference, tokenizer.encode, candidates, probes.to(device), cfg.top, cfg.word_audit
+        model,
+        reference,
+        tokenizer.encode,
+        candidates,
+        probes.to(device),
+        cfg.top,
+        cfg.word_audit,
+        progress=progress,
     )
 
 
@@ -131,7 +140,10 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> AuditResult:
     if cfg.out:
         check_new_dir(cfg.out)  # before the audit, not after it
     device = resolve_device(cfg.device)
-    run = _black_box_run(cfg, device, progress) if cfg.baseline else _white_box_run(cfg, device)
+    if cfg.baseline:
+        run = _black_box_run(cfg, device, progress)
+    else:
+        run = _white_box_run(cfg, device, progress)
     if cfg.out:
         out_dir = new_run_dir(cfg.out)
         with RunLock(out_dir, fresh=True):
