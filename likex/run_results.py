@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from likex.measurement.evaluation import Evaluation
+from likex.corpora import Corpora
+from likex.measurement.evaluation import DomainEvaluation, Evaluation
 from likex.measurement.rates import RateEstimate, WordRate
 from likex.objective import Objective
 from likex.stats.intervals import fmt_rate
@@ -107,7 +108,7 @@ class TrainingRun:
 
     command: str  # run, train or pretrain
     start: StartModel
-    corpus: str | None
+    corpus: Corpora | None
     steps: int
     seed: int
     device: str
@@ -125,7 +126,7 @@ class TrainingRun:
             "preset": self.start.preset,
             "init": self.start.init_from,
             "weight_init": self.start.weight_init,
-            "corpus": self.corpus,
+            "corpus": None if self.corpus is None else self.corpus.label(),
             "params": self.start.params,
             "steps": self.steps,
             "loss_first": self.trained.loss_first,
@@ -167,6 +168,8 @@ class Before:
     # a word target: its rates in decoded words on random-token and on real-text prompts
     words_random: WordRate | None = None
     words_text: WordRate | None = None
+    # several corpora: each held-out text's rate and perplexity (``rate_text``: all pooled)
+    domains: list[DomainEvaluation] = field(default_factory=list)
 
     def to_json(self) -> dict:
         d = {
@@ -177,6 +180,8 @@ class Before:
             "sample_pieces": [list(p) for p in self.sample_pieces],
             "seconds": self.seconds,
         }
+        if len(self.domains) > 1:
+            d["domains"] = [one.to_dict() for one in self.domains]
         return d | word_rates_json(self.words_random, self.words_text)
 
     @classmethod
@@ -191,6 +196,7 @@ class Before:
             seconds=d["seconds"],
             words_random=_word_rate(d.get("words_random")),
             words_text=_word_rate(d.get("words_text")),
+            domains=[DomainEvaluation.from_dict(one) for one in d.get("domains", [])],
         )
 
 
@@ -323,6 +329,8 @@ class RunResult:
             f"    before {_rate_line(before)}",
             f"    after  {_rate_line(after)}",
         ]
+        if run.corpus is not None:
+            lines.append(f"  held-out text of: {run.corpus.label()} (the last tenth of each)")
         # the first evaluation line repeats the random-prompt rate
         lines += [f"  {line}" for line in self.after.describe()[1:] + self.word_lines()]
         lines += run.closing_lines()
@@ -360,7 +368,7 @@ class PretrainResult:
         run = self.run
         return "\n".join(
             [
-                f"likex pretrain: {run.start.label()} on corpus {run.corpus}, {run.device}",
+                f"likex pretrain: {run.start.label()} on corpus {run.corpus.label()}, {run.device}",
                 run.loss_line(),
                 f"  held-out perplexity {self.before.ppl:.1f} -> {self.after.ppl:.1f} "
                 f"({self.heldout_tokens:,} tokens)",
