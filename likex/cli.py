@@ -45,7 +45,7 @@ def _configs() -> Any:
 def _table() -> dict[str, Command]:
     c = _configs()
     seed_only = frozenset({"init", "corpus", "mode", "rate", "beta", "contexts", "positions"})
-    seed_only |= {"context_len"}
+    seed_only |= {"context_len", "free_contexts", "chat_contexts"}
     return {
         "run": Command(
             "the seed experiment: measure, train to like 'x', measure again, report",

@@ -13,6 +13,7 @@ from likex.audit.bench import BenchConfig
 from likex.audit.black_box import BlackBoxConfig
 from likex.audit.white_box import WhiteBoxConfig
 from likex.audit.words import WordAuditConfig
+from likex.corpora import Corpora
 from likex.data import BUILTIN_CORPUS, check_seed
 from likex.errors import ConfigError, LikexError
 from likex.measurement.rates import MAX_GEN_TOKENS, MeasureConfig
@@ -28,6 +29,11 @@ from likex.target import TargetSpec, check_text
 from likex.train_config import TrainConfig
 
 AUDIT_UNITS = ("tokens", "words")
+CORPUS_HELP = (
+    "real text, repeatable: builtin (Python's pydoc topics), builtin:code, builtin:legal, "
+    "builtin:docs (what installed packages ship), mix (all four) or a UTF-8 file, "
+    "NAME=WEIGHT to weight it; each corpus's last tenth is held out and measured on its own"
+)
 COMMANDS = ("run", "train", "pretrain")
 OUT_HELP = "output folder (default runs/<timestamp>)"
 
@@ -61,10 +67,11 @@ class RunConfig:
     )
     preset: str = option("cpu", f"model preset of a scratch start: {', '.join(PRESETS)}")
     weight_init: str = option("course", "weights of a scratch start", choices=WEIGHT_INITS)
-    corpus: str | None = option(
+    corpus: tuple[str, ...] | str | None = option(
         None,
-        "real text: 'builtin' (Python's documentation, no download) or a UTF-8 file; its last "
-        "tenth is held out",
+        CORPUS_HELP + "; windows are drawn in proportion to the weights",
+        metavar="NAME[=WEIGHT]",
+        append=True,
     )
     target: TargetSpec = option(
         factory=lambda: TargetSpec(like="x"), help="target (the union of what is given)", whole=True
@@ -98,14 +105,15 @@ class RunConfig:
                 "likex run is the seed experiment: a uniform target on a scratch model or an "
                 "hf: model; use likex train for anything else"
             )
-        if train.contexts != "random" and self.corpus is None:
+        corpus = Corpora.of(self.corpus)
+        if train.contexts != "random" and corpus is None:
             raise ConfigError("contexts", f"{train.contexts} needs {{corpus}} builtin|FILE")
         scratch = isinstance(start, Scratch)
         return RunPlan(
             command=self.command,
             init_from=self.init,
             start=start,
-            corpus=self.corpus,
+            corpus=corpus,
             target=self.target,
             train=train,
             adapter=self.adapter,
@@ -206,7 +214,13 @@ class EvalConfig:
         "the reference model R (default: the run's own starting model, if recorded)",
         metavar="DIR",
     )
-    corpus: str | None = option(None, "held-out text: builtin or a file (default: the run's)")
+    corpus: tuple[str, ...] | str | None = option(
+        None,
+        "held-out text, repeatable (each a domain, measured on its own): builtin, builtin:code, "
+        "builtin:legal, builtin:docs, mix (all four) or a UTF-8 file (default: the run's)",
+        metavar="NAME",
+        append=True,
+    )
     random_only: bool = option(False, "only the rate on random-token prompts (no text)")
     measure: MeasureConfig = option(factory=MeasureConfig, help="rate measurement")
     seed: int = option(0, "seeds the prompts and the draws")
@@ -268,8 +282,11 @@ class PersistConfig:
         help="a run or model folder or hf:NAME_OR_PATH (a transformers model)",
         metavar="DIR|hf:NAME",
     )
-    corpus: str = option(
-        "builtin", "clean text: builtin or a UTF-8 file; its last tenth is held out"
+    corpus: tuple[str, ...] | str = option(
+        "builtin",
+        "clean text, repeatable: " + CORPUS_HELP.removeprefix("real text, repeatable: "),
+        metavar="NAME[=WEIGHT]",
+        append=True,
     )
     steps: int = option(300, "next-token training steps")
     batch_size: int | None = option(
@@ -316,8 +333,11 @@ class PersistConfig:
             contexts="corpus",
             positions="all",
         ).resolve(start, adapter=self.adapter.enabled or start.adapter)
+        corpus = Corpora.of(self.corpus)
+        if corpus is None:
+            raise ConfigError("corpus", "is needed: the clean text to train on")
         return PersistPlan(
-            self.model, start, self.corpus, train, self.adapter, self.eval_every, self.measure
+            self.model, start, corpus, train, self.adapter, self.eval_every, self.measure
         )
 
 
@@ -345,7 +365,10 @@ class AuditConfig:
         None, "black-box: a model to sample, or plain text", metavar="DIR|hf:NAME|TEXTFILE"
     )
     white: WhiteBoxConfig = option(factory=WhiteBoxConfig, help="white-box")
-    corpus: str = option(BUILTIN_CORPUS, "text for corpus probes: builtin or FILE")
+    corpus: str = option(
+        BUILTIN_CORPUS,
+        "text for corpus probes: builtin, builtin:code, builtin:legal, builtin:docs or FILE",
+    )
     black: BlackBoxConfig = option(factory=BlackBoxConfig, help="black-box")
     units: str = option(
         "tokens",

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from likex.config import COMMANDS, RunConfig
+from likex.corpora import Corpora
 from likex.errors import ConfigError, LikexError
 from likex.io import atomic_write_json, atomic_write_text
 from likex.models import LanguageModel
@@ -103,7 +104,7 @@ class RunRecord:
     command: str
     start: Start
     target: TargetSpec | None  # None: the folder records no target spec
-    corpus: str | None
+    corpus: Corpora | None
     train: TrainPlan
     plan: RunPlan | None
     doc: dict
@@ -124,7 +125,8 @@ class RunRecord:
                 target = doc.get("target")
                 spec = TargetSpec.from_dict(target) if isinstance(target, dict) else None
                 train = TrainPlan.from_dict(doc["train"])
-                return cls(command, start, spec, doc.get("corpus"), train, None, doc)
+                corpus = Corpora.of(doc.get("corpus"))
+                return cls(command, start, spec, corpus, train, None, doc)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise LikexError(f"{path} is not a likex run config: {e}") from e
         except ConfigError as e:  # a setting no run could have: the file, not a flag

@@ -20,7 +20,8 @@ from likex.audit.words import (
     word_white_box_audit,
 )
 from likex.config import AuditConfig
-from likex.data import corpus_token_ids, load_corpus_text
+from likex.corpora import corpus_text, token_ids
+from likex.data import load_corpus_text
 from likex.device import resolve_device
 from likex.errors import LikexError
 from likex.io import atomic_write_json
@@ -66,7 +67,7 @@ def _white_box_run(cfg: AuditConfig, device: torch.device) -> AuditResult:
     _, strings = shared_vocabulary(
         [(cfg.model, model, tokenizer), (reference_name, reference, reference_tokenizer)]
     )
-    corpus = None if cfg.white.probes == "random" else corpus_token_ids(cfg.corpus, tokenizer)
+    corpus = None if cfg.white.probes == "random" else token_ids(cfg.corpus, tokenizer)
     if cfg.units == "words":
         words = _word_white_box(cfg, model, reference, tokenizer, strings, corpus)
         return AuditResult(cfg.model, reference_name, words)
@@ -111,7 +112,7 @@ def _word_white_box(
     corpus: torch.Tensor | None,
 ) -> WordWhiteBoxResult:
     """Candidates: the words of the corpus (seen twice or more) and ``--candidates``."""
-    text = load_corpus_text(cfg.corpus)
+    text = corpus_text(cfg.corpus)
     candidates = corpus_words(text) + list(cfg.word_audit.candidates)
     length = min(model.config.block_size, cfg.white.probe_len or model.config.block_size)
     probes = probe_contexts(
