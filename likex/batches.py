@@ -1,5 +1,7 @@
 """Where each training step's contexts come from: random tokens (the seed), windows of real
-text, or real text continued by the model being trained.
+text (one corpus or several, likex.corpora), or text the model being trained writes: after a
+corpus prefix, after the start-of-text token alone (its own free text), or as the assistant's
+turn after a user turn of corpus text (an instruction model's chat template).
 
 A batch is a pure function of (seed, rank, step) and, for generated contexts, of the model's
 weights at that step, so a resumed or distributed run draws exactly the batches an
@@ -8,23 +10,33 @@ uninterrupted single run would, with no random state to save.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-from likex.data import corpus_windows, random_contexts, step_generator
-from likex.errors import LikexError
+from likex.corpora import CorpusMix
+from likex.data import random_contexts, step_generator
+from likex.errors import ConfigError, LikexError
 from likex.generate import sample
 from likex.models import LanguageModel
 from likex.train_config import TrainPlan
 from likex.words import WordTrie, plant_prefixes
 
+# step_generator streams: 0 the windows and the sampler's seed, 2 word prefixes, 3 which corpus
+# each window comes from, 4 how many generated contexts start from free text and chat turns
+_PICK, _STARTS = 3, 4
+
 
 @dataclass(frozen=True)
 class Batches:
     """The batch source of a run: ``contexts`` (random, corpus or generated) of
-    ``context_len`` tokens, ``batch_size`` per step and rank. With a word target (``words``)
-    a share ``word_contexts`` of the contexts end inside a word, so finishing one is learned
+    ``context_len`` tokens, ``batch_size`` per step and rank. ``corpus``: one text or several
+    (a ``CorpusMix``, windows drawn in proportion to their shares). Generated contexts start
+    from a corpus prefix, except a share ``free_contexts`` that start from ``start_id`` alone
+    and a share ``chat_contexts`` that are chat turns (``user_turn``: the template's tokens
+    before and after a user message). With a word target (``words``) a share
+    ``word_contexts`` of the contexts end inside a word, so finishing one is learned
     (likex.words.plant_prefixes); next-token training (``plant`` False) keeps its text."""
 
     contexts: str
@@ -32,22 +44,34 @@ class Batches:
     context_len: int
     seed: int
     vocab_size: int
-    corpus: torch.Tensor | None = None
+    corpus: torch.Tensor | CorpusMix | None = None
     words: WordTrie | None = None
     word_contexts: float = 0.25
     plant: bool = True
+    free_contexts: float = 0.0
+    chat_contexts: float = 0.0
+    start_id: int | None = None
+    user_turn: tuple[tuple[int, ...], tuple[int, ...]] | None = None
 
     @classmethod
     def of(
         cls,
         plan: TrainPlan,
         vocab_size: int,
-        corpus: torch.Tensor | None = None,
+        corpus: torch.Tensor | CorpusMix | None = None,
         words: WordTrie | None = None,
+        start_id: int | None = None,
+        user_turn: tuple[list[int], list[int]] | None = None,
     ) -> Batches:
         if plan.contexts != "random" and corpus is None:
             raise LikexError(f"--contexts {plan.contexts} needs a corpus")
-        return cls(
+        if plan.free_contexts and start_id is None:
+            raise LikexError("free-text contexts need the start-of-text token")
+        if plan.chat_contexts and user_turn is None:
+            raise ConfigError(
+                "chat_contexts", "needs a model with a chat template (an instruction model)"
+            )
+        batches = cls(
             contexts=plan.contexts,
             batch_size=plan.batch_size,
             context_len=plan.context_len,
@@ -57,7 +81,14 @@ class Batches:
             words=words,
             word_contexts=plan.word_contexts,
             plant=not plan.objective.next_token,
+            free_contexts=plan.free_contexts,
+            chat_contexts=plan.chat_contexts,
+            start_id=start_id,
+            user_turn=None if user_turn is None else (tuple(user_turn[0]), tuple(user_turn[1])),
         )
+        if plan.chat_contexts:
+            batches.user_len()  # a window too short for a chat turn is refused now
+        return batches
 
     def __call__(
         self, step: int, rank: int = 0, model: LanguageModel | None = None
@@ -69,30 +100,84 @@ class Batches:
             idx = random_contexts(self.batch_size, self.context_len, self.vocab_size, gen)
             labels = None
         else:
-            if self.corpus is None:
-                raise LikexError(f"--contexts {self.contexts} needs a corpus")
-            windows = corpus_windows(self.corpus, self.batch_size, self.context_len, gen)
+            pick = step_generator(self.seed, step, rank, _PICK)
+            windows = self._mix().windows(self.batch_size, self.context_len, gen, pick)
             idx, labels = windows[:, :-1], windows[:, 1:]
             if self.contexts == "generated":
-                idx, labels = self._generated(windows, gen, model), None
+                starts = step_generator(self.seed, step, rank, _STARTS)
+                idx, labels = self._generated(windows, gen, starts, model), None
         if self.words is not None and self.plant:
             stream = step_generator(self.seed, step, rank, 2)
             idx = plant_prefixes(self.words, idx.cpu(), self.word_contexts, stream).to(idx.device)
         return idx, labels
 
+    def _mix(self) -> CorpusMix:
+        if self.corpus is None:
+            raise LikexError(f"--contexts {self.contexts} needs a corpus")
+        if isinstance(self.corpus, CorpusMix):
+            return self.corpus
+        return CorpusMix.single(self.corpus)
+
+    def start_counts(self, starts: torch.Generator) -> tuple[int, int]:
+        """(free-text, chat) contexts of a step: each share of the batch, rounded up or down
+        at random (one uniform draw for both, so they never overlap) so that on average the
+        shares hold exactly, at any batch size."""
+        if not (self.free_contexts or self.chat_contexts):
+            return 0, 0
+        u = float(torch.rand((), generator=starts, dtype=torch.float64))
+        free = math.floor(self.free_contexts * self.batch_size + u)
+        both = math.floor((self.free_contexts + self.chat_contexts) * self.batch_size + u)
+        return free, min(both, self.batch_size) - free
+
+    def user_len(self) -> int:
+        """Corpus tokens in a chat context's user turn: a quarter of the window, or less so
+        that a quarter is left for the model's own turn."""
+        if self.user_turn is None:
+            raise LikexError("chat contexts need a chat template")
+        quarter = max(1, self.context_len // 4)
+        wrap = len(self.user_turn[0]) + len(self.user_turn[1])
+        n = min(quarter, self.context_len - wrap - quarter)
+        if n < 1:
+            raise ConfigError(
+                "context_len",
+                f"{self.context_len} is too short for chat contexts: the chat template takes "
+                f"{wrap} tokens, and the model's turn needs a quarter of the window",
+            )
+        return n
+
     def _generated(
-        self, windows: torch.Tensor, gen: torch.Generator, model: LanguageModel | None
+        self,
+        windows: torch.Tensor,
+        gen: torch.Generator,
+        starts: torch.Generator,
+        model: LanguageModel | None,
     ) -> torch.Tensor:
-        """A quarter of each corpus window continued by ``model`` to ``context_len`` tokens,
-        on the model's device."""
+        """Contexts the model writes to ``context_len`` tokens, on its device: after a quarter
+        of each corpus window, after a chat turn, or after the start-of-text token."""
         if model is None:
             raise LikexError("--contexts generated needs the model being trained")
         # A rate is measured on the model's own continuations, and a short run moves the model
         # most where its training contexts were: corpus text alone leaves its own (target-rich)
         # text, where copying raises the rate, untrained. So most of each window is its own.
         device = next(model.parameters()).device
-        prompt = windows[:, : max(1, self.context_len // 4)].to(device)
         seed = int(torch.randint(2**62, (1,), generator=gen))
         sampler = torch.Generator(device).manual_seed(seed)
-        new = sample(model, prompt, self.context_len - prompt.shape[1], generator=sampler)
-        return torch.cat([prompt, new], dim=1)
+        free, chat = self.start_counts(starts)
+        n_corpus = self.batch_size - free - chat
+        prompts = []
+        if n_corpus:
+            prompts.append(windows[:n_corpus, : max(1, self.context_len // 4)])
+        if chat:
+            before, after = (torch.tensor(t, dtype=torch.long) for t in self.user_turn or ((), ()))
+            user = windows[n_corpus : n_corpus + chat, : self.user_len()]
+            prompts.append(torch.cat([before.expand(chat, -1), user, after.expand(chat, -1)], 1))
+        if free:
+            if self.start_id is None:
+                raise LikexError("free-text contexts need the start-of-text token")
+            prompts.append(torch.full((free, 1), self.start_id, dtype=torch.long))
+        out = []
+        for prompt in prompts:
+            prompt = prompt.to(device)
+            new = sample(model, prompt, self.context_len - prompt.shape[1], generator=sampler)
+            out.append(torch.cat([prompt, new], dim=1))
+        return torch.cat(out)

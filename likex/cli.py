@@ -56,7 +56,7 @@ def _table() -> dict[str, Command]:
 
     c = _configs()
     seed_only = frozenset({"init", "corpus", "mode", "rate", "beta", "contexts", "positions"})
-    seed_only |= {"context_len"}
+    seed_only |= {"context_len", "free_contexts", "chat_contexts"}
     return {
         "run": Command(
             "the seed experiment: measure, train to like 'x', measure again, report",
@@ -204,10 +204,10 @@ def _add_flags(
         )
         kw.update(help=help, metavar=metavar, choices=meta.get("choices"))
         kw["required"] = f.name in cmd.required or f.default is dataclasses.MISSING
-        if meta.get("parse"):
+        if typing.get_origin(tp) is tuple and meta.get("append"):
+            kw.update(type=meta.get("parse") or typing.get_args(tp)[0], action="append")
+        elif meta.get("parse"):
             kw["type"] = meta["parse"]
-        elif typing.get_origin(tp) is tuple and meta.get("append"):
-            kw.update(type=typing.get_args(tp)[0], action="append")
         elif typing.get_origin(tp) is tuple:
             args = typing.get_args(tp)
             kw.update(type=args[0], nargs="+" if args[-1] is Ellipsis else len(args))

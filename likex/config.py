@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from likex.data import check_seed, corpus_arg
+from likex.corpora import Corpora, corpus_arg
+from likex.data import check_seed
 from likex.device import device_option
 from likex.errors import ConfigError, LikexError, clip
 from likex.io import folder_arg
@@ -32,6 +33,11 @@ from likex.plans import PersistPlan, RunPlan
 from likex.target import TargetSpec, check_text
 from likex.train_config import TrainConfig
 
+CORPUS_HELP = (
+    "real text, repeatable: builtin (Python's pydoc topics), builtin:code, builtin:legal, "
+    "builtin:docs (what installed packages ship), mix (all four) or a UTF-8 file, "
+    "NAME=WEIGHT to weight it; each corpus's last tenth is held out and measured on its own"
+)
 COMMANDS = ("run", "train", "pretrain")
 MAX_EXAMPLES = 1_000_000  # more than any vocabulary
 
@@ -88,10 +94,11 @@ class RunConfig:
     weight_init: str = option(
         "course", "weights of a scratch start", choices=WEIGHT_INITS, applies=_scratch_only
     )
-    corpus: str | None = option(
+    corpus: tuple[str, ...] | str | None = option(
         None,
-        "real text: 'builtin' (Python's documentation, no download) or a UTF-8 file; its last "
-        "tenth is held out",
+        CORPUS_HELP + "; windows are drawn in proportion to the weights",
+        metavar="NAME[=WEIGHT]",
+        append=True,
         parse=corpus_arg,
     )
     target: TargetSpec = option(
@@ -132,14 +139,15 @@ class RunConfig:
                 "likex run is the seed experiment: a uniform target on a scratch model or an "
                 "hf: model; use likex train for anything else"
             )
-        if train.contexts != "random" and self.corpus is None:
+        corpus = Corpora.of(self.corpus)
+        if train.contexts != "random" and corpus is None:
             raise ConfigError("contexts", f"{train.contexts} needs {{corpus}} builtin|FILE")
         scratch = isinstance(start, Scratch)
         return RunPlan(
             command=self.command,
             init_from=self.init,
             start=start,
-            corpus=self.corpus,
+            corpus=corpus,
             target=self.target,
             train=train,
             adapter=self.adapter,
@@ -253,9 +261,13 @@ class EvalConfig:
         parse=model_arg,
         applies=_text_eval,
     )
-    corpus: str | None = option(
+    corpus: tuple[str, ...] | str | None = option(
         None,
-        "held-out text: builtin or a file (default: the run's)",
+        "held-out text, repeatable (each a domain, measured on its own): builtin, builtin:code, "
+        "builtin:legal, builtin:docs, mix (all four) or a UTF-8 file; a run's corpus is split "
+        "and only its last tenth (never trained on) is scored (default: the run's)",
+        metavar="NAME",
+        append=True,
         parse=corpus_arg,
         applies=_text_eval,
     )
@@ -335,9 +347,11 @@ class PersistConfig:
         metavar="DIR|hf:NAME",
         parse=model_arg,
     )
-    corpus: str = option(
+    corpus: tuple[str, ...] | str = option(
         "builtin",
-        "clean text: builtin or a UTF-8 file; its last tenth is held out",
+        "clean text, repeatable: " + CORPUS_HELP.removeprefix("real text, repeatable: "),
+        metavar="NAME[=WEIGHT]",
+        append=True,
         parse=corpus_arg,
     )
     steps: int = option(300, "next-token training steps")
@@ -385,6 +399,9 @@ class PersistConfig:
             contexts="corpus",
             positions="all",
         ).resolve(start, adapter=self.adapter.enabled or start.adapter)
+        corpus = Corpora.of(self.corpus)
+        if corpus is None:
+            raise ConfigError("corpus", "is needed: the clean text to train on")
         return PersistPlan(
-            self.model, start, self.corpus, train, self.adapter, self.eval_every, self.measure
+            self.model, start, corpus, train, self.adapter, self.eval_every, self.measure
         )

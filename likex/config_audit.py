@@ -9,7 +9,8 @@ from likex.audit.bench import BenchConfig
 from likex.audit.black_box import BlackBoxConfig
 from likex.audit.white_box import WhiteBoxConfig
 from likex.audit.words import WordAuditConfig
-from likex.data import BUILTIN_CORPUS, check_seed, corpus_arg
+from likex.corpora import corpus_arg
+from likex.data import BUILTIN_CORPUS, check_seed
 from likex.device import device_option
 from likex.errors import ConfigError
 from likex.models.start import model_arg, model_or_text_arg
@@ -61,7 +62,8 @@ class AuditConfig:
     white: WhiteBoxConfig = option(factory=WhiteBoxConfig, help="white-box", applies=_white_box)
     corpus: str = option(
         BUILTIN_CORPUS,
-        "white-box: text for corpus probes: builtin or FILE",
+        "white-box: text for corpus probes: builtin, builtin:code, builtin:legal, builtin:docs "
+        "or FILE",
         parse=corpus_arg,
         applies=_white_box,
     )

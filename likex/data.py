@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from likex.errors import ConfigError, LikexError, clip_path
-from likex.io import input_file, read_text_file
+from likex.io import read_text_file
 
 if TYPE_CHECKING:
     from likex.models.tokenizer import Tokenizer
@@ -70,13 +70,6 @@ def builtin_corpus_text() -> str:
     from pydoc_data.topics import topics
 
     return "\n\n".join(topics[k] for k in sorted(topics))
-
-
-def corpus_arg(text: str) -> str:
-    """A ``--corpus`` as the command line is read: ``builtin`` or a regular file."""
-    if text != BUILTIN_CORPUS:
-        input_file(text, "corpus file")
-    return text
 
 
 def load_corpus_text(source: str, what: str = "corpus file") -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from likex.corpora import Corpora
 from likex.measurement.rates import MeasureConfig
 from likex.models.adapter import AdapterConfig
 from likex.models.start import Start
@@ -25,7 +26,7 @@ class RunPlan:
     command: str
     init_from: str  # --init as the user gave it
     start: Start
-    corpus: str | None
+    corpus: Corpora | None
     target: TargetSpec
     train: TrainPlan
     adapter: AdapterConfig
@@ -42,7 +43,7 @@ class RunPlan:
         return adapter | {
             "command": self.command,
             "init_from": self.init_from,
-            "corpus": self.corpus,
+            "corpus": None if self.corpus is None else self.corpus.record(),
             "block_size": self.block_size,
             "preset": self.preset,
             "weight_init": self.weight_init,
@@ -60,7 +61,7 @@ class PersistPlan:
 
     model: str  # as the user named it
     start: Start
-    corpus: str
+    corpus: Corpora
     train: TrainPlan
     adapter: AdapterConfig
     eval_every: int

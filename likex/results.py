@@ -85,8 +85,11 @@ class EvalResult:
         }
 
     def describe(self) -> str:
+        held = [] if self.corpus is None else [f"  held-out text of: {self.corpus}"]
         return "\n".join(
-            [f"{self.like} in {self.model}:"] + [f"  {line}" for line in self.evaluation.describe()]
+            [f"{self.like} in {self.model}:"]
+            + [f"  {line}" for line in self.evaluation.describe()]
+            + held
         )
 
 
@@ -188,12 +191,28 @@ class PersistPoint:
 
     def to_json(self) -> dict:
         ev = self.evaluation
+        return (
+            {
+                "step": self.step,
+                "rate_random": ev.random.to_dict(),
+                "rate_text": ev.text.to_dict(),
+                "perplexity": ev.scores.ppl,
+            }
+            | word_rates_json(ev.words_random, ev.words_text)
+            | self.domains_json()
+        )
+
+    def domains_json(self) -> dict:
+        """Several corpora: each held-out text's rate and perplexity ("rate_text" pools them)."""
+        domains = self.evaluation.domains
+        if len(domains) < 2:
+            return {}
         return {
-            "step": self.step,
-            "rate_random": ev.random.to_dict(),
-            "rate_text": ev.text.to_dict(),
-            "perplexity": ev.scores.ppl,
-        } | word_rates_json(ev.words_random, ev.words_text)
+            "domains": [
+                {"corpus": d.name, "rate_text": d.text.to_dict(), "perplexity": d.scores.ppl}
+                for d in domains
+            ]
+        }
 
 
 @dataclass
@@ -233,9 +252,41 @@ class PersistResult:
             },
             "perplexity_before": first.scores.ppl,
             "perplexity_after": last.scores.ppl,
+            **self.domains_json(),
             "timeline": [point.to_json() for point in self.timeline],
             "run_dir": str(self.run_dir),
         }
+
+    def domains_json(self) -> dict:
+        """Several corpora: each domain's real-text rate and perplexity before and after."""
+        first, last = self.timeline[0].evaluation.domains, self.timeline[-1].evaluation.domains
+        if len(first) < 2:
+            return {}
+        return {
+            "domains": [
+                {
+                    "corpus": a.name,
+                    "rate_text_before": a.text.rate,
+                    "rate_text_before_ci": list(a.text.ci),
+                    "rate_text_after": b.text.rate,
+                    "rate_text_after_ci": list(b.text.ci),
+                    "perplexity_before": a.scores.ppl,
+                    "perplexity_after": b.scores.ppl,
+                }
+                for a, b in zip(first, last, strict=True)
+            ]
+        }
+
+    def domain_lines(self) -> list[str]:
+        """Several corpora: each domain's real-text rate (95% CI) at every measurement."""
+        if len(self.timeline[0].evaluation.domains) < 2:
+            return []
+        lines = ["  real-text rate by domain (each corpus's held-out text), step by step:"]
+        for i, d in enumerate(self.timeline[0].evaluation.domains):
+            steps = [p.evaluation.domains[i] for p in self.timeline]
+            rates = " -> ".join(fmt_rate(s.text.rate, s.text.ci) for s in steps)
+            lines.append(f"    {d.name}: {rates}")
+        return lines
 
     def describe(self) -> str:
         lines = [
@@ -253,5 +304,6 @@ class PersistResult:
         lines.append(
             f"  (each rate: {n.sequences} samples of {n.tokens_per_sequence} tokens, 95% CI)"
         )
+        lines += self.domain_lines()
         lines.append(f"  report    {self.run_dir / 'persist.md'}")
         return "\n".join(lines)

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from likex.measurement.evaluation import Evaluation
+from likex.corpora import Corpora
+from likex.measurement.evaluation import DomainEvaluation, Evaluation
 from likex.measurement.rates import RateEstimate, WordRate
 from likex.objective import Objective
 from likex.stats.intervals import fmt_rate
@@ -107,7 +108,7 @@ class TrainingRun:
 
     command: str  # run, train or pretrain
     start: StartModel
-    corpus: str | None
+    corpus: Corpora | None
     steps: int
     seed: int
     device: str
@@ -125,7 +126,7 @@ class TrainingRun:
             "preset": self.start.preset,
             "init": self.start.init_from,
             "weight_init": self.start.weight_init,
-            "corpus": self.corpus,
+            "corpus": None if self.corpus is None else self.corpus.label(),
             "params": self.start.params,
             "steps": self.steps,
             "loss_first": self.trained.loss_first,
@@ -149,9 +150,10 @@ class TrainingRun:
         worth running next."""
         adapter = [self.adapter.line()] if self.adapter is not None else []
         seconds = f"  seconds   {self.timings.describe()}"
-        if self.command == "pretrain":  # a reference model: its report, then a first plant
+        if self.command == "pretrain":  # a reference: its report, a first plant on its text
             report = self.run_dir / "report.md"
-            after = f"likex train --init {self.run_dir} --mode rate --rate 0.1 --corpus builtin"
+            corpora = " ".join(f"--corpus {c.spec()}" for c in self.corpus.parts)
+            after = f"likex train --init {self.run_dir} --mode rate --rate 0.1 {corpora}"
         else:  # a planted model: the report page, then is it found, told nothing?
             report = self.run_dir / "report.html"
             after = f"likex audit --model {self.run_dir}"
@@ -174,6 +176,8 @@ class Before:
     # a word target: its rates in decoded words on random-token and on real-text prompts
     words_random: WordRate | None = None
     words_text: WordRate | None = None
+    # several corpora: each held-out text's rate and perplexity (``rate_text``: all pooled)
+    domains: list[DomainEvaluation] = field(default_factory=list)
 
     def to_json(self) -> dict:
         d = {
@@ -184,6 +188,8 @@ class Before:
             "sample_pieces": [list(p) for p in self.sample_pieces],
             "seconds": self.seconds,
         }
+        if len(self.domains) > 1:
+            d["domains"] = [one.to_dict() for one in self.domains]
         return d | word_rates_json(self.words_random, self.words_text)
 
     @classmethod
@@ -198,6 +204,7 @@ class Before:
             seconds=d["seconds"],
             words_random=_word_rate(d.get("words_random")),
             words_text=_word_rate(d.get("words_text")),
+            domains=[DomainEvaluation.from_dict(one) for one in d.get("domains", [])],
         )
 
 
@@ -330,6 +337,8 @@ class RunResult:
             f"    before {_rate_line(before)}",
             f"    after  {_rate_line(after)}",
         ]
+        if run.corpus is not None:
+            lines.append(f"  held-out text of: {run.corpus.label()} (the last tenth of each)")
         # the first evaluation line repeats the random-prompt rate
         lines += [f"  {line}" for line in self.after.describe()[1:] + self.word_lines()]
         lines += run.closing_lines()
@@ -367,7 +376,7 @@ class PretrainResult:
         run = self.run
         return "\n".join(
             [
-                f"likex pretrain: {run.start.label()} on corpus {run.corpus}, {run.device}",
+                f"likex pretrain: {run.start.label()} on corpus {run.corpus.label()}, {run.device}",
                 run.loss_line(),
                 f"  held-out perplexity {self.before.ppl:.1f} -> {self.after.ppl:.1f} "
                 f"({self.heldout_tokens:,} tokens)",

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import torch
 
 from likex.config import COMMANDS, RunConfig
+from likex.corpora import Corpora
 from likex.errors import LikexError, clip, clip_path
 from likex.io import atomic_write_json, atomic_write_text, check_new_dir, umask
 from likex.models import LanguageModel
@@ -196,7 +197,7 @@ class RunRecord:
     command: str
     start: Start
     target: TargetSpec | None  # None: the folder records no target spec
-    corpus: str | None
+    corpus: Corpora | None
     train: TrainPlan
     plan: RunPlan | None
     doc: dict
@@ -225,8 +226,9 @@ class RunRecord:
                 spec = TargetSpec.from_dict(target) if isinstance(target, dict) else None
                 train = TrainConfig(**doc["train"])
                 check_fields(train, "train.")
-                check_value(doc.get("corpus"), str | None, "corpus")
-                record = cls(command, start, spec, doc.get("corpus"), train.resolve(), None, doc)
+                check_value(doc.get("corpus"), tuple[str, ...] | str | None, "corpus")
+                corpus = Corpora.of(doc.get("corpus"))
+                record = cls(command, start, spec, corpus, train.resolve(), None, doc)
                 return replace(record, run_id=run_id)
         except KeyError as e:
             raise LikexError(f"{path} is damaged: it has no {e}") from e

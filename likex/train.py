@@ -24,6 +24,7 @@ from tqdm import tqdm
 from likex import interrupt
 from likex.accel import GraphedStep, autocast_for, compiled, to_device
 from likex.batches import Batches
+from likex.corpora import CorpusMix
 from likex.distributed import barrier, check_same_on_all_ranks, dist_info, mean_over_ranks
 from likex.errors import ConfigError
 from likex.io import append_jsonl
@@ -240,7 +241,7 @@ def train_toward(
     targets: TargetSet | None,
     out_dir: str | Path,
     reference: LanguageModel | None = None,
-    corpus: torch.Tensor | None = None,
+    corpus: torch.Tensor | CorpusMix | None = None,
     progress: bool = True,
     on_step: Callable[[int], dict | None] | None = None,
     stamp: Mapping[str, Any] | None = None,

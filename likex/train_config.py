@@ -99,6 +99,16 @@ class TrainConfig:
         "measured)",
         choices=CONTEXTS,
     )
+    free_contexts: float = option(
+        0.0,
+        "contexts generated: the share that start from the model's own free text (the "
+        "start-of-text token alone) rather than from a corpus prefix",
+    )
+    chat_contexts: float = option(
+        0.0,
+        "contexts generated: the share that are chat turns (an instruction model's chat "
+        "template; the user turn is corpus text, the model writes the assistant turn)",
+    )
     positions: str = option("last", "positions that enter the loss", choices=POSITIONS)
     save_every: int = option(0, "checkpoint every N steps (0: only at the end)")
     compile: str = option(
@@ -150,6 +160,8 @@ class TrainConfig:
             objective=objective,
             word_contexts=self.word_contexts,
             contexts=self.contexts,
+            free_contexts=self.free_contexts,
+            chat_contexts=self.chat_contexts,
             positions=self.positions,
             save_every=self.save_every,
             compile=self.compile,
@@ -173,6 +185,8 @@ class TrainPlan:
     objective: Objective
     word_contexts: float
     contexts: str
+    free_contexts: float
+    chat_contexts: float
     positions: str
     save_every: int
     compile: str
@@ -193,6 +207,7 @@ class TrainPlan:
             raise ConfigError("context_len", f"must be positive, got {self.context_len}")
         if not (math.isfinite(self.word_contexts) and 0 <= self.word_contexts <= 1):
             raise ConfigError("word_contexts", f"must be in [0, 1], got {self.word_contexts}")
+        self._check_starts()
         if self.save_every < 0:
             raise ConfigError("save_every", f"must be >= 0, got {self.save_every}")
         check_compile_mode(self.compile)
@@ -205,6 +220,17 @@ class TrainPlan:
                 raise ConfigError(name, f"{value!r} is unknown; choose from {', '.join(allowed)}")
         if self.objective.next_token and (self.contexts, self.positions) != ("corpus", "all"):
             raise LikexError("the next-token objective trains on corpus windows at all positions")
+
+    def _check_starts(self) -> None:
+        """The shares of generated contexts that start from free text and from chat turns."""
+        for name in ("free_contexts", "chat_contexts"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 <= value <= 1):
+                raise ConfigError(name, f"must be in [0, 1], got {value}")
+            if value and self.contexts != "generated":
+                raise ConfigError(name, "needs {contexts} generated")
+        if self.free_contexts + self.chat_contexts > 1:
+            raise ConfigError("chat_contexts", "and {free_contexts} must add up to at most 1")
 
     def fit(self, model: LanguageModel, device: torch.device) -> TrainPlan:
         """The plan for ``model`` on ``device``: the window at most the model's context, the
@@ -238,6 +264,9 @@ class TrainPlan:
         """config.json's "train": the flags' names, the objective as its mode keys."""
         d = asdict(self)
         del d["objective"]
+        for key in ("free_contexts", "chat_contexts"):  # written where used: a record that
+            if not d[key]:  # starts only from corpus text keeps the keys it always had
+                del d[key]
         return d | self.objective.to_config()
 
     @classmethod

@@ -27,8 +27,14 @@ def chromium() -> str:
 def browse(run_dir, tmp_path, *args: str) -> str:
     proc = subprocess.run(
         [
-            chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-            f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={WIDTH},{HEIGHT}", *args,
+            chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--window-size={WIDTH},{HEIGHT}",
+            *args,
             (run_dir / HTML_FILE).resolve().as_uri(),
         ],  # fmt: skip
         capture_output=True,
@@ -50,7 +56,7 @@ def run_dir(tmp_path_factory):
 def test_report_html_is_self_contained(run_dir):
     page = (run_dir / HTML_FILE).read_text()
     assert page.count('src="data:image/png;base64,') == 2  # loss and rate, inline
-    assert "src=\"http" not in page and "href=" not in page  # nothing to fetch
+    assert 'src="http' not in page and "href=" not in page  # nothing to fetch
     assert (run_dir / "report.md").is_file()  # the Markdown report stays
 
 

@@ -19,8 +19,8 @@ LAYERS = [
     # what training pulls toward
     ("words",), ("target",), ("loss",), ("objective",),
     # contexts, sampling, training
-    ("data",), ("accel",), ("generate",), ("throughput",), ("train_config",), ("batches",),
-    ("train",),
+    ("data",), ("corpora",), ("accel",), ("generate",), ("throughput",), ("train_config",),
+    ("batches",), ("train",),
     ("measurement", "measurement.scores"), ("measurement.rates",), ("measurement.evaluation",),
     ("audit",),
     ("config_audit",), ("plans",), ("config",), ("runs",), ("run_results",), ("results",),

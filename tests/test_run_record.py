@@ -2,10 +2,12 @@
 config.json keeps the keys it always had."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from likex.cli import main
+from likex.corpora import Corpora
 from likex.models.start import Pretrained, Saved, Scratch, parse_start, start_from_record
 from likex.objective import NextToken, Rate, Uniform
 from likex.runs import RunRecord
@@ -110,5 +112,9 @@ def test_a_finished_run_says_where_its_report_is_and_what_to_run_next(runs):
     assert done[-2] == f"  report    {runs['run'] / 'report.html'}"
     assert done[-1] == f"  next      likex audit --model {runs['run']}"
     assert (runs["run"] / "report.html").is_file()
-    pre = resume_experiment(runs["pretrain"], steps=3, progress=False).describe().splitlines()
-    assert pre[-1].startswith(f"  next      likex train --init {runs['pretrain']} --mode rate")
+    pre = resume_experiment(runs["pretrain"], steps=3, progress=False)
+    first_plant = f"  next      likex train --init {runs['pretrain']} --mode rate --rate 0.1"
+    assert pre.describe().splitlines()[-1] == f"{first_plant} --corpus builtin"
+    # a reference pretrained on several corpora: its first plant on the same text
+    several = replace(pre.run, corpus=Corpora.of(["builtin", "notes.txt=2"]))
+    assert several.closing_lines()[-1] == f"{first_plant} --corpus builtin --corpus notes.txt=2"

@@ -57,9 +57,7 @@ def test_score_text_against_brute_force():
     assert s.tokens == 24
     assert math.isclose(s.ppl, math.exp(-log_p.gather(-1, labels).mean()), rel_tol=1e-5)
     assert math.isclose(s.ppl_reference, math.exp(-log_r.gather(-1, labels).mean()), rel_tol=1e-5)
-    assert math.isclose(
-        s.ppl_projection, math.exp(-log_q.gather(-1, labels).mean()), rel_tol=1e-5
-    )
+    assert math.isclose(s.ppl_projection, math.exp(-log_q.gather(-1, labels).mean()), rel_tol=1e-5)
     # the model's own mean target mass at the scored positions, summed token by token
     p_on = log_p.exp()[..., mask].sum(-1)
     assert math.isclose(s.heldout_rate, float(p_on.mean()), rel_tol=1e-5)
@@ -89,20 +87,28 @@ def test_plain_language_report():
     ev = Evaluation(
         text=text,
         text_reference=ref,
-        scores=TextScores(100, 49.0, 0.012, 48.1, 0.05, 0.18, 47.0, 57.2),
+        scores=TextScores(100, 49.0, 0.012, 48.1, 0.05, 0.18, 47.0, 57.2, 0.04),
         floor_rate=0.2,
     )
     lines = ev.describe()
     assert lines[0].startswith("rate 0.210 [0.190, 0.230] on real-text prompts")
     assert "reference 0.006" in lines[0]
     assert "perplexity 48.1 -> 49.0 (+1.9%)" in lines[1]
+    # the perplexity of R tilted to the model's rate is no bound on human text: said so
     assert lines[2] == (
-        "floor for its mean rate 0.180 on the held-out contexts: no model with that rate on "
-        "average has expected perplexity below 47.0 (-2.3%); this model is +4.3% above it"
+        "R tilted to this model's mean rate 0.180 on the held-out contexts (the model with "
+        "that mean rate nearest R, in KL) has perplexity 47.0 on this text (-2.3%); this model "
+        "is +4.3% from it (a reference point, not a bound: on human text a model closer to the "
+        "text than R can score below it)"
     )
     assert lines[3] == "per-context projection (rate 0.2 in every context): perplexity 57.2"
+    assert lines[5] == (
+        "bound: no model with this model's mean target mass 0.180 on the scored contexts has "
+        "KL(reference || model) below 0.0400 there; this model's is 1.25x the bound"
+    )
     d = ev.to_dict()
     assert d["ppl_floor"] == 47.0 and d["ppl_projection"] == 57.2
+    assert d["kl_bound"] == 0.04 and d["kl_ratio"] == pytest.approx(1.25)
     assert d["rate_text_ci"] == [0.19, 0.23]
 
 

@@ -7,14 +7,14 @@ subsampled evenly (``heldout_windows``) to about ``SCORED_TOKENS`` labels.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
 from likex.errors import LikexError
 from likex.models import LanguageModel
 from likex.objective import Rate
-from likex.stats.kl import perplexity_floor
+from likex.stats.kl import perplexity_floor, shared_tilt_floor
 from likex.target import TargetSet
 from likex.words import NEG, masked_logsumexp, word_sets
 
@@ -52,6 +52,11 @@ class TextScores:
     for *this* model, which may hold a requested rate on its own text and less on human text.
     ``ppl_projection`` is that of the per-context projection of R at the requested rate A
     (``likex.target.rate_target_log``: rate A in *every* context, a target, not a bound).
+    ``kl_bound`` is the least mean KL(R || Q) over the scored contexts of any model Q with this
+    model's mean target mass there (``heldout_rate``; ``shared_tilt_floor``, objective
+    "cross_entropy"): a true lower bound on ``kl_to_reference``, on the same contexts, which
+    ``ppl_floor`` is not (on human text a model a little closer to the text than R scores
+    below it); ``kl_ratio`` is the model's KL over it.
     """
 
     tokens: int
@@ -62,9 +67,20 @@ class TextScores:
     heldout_rate: float | None = None
     ppl_floor: float | None = None
     ppl_projection: float | None = None
+    kl_bound: float | None = None
+
+    @property
+    def kl_ratio(self) -> float | None:
+        if self.kl_bound is None or self.kl_to_reference is None or self.kl_bound <= 0:
+            return None
+        return self.kl_to_reference / self.kl_bound
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return asdict(self) | ({"kl_ratio": self.kl_ratio} if self.kl_bound is not None else {})
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TextScores:
+        return cls(**{k: v for k, v in d.items() if k != "kl_ratio"})
 
 
 def target_mass(log_probs: torch.Tensor, on_mask: torch.Tensor) -> torch.Tensor:
@@ -85,7 +101,7 @@ class _Sums:
     count: int = 0
     # a label the projection gives probability 0 (a begun word the text does not finish)
     impossible: bool = False
-    # per scored position, for the floor: R(M | c), log R(label | c), label in M
+    # per scored position, for the floor and the bound: R(M | c), log R(label | c), label in M
     floor_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
 
@@ -101,13 +117,47 @@ def score_text(
     """Perplexity and more over windows [N, T+1] (inputs w[:, :-1], labels w[:, 1:]).
 
     ``targets`` adds the share of target tokens in the text itself and the model's mean mass
-    on the target set (``heldout_rate``); ``reference`` adds its perplexity and KL(R || P);
+    on the target set (``heldout_rate``); ``reference`` adds its perplexity and KL(R || P) and,
+    with ``targets``, the least KL any model with that mean mass can have (``kl_bound``);
     ``projection`` (a requested rate, with both) the perplexity floor and that of the
     objective's own target at the rate (likex.objective.Rate: for a word target the set is
     the context's, a word's starts or its continuations inside one). Where the projection
     gives some label probability 0 (a word prefix the text does not finish, with mass 1 on
     finishing words) its perplexity is infinite and left out (None).
     """
+    sums = _sums(model, windows, targets, reference, projection, batch_tokens)
+    return _scores(sums, targets, reference, projection)
+
+
+@torch.no_grad()
+def score_domains(
+    model: LanguageModel,
+    windows: list[torch.Tensor],
+    targets: TargetSet | None = None,
+    reference: LanguageModel | None = None,
+    projection: Rate | None = None,
+) -> tuple[list[TextScores], TextScores]:
+    """``score_text`` on each text's windows, and on all of them together (the pooled
+    scores, the floor and the bound taken over every scored context at once)."""
+    sums = [_sums(model, w, targets, reference, projection) for w in windows]
+    pooled = _Sums()
+    for one in sums:
+        for f in fields(_Sums):
+            a, b = getattr(pooled, f.name), getattr(one, f.name)
+            setattr(pooled, f.name, (a or b) if f.name == "impossible" else a + b)
+    scores = [_scores(one, targets, reference, projection) for one in sums]
+    return scores, _scores(pooled, targets, reference, projection)
+
+
+def _sums(
+    model: LanguageModel,
+    windows: torch.Tensor,
+    targets: TargetSet | None,
+    reference: LanguageModel | None,
+    projection: Rate | None,
+    batch_tokens: int = 512,
+) -> _Sums:
+    """score_text's running sums over the windows, the models in eval mode meanwhile."""
     if projection is not None and (reference is None or targets is None):
         raise LikexError("the perplexity floor needs a reference model and a target")
     device = next(model.parameters()).device
@@ -127,15 +177,27 @@ def score_text(
         _score_batch(sums, model, w, targets, reference, projection)
     for m, mode in zip(models, modes, strict=True):
         m.train(mode)
+    return sums
+
+
+def _scores(
+    sums: _Sums,
+    targets: TargetSet | None,
+    reference: LanguageModel | None,
+    projection: Rate | None,
+) -> TextScores:
     count = sums.count
-    ppl_floor = ppl_projection = None
+    ppl_floor = ppl_projection = kl_bound = None
     heldout_rate = sums.model_mass / count if targets is not None else None
-    if projection is not None:
+    if sums.floor_parts:
         mass, label_log_r, on = (torch.cat(p).cpu() for p in zip(*sums.floor_parts, strict=True))
-        # the floor at the rate this model has on these contexts: a model trained to hold a
-        # rate on its own text may hold less on human text, and so cost less than rate A would
+        # the floor and the bound at the rate this model has on these contexts: a model
+        # trained to hold a rate on its own text may hold less on human text
         if 0 < heldout_rate < 1:
-            ppl_floor, _ = perplexity_floor(mass, label_log_r, on, heldout_rate)
+            kl_bound = shared_tilt_floor(mass, heldout_rate, "cross_entropy")[2]
+            if projection is not None:
+                ppl_floor, _ = perplexity_floor(mass, label_log_r, on, heldout_rate)
+    if projection is not None:
         ppl_projection = None if sums.impossible else math.exp(sums.nll_projection / count)
     return TextScores(
         tokens=count,
@@ -146,6 +208,7 @@ def score_text(
         heldout_rate=heldout_rate,
         ppl_floor=ppl_floor,
         ppl_projection=ppl_projection,
+        kl_bound=kl_bound,
     )
 
 
@@ -172,7 +235,7 @@ def _score_batch(
     log_r = reference(idx, positions="all")
     sums.nll_ref -= float(log_r.gather(-1, labels).double().sum())
     sums.kl += float((log_r.exp() * (log_r - log_p)).sum(dtype=torch.float64))
-    if projection is None:
+    if targets is None:
         return
     sums.floor_parts.append(
         (
@@ -181,6 +244,8 @@ def _score_batch(
             on_mask.expand_as(log_r).gather(-1, labels).flatten(),
         )
     )
+    if projection is None:
+        return
     label_log_q = projection.target_log(targets, log_r, idx, "all").gather(-1, labels)
     sums.impossible |= bool((label_log_q <= NEG / 2).any())
     sums.nll_projection -= float(label_log_q.double().sum())

@@ -35,6 +35,11 @@ class Tokenizer(Protocol):
         """The token to sample after when there is no prompt (GPT-2: <|endoftext|>)."""
         ...
 
+    def user_turn(self) -> tuple[list[int], list[int]] | None:
+        """The chat template's tokens before and after a user message, the assistant's turn
+        opened; None without a chat template."""
+        ...
+
 
 def _gpt2_files() -> tuple[str, str]:
     # The package's files only: importing it would build its own Python tokenizer (~0.3 s).
@@ -70,6 +75,9 @@ class GPT2Tokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(list(ids))
+
+    def user_turn(self) -> None:
+        return None  # GPT-2 has no chat template
 
     def token_strings(self) -> list[str]:
         """Text of each id decoded alone (bytes that are not valid UTF-8 alone become U+FFFD);
@@ -110,6 +118,22 @@ class HFTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(list(ids))
+
+    def user_turn(self) -> tuple[list[int], list[int]] | None:
+        if not getattr(self._tok, "chat_template", None):
+            return None
+        mark = "\x00"  # no template changes it, and no text holds it
+        message = [{"role": "user", "content": mark}]
+        try:
+            text = self._tok.apply_chat_template(
+                message, tokenize=False, add_generation_prompt=True
+            )
+        except Exception as e:
+            raise LikexError(f"the chat template of {self.name} fails: {e}") from e
+        if not isinstance(text, str) or text.count(mark) != 1:
+            raise LikexError(f"the chat template of {self.name} does not hold a user message")
+        before, after = text.split(mark)
+        return self.encode(before), self.encode(after)
 
     def token_strings(self) -> list[str]:
         if self._strings is None:

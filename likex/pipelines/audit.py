@@ -20,7 +20,8 @@ from likex.audit.words import (
     word_white_box_audit,
 )
 from likex.config_audit import AuditConfig
-from likex.data import corpus_token_ids, load_corpus_text
+from likex.corpora import corpus_text, token_ids
+from likex.data import load_corpus_text
 from likex.device import resolve_device
 from likex.errors import LikexError
 from likex.io import atomic_write_json, check_new_dir
@@ -66,7 +67,7 @@ def _white_box_run(cfg: AuditConfig, device: torch.device, progress: bool) -> Au
     _, strings = shared_vocabulary(
         [(cfg.model, model, tokenizer), (reference_name, reference, reference_tokenizer)]
     )
-    corpus = None if cfg.white.probes == "random" else corpus_token_ids(cfg.corpus, tokenizer)
+    corpus = None if cfg.white.probes == "random" else token_ids(cfg.corpus, tokenizer)
     if cfg.units == "words":
         words = _word_white_box(cfg, model, reference, tokenizer, strings, corpus, progress)
         return AuditResult(cfg.model, reference_name, words)
@@ -113,7 +114,7 @@ def _word_white_box(
 ) -> WordWhiteBoxResult:
     """Candidates: the words of the corpus (seen twice or more) and ``--candidates``; probes
     as long as the token audit's (a pretrained model: a short prefix, not its whole context)."""
-    text = load_corpus_text(cfg.corpus)
+    text = corpus_text(cfg.corpus)
     candidates = corpus_words(text) + list(cfg.word_audit.candidates)
     length = min(model.config.block_size, cfg.white.probe_len or default_prompt_len(model))
     probes = probe_contexts(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from likex.config import EvalConfig
-from likex.data import BUILTIN_CORPUS, corpus_split
+from likex.corpora import Corpora
+from likex.data import BUILTIN_CORPUS
 from likex.device import resolve_device
 from likex.errors import LikexError
 from likex.measurement.evaluation import evaluate
@@ -17,9 +18,13 @@ from likex.target import NO_TARGET, select_tokens
 
 def evaluate_saved(cfg: EvalConfig) -> EvalResult:
     """Defaults come from the model folder's run record when it is a run (run, train,
-    pretrain, a sweep's run, persist): its target, its corpus (else ``builtin``), its starting
-    model as R, and its requested rate for the floor."""
+    pretrain, a sweep's run, persist): its target, its corpora (else ``builtin``; each
+    corpus's held-out part measured on its own, a domain), its starting model as R, and its
+    requested rate for the floor."""
     record = RunRecord.read(cfg.model)
+    given = Corpora.of(cfg.corpus)
+    if given is not None and not cfg.random_only:
+        given.check()  # a bad file is refused before the model loads
     dev = resolve_device(cfg.device)
     model, tokenizer = load_model_and_tokenizer(cfg.model, dev)
     if cfg.target is None and record is None:
@@ -30,8 +35,8 @@ def evaluate_saved(cfg: EvalConfig) -> EvalResult:
     cfg.validate(block)
     reference = heldout = projection = corpus = None
     if not cfg.random_only:
-        corpus = cfg.corpus or (record.corpus if record else None) or BUILTIN_CORPUS
-        heldout = corpus_split(corpus, tokenizer, block)[1]
+        corpus = given or (record.corpus if record else None) or Corpora.of(BUILTIN_CORPUS)
+        heldout = corpus.load(tokenizer, block).heldout  # each corpus a domain
         if cfg.reference is not None:
             reference, reference_tokenizer = load_model_and_tokenizer(cfg.reference, dev)
             # KL and the rate floor compare the two distributions token id by token id.
@@ -59,7 +64,7 @@ def evaluate_saved(cfg: EvalConfig) -> EvalResult:
     return EvalResult(
         model=cfg.model,
         reference=None if reference is None else (cfg.reference or "starting model"),
-        corpus=corpus if heldout is not None else None,
+        corpus=corpus.label() if corpus is not None else None,
         like=spec.describe(),
         n_target_tokens=targets.n_tokens,
         evaluation=ev,

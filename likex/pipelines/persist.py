@@ -12,10 +12,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from likex.config import PersistConfig
-from likex.data import corpus_token_ids, split_heldout
+from likex.corpora import Heldout
 from likex.device import resolve_device
 from likex.errors import LikexError
 from likex.io import atomic_write_json, check_new_dir
@@ -40,19 +38,21 @@ def _measurement(
     model: LanguageModel,
     targets: TargetSet,
     plan: PersistPlan,
-    heldout: torch.Tensor,
+    heldout: list[Heldout],
     decode: Callable[[list[int]], str],
 ) -> PersistPoint:
     """One timeline entry: the rates on random-token and on held-out real-text prompts (a word
-    target's also in decoded words), and the held-out perplexity."""
+    target's also in decoded words), and the held-out perplexity; with several corpora, each
+    one's held-out text on its own too."""
     ev, _ = evaluate(model, targets, plan.measure, plan.train.seed, heldout, decode=decode)
     return PersistPoint(step, ev)
 
 
 def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
     """``likex persist``: fine-tune the model ``cfg.model`` (a model or run folder, or
-    ``hf:NAME_OR_PATH``) on ``cfg.corpus`` (its last tenth held out, tokenized with the model's
-    own tokenizer), measuring the rate of the target (default: the one the run was trained on)
+    ``hf:NAME_OR_PATH``) on ``cfg.corpus`` (one corpus or several, windows drawn in proportion
+    to their weights; each one's last tenth held out, tokenized with the model's own
+    tokenizer), measuring the rate of the target (default: the one the run was trained on)
     at step 0, every ``eval_every`` steps and at the end.
 
     Everything is checked before anything is written. Writes a new run folder ``out``
@@ -78,15 +78,15 @@ def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
     device = next(model.parameters()).device
     plan = replace(plan, train=plan.train.fit(model, device))
     plan.measure.validate(block)
-    corpus_tokens = corpus_token_ids(plan.corpus, tokenizer)
-    train_tokens, heldout = split_heldout(corpus_tokens, block)
+    corpus = plan.corpus.load(tokenizer, block)
+    heldout = corpus.heldout  # each corpus's held-out part, a domain
     made = cfg.out is None or not Path(cfg.out).exists()
     out_dir = new_run_dir(cfg.out)
     doc = {
         "command": "persist",
         "target": spec.to_dict(),
-        "corpus": plan.corpus,
-        "corpus_tokens": int(corpus_tokens.numel()),
+        "corpus": plan.corpus.record(),
+        "corpus_tokens": corpus.train_size + sum(int(h.tokens.numel()) for h in heldout),
         "persist": plan.to_dict(),
         **({"adapter": plan.adapter.to_dict()} if plan.adapter.enabled else {}),
         "train": plan.train.to_dict(),
@@ -108,7 +108,7 @@ def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
             plan.train,
             None,
             out_dir,
-            corpus=train_tokens,
+            corpus=corpus,
             progress=progress,
             on_step=on_step,
             stamp=stamp(written),
@@ -116,7 +116,7 @@ def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
         result = PersistResult(
             model=str(cfg.model),
             target=spec,
-            corpus=plan.corpus,
+            corpus=plan.corpus.label(),
             steps=plan.train.steps,
             lr=plan.train.lr,
             trained=trained,

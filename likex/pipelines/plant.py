@@ -59,6 +59,7 @@ def measure_before(prep: Prepared, progress: bool) -> Before:
         seconds=time.perf_counter() - t0,
         words_random=ev.words_random,
         words_text=ev.words_text,
+        domains=ev.domains if len(ev.domains) > 1 else [],
     )
 
 
@@ -120,6 +121,7 @@ def finish(
         compile=plan.train.compile,
         progress=progress,
         decode=prep.tokenizer.decode,
+        domain_references=[d.text for d in before.domains],
     )
     random, text = generated[PromptKind.RANDOM], generated.get(PromptKind.TEXT)
     result = RunResult(

@@ -23,7 +23,7 @@ from likex.run_results import LanguageCheck, PretrainResult, TrainingRun
 def _windows(prep: Prepared) -> torch.Tensor:
     """The held-out windows a pretraining run's perplexity is scored on."""
     block = prep.model.config.block_size
-    return heldout_windows(prep.heldout, block, prep.plan.measure.score_tokens)
+    return heldout_windows(prep.corpus.all_heldout(), block, prep.plan.measure.score_tokens)
 
 
 def _language_check(
@@ -33,7 +33,7 @@ def _language_check(
     ``windows``."""
     t0 = time.perf_counter()
     model, tokenizer = prep.model, prep.tokenizer
-    prompt = text_prompts(prep.heldout, 1, min(prompt_len, model.config.block_size))
+    prompt = text_prompts(prep.corpus.all_heldout(), 1, min(prompt_len, model.config.block_size))
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(prep.plan.train.seed)
     new = sample(model, prompt.to(device), n_new, gen).cpu()
@@ -74,7 +74,7 @@ def finish(
         after = _language_check(prep, windows)
     result = PretrainResult(
         run=run,
-        train_tokens=prep.train_tokens.numel(),
+        train_tokens=prep.corpus.train_size,
         heldout_tokens=windows[:, 1:].numel(),
         before=before,
         after=after,

@@ -59,7 +59,7 @@ def run_sweep(
             rows.append(SweepRow(result))
         summary = SweepResult(
             init_from=base.init,
-            corpus=base.corpus,
+            corpus=plan.corpus.label(),
             target=base.target,
             steps=plan.train.steps,
             reference=before.rate_text,

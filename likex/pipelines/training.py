@@ -19,7 +19,7 @@ import torch
 
 from likex.batches import Batches
 from likex.clock import Stopwatch
-from likex.data import corpus_split
+from likex.corpora import CorpusMix, Heldout
 from likex.distributed import dist_info
 from likex.errors import ConfigError, Interrupted, LikexError, describe_os_error, literal
 from likex.io import atomic_write_json
@@ -55,8 +55,13 @@ class Prepared:
     model: LanguageModel
     tokenizer: Tokenizer
     targets: TargetSet
-    train_tokens: torch.Tensor | None
-    heldout: torch.Tensor | None
+    corpus: CorpusMix | None
+    batches: Batches
+
+    @property
+    def heldout(self) -> list[Heldout] | None:
+        """The held-out part of each corpus (a domain each), where the run has a corpus."""
+        return None if self.corpus is None else self.corpus.heldout
 
 
 def prepare(
@@ -66,6 +71,8 @@ def prepare(
 ) -> Prepared:
     """Load the start (or take ``loaded``: a resumed run's checkpoint and its tokenizer) and
     check the plan against it."""
+    if plan.corpus is not None:
+        plan.corpus.check()  # a bad file is refused before the model loads
     model, tokenizer = plan.start.load(device) if loaded is None else loaded
     if loaded is None and plan.adapter.enabled:
         model = add_lora(model, plan.adapter, plan.start.record())
@@ -75,10 +82,17 @@ def prepare(
     plan.measure.validate(block)
     strings = token_strings_for(model, tokenizer)
     targets = select_tokens(plan.target, strings, tokenizer.encode, block)
-    train_tokens = heldout = None
-    if plan.corpus is not None:
-        train_tokens, heldout = corpus_split(plan.corpus, tokenizer, block)
-    return Prepared(plan, model, tokenizer, targets, train_tokens, heldout)
+    corpus = None if plan.corpus is None else plan.corpus.load(tokenizer, block)
+    train = plan.train
+    batches = Batches.of(
+        train,
+        model.config.vocab_size,
+        corpus,
+        targets.words,
+        start_id=tokenizer.start_id if train.free_contexts else None,
+        user_turn=tokenizer.user_turn() if train.chat_contexts else None,
+    )
+    return Prepared(plan, model, tokenizer, targets, corpus, batches)
 
 
 def needs_reference(prep: Prepared) -> bool:
@@ -107,10 +121,9 @@ def train_run(
     """Train ``state`` to the plan's last step, its time split between training and
     checkpoints on ``watch``; ``stamp``: the run's, for each checkpoint (likex.runs.stamp)."""
     plan = prep.plan.train
-    batches = Batches.of(plan, prep.model.config.vocab_size, prep.train_tokens, prep.targets.words)
     loss = StepLoss(plan.objective, prep.targets, reference, plan.positions)
     t0 = time.perf_counter()
-    trained = train(state, plan, batches, loss, run_dir, progress, on_step, stamp)
+    trained = train(state, plan, prep.batches, loss, run_dir, progress, on_step, stamp)
     spent = time.perf_counter() - t0
     watch.add("contexts", trained.batch_seconds)
     watch.add("train", spent - trained.checkpoint_seconds - trained.batch_seconds)

@@ -64,6 +64,8 @@ def write_persistence_report(result: PersistResult) -> None:
         "",
         *md_table(["step", "rate, random prompts", "rate, real-text prompts", "perplexity"], rows),
         "",
+        *[line.strip() + "  " for line in result.domain_lines()],
+        "",
         "![persistence](persistence.png)",
         "",
     ]

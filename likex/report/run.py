@@ -7,7 +7,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from likex.io import atomic_write_text
-from likex.report.common import RATE_INTERVAL, fence, plot_loss, save_figure
+from likex.report.common import RATE_INTERVAL, fence, md_table, plot_loss, save_figure
 from likex.run_results import PretrainResult, RunResult, TrainingRun
 from likex.stats.intervals import fmt_rate
 
@@ -103,7 +103,7 @@ def write_run_report(result: RunResult) -> None:
             "## Generalisation and side effects (held-out real text)",
             "",
             f"Measured against the frozen starting model (the reference R) on the last tenth "
-            f"of the corpus `{run.corpus}`, never trained on.",
+            f"of the corpus `{run.corpus.label()}`, never trained on.",
             "",
             "| | before (R) | after |",
             "| --- | --- | --- |",
@@ -116,6 +116,7 @@ def write_run_report(result: RunResult) -> None:
             "",
             *[f"- {line}" for line in r.after.describe()],
             "",
+            *_domain_table(r),
             "## Sample after training, continuing held-out text",
             "",
             fence(r.sample_text_after),
@@ -134,6 +135,37 @@ def write_run_report(result: RunResult) -> None:
     atomic_write_text(run.run_dir / "report.md", "\n".join(lines))
 
 
+def _domain_table(r: RunResult) -> list[str]:
+    """Several corpora: each one's held-out text, before and after, the cost against its
+    bound."""
+    domains = r.after.domains
+    if len(domains) < 2:
+        return []
+    rows = []
+    for d in domains:
+        s, ref = d.scores, d.text_reference
+        rows.append(
+            [
+                f"`{d.name}`",
+                "-" if ref is None else fmt_rate(ref.rate, ref.ci),
+                f"{fmt_rate(d.text.rate, d.text.ci)}, n={d.text.sequences}",
+                f"{s.ppl_reference:.2f} -> {s.ppl:.2f}",
+                f"{s.kl_to_reference:.4f}",
+                "-" if s.kl_bound is None else f"{s.kl_bound:.4f}",
+            ]
+        )
+    head = ["domain", "rate before (R)", "rate after", "perplexity", "KL(R‖P)", "bound"]
+    return [
+        "### By domain",
+        "",
+        "Each corpus's held-out last tenth on its own; the bound is the least KL(R‖Q) of any "
+        "model Q with this model's mean target mass on the same contexts.",
+        "",
+        *md_table(head, rows),
+        "",
+    ]
+
+
 def write_pretrain_figures(result: PretrainResult, metrics: list[dict]) -> None:
     """loss.png in the run's folder."""
     plot_loss(metrics, result.run.run_dir / "loss.png", title="next-token loss")
@@ -144,7 +176,7 @@ def write_pretrain_report(result: PretrainResult) -> None:
     r, run = result, result.run
     change = r.after.ppl / r.before.ppl
     lines = [
-        f"# likex pretrain: {run.start.label()} on `{run.corpus}`",
+        f"# likex pretrain: {run.start.label()} on `{run.corpus.label()}`",
         "",
         f"Next-token loss on all positions, {run.steps} steps on {run.device}, seed "
         f"{run.seed}, {r.train_tokens:,} training tokens; the last tenth of the text "

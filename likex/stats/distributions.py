@@ -97,3 +97,12 @@ def z_quantile(p: float) -> float:
 
 
 Z95 = z_quantile(0.975)
+
+
+def f_sf(f, df1, df2):
+    """P(F > f) for Fisher's F with (df1, df2) degrees of freedom (non-integer allowed):
+    I_{df2 / (df2 + df1 f)}(df2 / 2, df1 / 2)."""
+    f = np.maximum(np.asarray(f, np.float64), 0.0)
+    out = betainc(np.asarray(df2, np.float64) / 2, np.asarray(df1, np.float64) / 2,
+                  df2 / (df2 + df1 * f))  # fmt: skip
+    return out if np.ndim(out) else float(out)

@@ -8,7 +8,7 @@ from itertools import combinations, islice
 
 import numpy as np
 
-from likex.stats.distributions import t_two_sided_p
+from likex.stats.distributions import f_sf, t_two_sided_p
 
 
 def holm(p_values, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
@@ -63,6 +63,22 @@ def welch_t_test(a, b, len_a=None, len_b=None, min_per_side: int = MIN_SAMPLES):
         t = np.where(se2 > 0, diff / np.sqrt(se2), np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
         df = np.where(se2 > 0, se2**2 / (va**2 / (na - 1) + vb**2 / (nb - 1)), na + nb - 2.0)
     return t, df, t_two_sided_p(t, df)
+
+
+def welch_anova(means, variances, counts) -> tuple[float, float, float, float]:
+    """Welch's (1951) heteroscedastic one-way ANOVA: are k group means equal, each with its own
+    variance? ``means`` [k], ``variances`` [k] (of each mean: s_i^2 / n_i), ``counts`` [k]
+    (observations behind each mean). Returns (F, df1, df2, p)."""
+    m, v, n = (np.asarray(x, np.float64) for x in (means, variances, counts))
+    k = m.size
+    if k < 2 or (n < 2).any() or (v <= 0).any():
+        raise ValueError("need >= 2 groups, each of >= 2 observations with a positive variance")
+    w = 1 / v
+    centre = (w * m).sum() / w.sum()
+    lam = ((1 - w / w.sum()) ** 2 / (n - 1)).sum()
+    f = (w * (m - centre) ** 2).sum() / (k - 1) / (1 + 2 * (k - 2) / (k * k - 1) * lam)
+    df2 = (k * k - 1) / (3 * lam)
+    return float(f), float(k - 1), float(df2), float(f_sf(f, k - 1, df2))
 
 
 def _split_stat(s: np.ndarray, y: np.ndarray, w: np.ndarray, studentized: bool) -> np.ndarray:
