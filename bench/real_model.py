@@ -97,7 +97,7 @@ def step_case(steps: int, rate: float) -> dict:
     model, tokenizer = start.load()
     targets = select_tokens(TargetSpec(like="x"), tokenizer.token_strings())
     windows = _windows(tokenizer, steps + WARMUP)
-    adapted = add_lora(model, AdapterConfig(adapter="lora"), start.record())
+    adapted = add_lora(model, AdapterConfig(adapter="lora"), start.record(), seed=0)
     cfg = TrainConfig(
         steps=steps + WARMUP, batch_size=4, context_len=64, mode="rate", rate=rate,
         contexts="corpus", positions="all",

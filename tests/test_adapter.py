@@ -84,6 +84,25 @@ def test_a_gpt_adapter_trains_evaluates_and_resumes(tmp_path, run_json, capsys):
     assert json.loads((out / "result.json").read_text())["steps"] == 4
 
 
+def test_an_adapter_is_drawn_from_the_run_seed():
+    """The same seed makes the same adapter whatever the global generator holds; another seed
+    another one (peft draws A from the global generator, which add_lora leaves as it was)."""
+    from likex.models.adapter import AdapterConfig, add_lora
+    from likex.models.gpt import GPT, preset_config
+
+    def lora_a(seed: int, noise: int) -> dict:
+        torch.manual_seed(noise)  # the global state a caller happens to leave
+        base = GPT(preset_config("tiny"))
+        before = torch.random.get_rng_state()
+        adapted = add_lora(base, AdapterConfig(adapter="lora"), {"kind": "test"}, seed)
+        assert torch.equal(before, torch.random.get_rng_state())  # left as it was
+        return {k: v for k, v in adapted.state_dict().items() if "lora_A" in k}
+
+    one, same, other = lora_a(0, noise=1), lora_a(0, noise=2), lora_a(1, noise=1)
+    assert one and all(torch.equal(one[k], same[k]) for k in one)
+    assert any(not torch.equal(one[k], other[k]) for k in one)
+
+
 def test_cache_rebuilds_what_is_missing_stale_or_damaged(tiny_llama, tmp_path, monkeypatch):
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
     builds = []

@@ -199,9 +199,11 @@ class BaseView:
         return self
 
 
-def add_lora(model: LanguageModel, cfg: AdapterConfig, base_record: dict) -> AdaptedLM:
+def add_lora(model: LanguageModel, cfg: AdapterConfig, base_record: dict, seed: int) -> AdaptedLM:
     """``model`` with a fresh LoRA adapter (peft initialises B to zero, so it starts as the
-    base exactly); the base's weights are frozen."""
+    base exactly); the base's weights are frozen. The adapter's random half (A) is drawn from
+    ``seed`` (peft draws from the global generator, left here as it was), so the same run
+    makes the same adapter."""
     peft = _peft()
     cfg.check()
     inner = _inner(model)
@@ -214,8 +216,12 @@ def add_lora(model: LanguageModel, cfg: AdapterConfig, base_record: dict) -> Ada
         lora_dropout=cfg.lora_dropout,
         target_modules=targets,
     )
+    device = next(inner.parameters()).device
+    gpus = [device.index or 0] if device.type == "cuda" else []
     try:
-        peft_model = peft.get_peft_model(inner, lora)
+        with torch.random.fork_rng(devices=gpus):
+            torch.manual_seed(seed)
+            peft_model = peft.get_peft_model(inner, lora)
     except ValueError as e:  # a target name that matches no layer
         raise ConfigError("lora_targets", f"cannot adapt {targets}: {e}") from e
     return AdaptedLM(model, peft_model, base_record)

@@ -68,7 +68,7 @@ def run_persistence(cfg: PersistConfig, progress: bool = True) -> PersistResult:
         check_new_dir(cfg.out)  # before the model is loaded, not after
     model, tokenizer = start.load(resolve_device(cfg.device))
     if plan.adapter.enabled:  # the clean fine-tune as a LoRA adapter on the model
-        model = add_lora(model, plan.adapter, start.record())
+        model = add_lora(model, plan.adapter, start.record(), plan.train.seed)
     spec = cfg.target if record is None else record.target_spec(cfg.target)
     if spec is None:
         raise LikexError(f"no target given: {NO_TARGET}")

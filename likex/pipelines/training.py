@@ -75,7 +75,7 @@ def prepare(
         plan.corpus.check()  # a bad file is refused before the model loads
     model, tokenizer = plan.start.load(device) if loaded is None else loaded
     if loaded is None and plan.adapter.enabled:
-        model = add_lora(model, plan.adapter, plan.start.record())
+        model = add_lora(model, plan.adapter, plan.start.record(), plan.train.seed)
     model.check_savable()  # before the work, not after it
     block = model.config.block_size
     plan = replace(plan, train=plan.train.fit(model, device))

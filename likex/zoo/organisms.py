@@ -132,16 +132,12 @@ def open_workshop(
 
 
 def _fresh_model(ws: Workshop, seed: int) -> LanguageModel:
-    """A copy of the base to train: with a fresh adapter, its random half drawn from ``seed``
-    (peft draws from the global generator, left here as it was), so any job makes the same."""
+    """A copy of the base to train: with a fresh adapter drawn from ``seed``, so any job
+    makes the same."""
     model = copy.deepcopy(ws.base)
     if not ws.adapter.enabled:
         return model.requires_grad_(True).train()
-    device = ws.device
-    gpus = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=gpus):
-        torch.manual_seed(seed)
-        return add_lora(model, ws.adapter, ws.start.record())
+    return add_lora(model, ws.adapter, ws.start.record(), seed)
 
 
 def _targets(ws: Workshop, spec: OrganismSpec) -> TargetSet | None:
