@@ -202,7 +202,10 @@ def corpus_arg(text: str) -> str:
     """A ``--corpus`` value as the command line is read: a built-in kind, ``mix`` or a
     regular file, with an optional ``=WEIGHT``; a missing file is refused before any model
     loads."""
-    source = Corpus.parse(text).source
+    try:
+        source = Corpus.parse(text).source
+    except ConfigError:
+        return text  # a bad weight: refused, naming its flag, where the corpora are read
     if source != MIX and source not in KINDS and source != BUILTIN_CORPUS:
         input_file(source, "corpus file")
     return text
