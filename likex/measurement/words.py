@@ -247,7 +247,7 @@ def score_words(
     windows: torch.Tensor,
     positions: int,
     decode: Callable[[list[int]], str],
-    batch: int = 8,
+    batch: int = 2,
 ) -> WordScores:
     """The word measurements on windows [N, T+1] (inputs w[:, :-1], labels w[:, 1:]) at about
     ``positions`` positions spread evenly over the windows. The contexts of the entry rates

@@ -21,7 +21,7 @@ from likex.models import LanguageModel
 NEG = -1e4
 # Tokens per forward pass: each holds a [V] row of float32 log-probabilities (and the model's
 # own logits), so a pass is bounded by rows x vocabulary rather than by tokens alone.
-ROW_BUDGET = 2**27
+ROW_BUDGET = 2**26
 
 
 @dataclass(frozen=True)
