@@ -13,14 +13,15 @@ PACKAGE = Path(likex.__file__).parent
 LAYERS = [
     ("errors",), ("io",), ("options",), ("clock",), ("device",), ("distributed",), ("stats",),
     # the model interface and its two kinds; where training starts
-    ("models",), ("models.gpt", "models.named", "models.tokenizer"), ("models.hf",),
+    ("models",), ("models.gpt", "models.named", "models.tokenizer", "models.tree"), ("models.hf",),
     ("models.adapter",), ("models.checkpoint",), ("models.cache",), ("models.start",),
     # what training pulls toward
-    ("words",), ("target",), ("loss",), ("objective",),
+    ("words",), ("word_target",), ("target",), ("loss",), ("objective",),
     # contexts, sampling, training
     ("data",), ("accel",), ("generate",), ("throughput",), ("train_config",), ("batches",),
     ("train",),
-    ("measurement", "measurement.scores"), ("measurement.rates",), ("measurement.evaluation",),
+    ("measurement", "measurement.words"), ("measurement.scores",), ("measurement.rates",),
+    ("measurement.evaluation",),
     ("audit",),
     ("plans",), ("config",), ("runs",), ("run_results",), ("results",),
     ("report",),

@@ -18,6 +18,7 @@ from likex.measurement.rates import (
     measure_words,
 )
 from likex.measurement.scores import TextScores, heldout_windows, score_text
+from likex.measurement.words import WordScores, score_words
 from likex.models import LanguageModel
 from likex.objective import Rate
 from likex.stats.intervals import fmt_rate
@@ -37,6 +38,8 @@ class Evaluation:
     # word targets: rates counted in decoded words
     words_random: WordRate | None = None
     words_text: WordRate | None = None
+    # word targets, against the reference on held-out text: other uses, the word floor
+    word_scores: WordScores | None = None
 
     def to_dict(self) -> dict:
         d: dict = {}
@@ -72,6 +75,8 @@ class Evaluation:
         for key, w in (("words_random", self.words_random), ("words_text", self.words_text)):
             if w is not None:
                 d[key] = w.to_dict()
+        if self.word_scores is not None:
+            d["word_scores"] = self.word_scores.to_dict()
         return d
 
     def describe(self) -> list[str]:
@@ -117,6 +122,8 @@ class Evaluation:
                 lines.append(
                     f"target tokens in the held-out text itself: {s.text_target_frequency:.2%}"
                 )
+        if self.word_scores is not None:
+            lines += self.word_scores.describe()
         return lines
 
 
@@ -136,7 +143,8 @@ def evaluate(
     """Measure everything that applies: the random-prompt rate, and with a held-out text its
     real-text rate and scores (with ``projection``, a requested rate: the floor). The
     reference's own real-text rate is measured unless ``text_reference`` already holds it. A
-    word target is also counted in decoded words (with the tokenizer's ``decode``). Returns
+    word target is also counted in decoded words (with the tokenizer's ``decode``) and, with
+    a reference, scored for what it leaves of the language (likex.measurement.words). Returns
     the evaluation and the generated tokens by prompt kind."""
     mask, words = targets.mask, targets.words
     ev = Evaluation(floor_rate=None if projection is None else projection.rate)
@@ -160,4 +168,9 @@ def evaluate(
         )
     windows = heldout_windows(heldout, model.config.block_size, cfg.score_tokens)
     ev.scores = score_text(model, windows, targets, reference, projection)
+    if words is not None and reference is not None and cfg.word_scores:
+        # room after each window for the entries' tokens (likex.models.tree)
+        length = model.config.block_size - words.depth
+        windows = heldout_windows(heldout, length, cfg.score_tokens)
+        ev.word_scores = score_words(model, reference, words, windows, cfg.word_scores, decode)
     return ev, generated

@@ -72,10 +72,10 @@ def prepare(
         model = add_lora(model, plan.adapter, plan.start.record())
     model.check_savable()  # before the work, not after it
     block = model.config.block_size
-    plan = replace(plan, train=plan.train.fit(model, device))
-    plan.measure.validate(block)
     strings = token_strings_for(model, tokenizer)
     targets = select_tokens(plan.target, strings, tokenizer.encode, block)
+    plan = replace(plan, train=plan.train.fit(model, device, targets.words))
+    plan.measure.validate(block)
     train_tokens = heldout = None
     if plan.corpus is not None:
         train_tokens, heldout = corpus_split(plan.corpus, tokenizer, block)
@@ -108,7 +108,7 @@ def train_run(
     checkpoints on ``watch``."""
     plan = prep.plan.train
     batches = Batches.of(plan, prep.model.config.vocab_size, prep.train_tokens, prep.targets.words)
-    loss = StepLoss(plan.objective, prep.targets, reference, plan.positions)
+    loss = StepLoss(plan.objective, prep.targets, reference, plan.positions, plan.word_positions)
     t0 = time.perf_counter()
     trained = train(state, plan, batches, loss, run_dir, progress, on_step)
     spent = time.perf_counter() - t0
