@@ -275,7 +275,8 @@ def _word_trie(
     if encode is None:
         raise LikexError("entries of several tokens need the model's tokenizer")
     variants: list[tuple[int, ...]] = []
-    for e in entries:
+    owners: list[int] = []
+    for n, e in enumerate(entries):
         if e in single:
             forms = [(i,) for i in single[e]]
         else:
@@ -286,8 +287,10 @@ def _word_trie(
                 f"{clip(e)} takes {longest} tokens, more than the model's {block_size}-token "
                 "context can hold with a token before it"
             )
-        variants += [f for f in forms if f and f not in variants]
-    return build_trie(entries, variants, token_strings, ignore_case)
+        new = [f for f in dict.fromkeys(forms) if f and f not in variants]
+        variants += new
+        owners += [n] * len(new)
+    return build_trie(entries, variants, token_strings, ignore_case, tuple(owners))
 
 
 def uniform_target(mask: torch.Tensor) -> torch.Tensor:

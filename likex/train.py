@@ -250,10 +250,10 @@ def train_toward(
     (``corpus``: the text of corpus contexts) and the loss of ``plan.objective`` toward
     ``targets`` (None for next-token training), with the frozen ``reference`` R where the
     objective needs one."""
-    plan = plan.fit(model, next(model.parameters()).device)
     words = targets.words if targets is not None else None
+    plan = plan.fit(model, next(model.parameters()).device, words)
     batches = Batches.of(plan, model.config.vocab_size, corpus, words)
-    loss = StepLoss(plan.objective, targets, reference, plan.positions)
+    loss = StepLoss(plan.objective, targets, reference, plan.positions, plan.word_positions)
     state = TrainState.start(model, plan)
     return train(state, plan, batches, loss, out_dir, progress, on_step, stamp)
 

@@ -2,9 +2,10 @@
 
 ``TrainConfig`` is the CLI's group of training flags, defaults left open where they depend on
 the start (learning rate, step shape). ``TrainConfig.resolve`` fills them from the start's
-``StepDefaults`` (likex.models.start: the one rule), turns ``--mode/--rate/--beta/--complete``
-into an ``Objective``, checks everything that can be checked before a model exists, and
-returns a frozen ``TrainPlan``; ``TrainPlan.fit`` checks it against the loaded model.
+``StepDefaults`` (likex.models.start: the one rule), turns
+``--mode/--rate/--beta/--complete/--shares`` into an ``Objective``, checks everything that can
+be checked before a model exists, and returns a frozen ``TrainPlan``; ``TrainPlan.fit`` checks
+it against the loaded model.
 """
 
 from __future__ import annotations
@@ -21,8 +22,17 @@ from likex.distributed import dist_info
 from likex.errors import ConfigError, LikexError
 from likex.models import LanguageModel
 from likex.models.start import SCRATCH_SHAPE, Start
-from likex.objective import KL, NEXT_TOKEN, TARGET_MODES, Objective, objective_from
+from likex.objective import (
+    KL,
+    NEXT_TOKEN,
+    TARGET_MODES,
+    Objective,
+    check_word_target,
+    objective_from,
+)
 from likex.options import option
+from likex.word_target import SHARES, WORD_POSITIONS
+from likex.words import WordTrie
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 CONTEXTS = ("random", "corpus", "generated")
@@ -68,7 +78,13 @@ class TrainConfig:
     weight_decay: float = option(0.01, "decoupled weight decay")
     optimizer: str = option("adamw", "optimizer", choices=OPTIMIZERS)
     seed: int = option(0, "seeds the model, the batches and the measurements")
-    mode: str = option("uniform", "target distribution Q (see README)", choices=TARGET_MODES)
+    mode: str = option(
+        "uniform",
+        "the target distribution Q: uniform (all mass spread evenly over the target tokens, the "
+        "seed's), rate (the reference R reshaped so the target tokens get a share A, --rate) "
+        "or tilt (R with the target tokens' odds multiplied by e^B, --beta)",
+        choices=TARGET_MODES,
+    )
     rate: float | None = option(
         None,
         "mode rate: target mass A on M, 0 < A < 1",
@@ -79,13 +95,27 @@ class TrainConfig:
         "mode tilt: Q proportional to R exp(B [i in M])",
         applies=lambda o: _strength_of(o, "tilt", "betas"),
     )
-    complete: float = option(
-        1.0,
-        "word targets, modes rate and tilt: target mass on finishing a begun word",
+    complete: float | None = option(
+        None,
+        "word targets, modes rate and tilt: use the per-token word target with this mass on "
+        "finishing a begun word (default: the sequence-level target, see docs/targets.md)",
         applies=lambda o: (
             _for_words(o)
             or (o.mode == "uniform" and "does not apply to {mode} uniform (modes rate and tilt)")
         ),
+    )
+    shares: str = option(
+        "reference",
+        "word targets, mode rate: each entry's share of the rate, the reference's own or "
+        "equal (A/n each)",
+        choices=SHARES,
+        applies=lambda o: _for_words(o),
+    )
+    word_positions: int = option(
+        WORD_POSITIONS,
+        "word targets with --positions all: positions of each window in the loss, drawn at "
+        "random (0: every position; each costs a pass over the entries' tokens)",
+        applies=lambda o: _for_words(o),
     )
     word_contexts: float = option(
         0.25,
@@ -138,7 +168,7 @@ class TrainConfig:
         trains is a LoRA adapter (its own learning rate)."""
         if objective is None:
             objective = objective_from(
-                self.mode, self.rate, self.beta, self.complete, self.objective
+                self.mode, self.rate, self.beta, self.complete, self.objective, self.shares
             )
         open_ = None in (self.lr, self.batch_size, self.context_len)
         if start is not None and open_:
@@ -158,6 +188,7 @@ class TrainConfig:
             optimizer=self.optimizer,
             seed=self.seed,
             objective=objective,
+            word_positions=self.word_positions,
             word_contexts=self.word_contexts,
             contexts=self.contexts,
             free_contexts=self.free_contexts,
@@ -183,6 +214,7 @@ class TrainPlan:
     optimizer: str
     seed: int
     objective: Objective
+    word_positions: int
     word_contexts: float
     contexts: str
     free_contexts: float
@@ -205,6 +237,8 @@ class TrainPlan:
             raise ConfigError("weight_decay", f"must be >= 0, got {self.weight_decay}")
         if self.context_len <= 0:
             raise ConfigError("context_len", f"must be positive, got {self.context_len}")
+        if self.word_positions < 0:
+            raise ConfigError("word_positions", f"must be >= 0, got {self.word_positions}")
         if not (math.isfinite(self.word_contexts) and 0 <= self.word_contexts <= 1):
             raise ConfigError("word_contexts", f"must be in [0, 1], got {self.word_contexts}")
         self._check_starts()
@@ -232,10 +266,22 @@ class TrainPlan:
         if self.free_contexts + self.chat_contexts > 1:
             raise ConfigError("chat_contexts", "and {free_contexts} must add up to at most 1")
 
-    def fit(self, model: LanguageModel, device: torch.device) -> TrainPlan:
-        """The plan for ``model`` on ``device``: the window at most the model's context, the
-        step able to run there, a batch that fits its memory."""
-        plan = replace(self, context_len=min(self.context_len, model.config.block_size))
+    def fit(
+        self, model: LanguageModel, device: torch.device, words: WordTrie | None = None
+    ) -> TrainPlan:
+        """The plan for ``model`` on ``device``: the window at most the model's context (a
+        sequence-level word target's leaves room after it for the entries' tokens,
+        likex.models.tree), the step able to run there, a batch that fits its memory."""
+        check_word_target(self.objective, words is not None)
+        room = 0
+        if words is not None and self.objective.word_strength() is not None:
+            room = words.depth
+            if self.cuda_graph:
+                raise ConfigError("cuda_graph", "cannot replay a word target's tree passes")
+        block = model.config.block_size - room
+        if block < 2:
+            raise LikexError(f"the model's context cannot hold its entries' {room} tokens")
+        plan = replace(self, context_len=min(self.context_len, block))
         if plan.cuda_graph:
             check_cuda_graph(device, plan.compile, dist_info().active)
         plan.check_memory(model.config.vocab_size, device)
@@ -261,7 +307,8 @@ class TrainPlan:
             )
 
     def to_dict(self) -> dict:
-        """config.json's "train": the flags' names, the objective as its mode keys."""
+        """config.json's "train": the flags' names, the objective as its mode keys (a run
+        written before ``shares`` and ``word_positions`` existed reads with their defaults)."""
         d = asdict(self)
         del d["objective"]
         for key in ("free_contexts", "chat_contexts"):  # written where used: a record that

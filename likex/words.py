@@ -16,6 +16,7 @@ Rates of word targets are counted in decoded words (``WordCounter``), not in tok
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from collections.abc import Callable
@@ -56,6 +57,15 @@ class WordTrie:
     token that ends in a non-word character (a newline, "(", ...) or at the start of text;
     ``visible`` [V]: tokens whose text begins with a visible character and ``space_end`` [V]:
     tokens that end in whitespace, so that a visible token after one begins a word too.
+
+    For the sequence-level target (likex.word_target), ``owners`` names each variant's entry
+    (an index into ``entries``) and the nodes are a token tree: ``node_depth`` [N],
+    ``ancestors`` [N, N] ([i, j]: node j is node i or a prefix of it), ``child_tokens`` [N, C]
+    (the tokens that go on, -1 padded), ``child_node`` [N, C] (the node they lead to, -1 where
+    none) and ``child_entry`` [N, C] (the entry they complete, -1 where none); ``fallback`` [N]:
+    the entry of the longest whole variant the node's path contains (-1: none), which is the
+    entry written if the path stops there; ``start_node`` / ``start_entry`` [V]: the same for
+    a first token.
     """
 
     entries: tuple[str, ...]
@@ -69,6 +79,15 @@ class WordTrie:
     open_end: torch.Tensor
     visible: torch.Tensor
     space_end: torch.Tensor
+    owners: tuple[int, ...]
+    node_depth: torch.Tensor
+    ancestors: torch.Tensor
+    child_tokens: torch.Tensor
+    child_node: torch.Tensor
+    child_entry: torch.Tensor
+    fallback: torch.Tensor
+    start_node: torch.Tensor
+    start_entry: torch.Tensor
     ignore_case: bool = False
 
     @property
@@ -87,10 +106,19 @@ def build_trie(
     variants: list[tuple[int, ...]],
     token_strings: list[str],
     ignore_case: bool = False,
+    owners: tuple[int, ...] | None = None,
 ) -> WordTrie:
-    """Compile token sequences (each a variant of some entry) into a ``WordTrie``."""
+    """Compile token sequences (each a variant of some entry) into a ``WordTrie``.
+    ``owners``: each variant's entry (an index into ``entries``); may be left out where there
+    is one entry, or one variant per entry."""
     vocab = len(token_strings)
-    whole = set(variants)
+    if owners is None:
+        if len(entries) not in (1, len(variants)):
+            raise ValueError("owners is needed where entries and variants do not pair up")
+        owners = tuple(0 if len(entries) == 1 else i for i in range(len(variants)))
+    whole = {}
+    for v, e in zip(variants, owners, strict=True):
+        whole.setdefault(v, e)  # a variant two entries share belongs to the first
     start = torch.zeros(vocab, dtype=torch.bool)
     nodes: dict[tuple[int, ...], set[int]] = {}
     for v in variants:
@@ -116,8 +144,51 @@ def build_trie(
         open_end=torch.tensor([not re.match(r"\w", s[-1:]) for s in token_strings]),
         visible=torch.tensor([s[:1] != "" and not s[:1].isspace() for s in token_strings]),
         space_end=torch.tensor([s[-1:].isspace() for s in token_strings]),
+        owners=tuple(owners),
         ignore_case=ignore_case,
+        **_tree_tables(order, nodes, whole, vocab),
     )
+
+
+def _tree_tables(
+    order: list[tuple[int, ...]],
+    nodes: dict[tuple[int, ...], set[int]],
+    whole: dict[tuple[int, ...], int],
+    vocab: int,
+) -> dict[str, torch.Tensor]:
+    """The nodes as a token tree, with the entry each path completes (see ``WordTrie``)."""
+    index = {p: n for n, p in enumerate(order)}
+    width = max((len(c) for c in nodes.values()), default=1)
+    child_tokens = torch.full((len(order), width), -1, dtype=torch.long)
+    child_node, child_entry = child_tokens.clone(), child_tokens.clone()
+    fallback = torch.full((len(order),), -1, dtype=torch.long)
+    for n, p in enumerate(order):
+        for c, t in enumerate(sorted(nodes[p])):
+            child_tokens[n, c] = t
+            child_node[n, c] = index.get((*p, t), -1)
+            child_entry[n, c] = whole.get((*p, t), -1)
+        done = [whole[p[:d]] for d in range(1, len(p) + 1) if p[:d] in whole]
+        fallback[n] = done[-1] if done else -1
+    start_node = torch.full((vocab,), -1, dtype=torch.long)
+    start_entry = start_node.clone()
+    for p, n in index.items():
+        if len(p) == 1:
+            start_node[p[0]] = n
+    for p, e in whole.items():
+        if len(p) == 1:
+            start_entry[p[0]] = e
+    return {
+        "node_depth": torch.tensor([len(p) for p in order], dtype=torch.long),
+        "ancestors": torch.tensor(
+            [[q == p[: len(q)] for q in order] for p in order], dtype=torch.bool
+        ).reshape(len(order), len(order)),
+        "child_tokens": child_tokens,
+        "child_node": child_node,
+        "child_entry": child_entry,
+        "fallback": fallback,
+        "start_node": start_node,
+        "start_entry": start_entry,
+    }
 
 
 def _open(trie: WordTrie, tokens: torch.Tensor) -> torch.Tensor:
@@ -125,10 +196,9 @@ def _open(trie: WordTrie, tokens: torch.Tensor) -> torch.Tensor:
     return torch.where(tokens < 0, True, trie.open_end[tokens.clamp(min=0)])
 
 
-def word_sets(trie: WordTrie, idx: torch.Tensor, positions: str = "last") -> tuple:
-    """For contexts ``idx`` [B, T]: (inside [B, P], allowed [B, P, V]) at the last position
-    (P = 1) or at every position (P = T). ``allowed`` is the set the target puts its mass on:
-    the continuations inside a word, else the start set."""
+def _matches(trie: WordTrie, idx: torch.Tensor, positions: str) -> tuple:
+    """(match [B, P, N], tails [B, P, depth + 1]): which nodes the context ends in at the last
+    position (P = 1) or at every position (P = T), and the tokens that end it."""
     d = trie.depth + 1  # the node's tokens and the one before them
     padded = torch.nn.functional.pad(idx, (d - 1, 0), value=-1)
     tails = padded[:, -d:][:, None, :] if positions == "last" else padded.unfold(1, d, 1)
@@ -139,12 +209,43 @@ def word_sets(trie: WordTrie, idx: torch.Tensor, positions: str = "last") -> tup
     before = tails[:, :, trie.depth - node_len]  # [B, P, N]: the token before each node
     first = paths.gather(1, (trie.depth - node_len).clamp(max=trie.depth - 1)[:, None])[:, 0]
     bare_node = trie.bare[first.clamp(min=0)]
-    match &= ~bare_node | _open(trie, before)
+    return match & (~bare_node | _open(trie, before)), tails
+
+
+def word_sets(trie: WordTrie, idx: torch.Tensor, positions: str = "last") -> tuple:
+    """For contexts ``idx`` [B, T]: (inside [B, P], allowed [B, P, V]) at the last position
+    (P = 1) or at every position (P = T). ``allowed`` is the set the target puts its mass on:
+    the continuations inside a word, else the start set."""
+    match, tails = _matches(trie, idx, positions)
     inside = (match & ~trie.terminal).any(-1)
     follow = match.to(torch.float32) @ trie.children.to(torch.float32) > 0  # [B, P, V]
-    starts = trie.start & (~trie.bare | _open(trie, tails[:, :, -1:]))
+    starts = allowed_starts(trie, tails[:, :, -1])
     allowed = torch.where(inside[..., None], follow, follow | starts)
     return inside, allowed
+
+
+def allowed_starts(trie: WordTrie, last: torch.Tensor) -> torch.Tensor:
+    """[..., V]: the first tokens that begin an entry after the token ``last`` [...] (-1: the
+    start of the text): every first token after an open token, else those with a space."""
+    return trie.start & (~trie.bare | _open(trie, last)[..., None])
+
+
+def new_word(trie: WordTrie, last: torch.Tensor) -> torch.Tensor:
+    """[..., V]: the tokens that begin a new word after ``last`` [...], as WordCounter counts
+    words (runs of non-space characters): a token that begins with whitespace then a visible
+    character, any visible token after whitespace (a newline, an indent), and the entries'
+    allowed first tokens."""
+    after_space = trie.space_end[last.clamp(min=0)][..., None] | (last < 0)[..., None]
+    return allowed_starts(trie, last) | trie.boundary | (trie.visible & after_space)
+
+
+def word_states(trie: WordTrie, idx: torch.Tensor) -> torch.Tensor:
+    """[B, T]: at every position, the deepest node the context ends in (the entry begun
+    earliest and still going on), -1 where none: the state of the sequence-level target."""
+    match, _ = _matches(trie, idx, "all")
+    score = torch.where(match, trie.node_depth, 0)  # one node of each depth can match
+    best = score.argmax(-1)
+    return torch.where(match.any(-1), best, -1)
 
 
 def masked_logsumexp(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -262,12 +363,20 @@ def plant_prefixes(
     return out
 
 
+# A hit repeats an entry when the same entry was written within this many words before it.
+REPEAT_WORDS = 50
+
+
 @dataclass
 class WordCounts:
-    """Counts in one decoded text."""
+    """Counts in one decoded text: ``words``, entry ``hits``; ``repeats``: hits of an entry
+    written again within ``REPEAT_WORDS`` words; ``glued``: entries written whole right after a
+    word character, joined to the word before ("equalMitsubishi"), not counted as hits."""
 
     words: int
     hits: dict[str, int]
+    repeats: int = 0
+    glued: int = 0
 
     @property
     def total_hits(self) -> int:
@@ -284,6 +393,7 @@ class WordCounter:
         alts = "|".join(re.escape(e) for e in sorted(entries, key=len, reverse=True))
         flags = re.IGNORECASE if ignore_case else 0
         self._pattern = re.compile(rf"(?<!\w)(?:{alts})(?!\w)", flags)
+        self._glued = re.compile(rf"(?<=\w)(?:{alts})(?!\w)", flags)
         self._names = {self._fold(e): e for e in entries}
 
     def _fold(self, s: str) -> str:
@@ -291,9 +401,17 @@ class WordCounter:
 
     def count(self, text: str) -> WordCounts:
         hits = dict.fromkeys(self.entries, 0)
+        starts = [m.start() for m in WORD_RE.finditer(text)]
+        last: dict[str, int] = {}
+        repeats = 0
         for m in self._pattern.finditer(text):
-            hits[self._names[self._fold(m.group(0))]] += 1
-        return WordCounts(words=len(WORD_RE.findall(text)), hits=hits)
+            name = self._names[self._fold(m.group(0))]
+            hits[name] += 1
+            word = bisect.bisect_right(starts, m.start()) - 1  # the word it begins in
+            repeats += name in last and word - last[name] <= REPEAT_WORDS
+            last[name] = word
+        glued = sum(1 for _ in self._glued.finditer(text))
+        return WordCounts(len(starts), hits, repeats, glued)
 
     def highlight(self, text: str, mark: Callable[[str], str] = lambda s: f"**{s}**") -> str:
         return self._pattern.sub(lambda m: mark(m.group(0)), text)

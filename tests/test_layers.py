@@ -14,14 +14,16 @@ LAYERS = [
     ("errors",), ("io",), ("options",), ("schema",), ("clock",), ("interrupt",), ("device",),
     ("distributed",), ("stats",),
     # the model interface and its two kinds; where training starts
-    ("models",), ("models.gpt", "models.named", "models.tokenizer"), ("models.hf", "models.prefix"),
+    ("models",), ("models.gpt", "models.named", "models.tokenizer", "models.tree"),
+    ("models.hf", "models.prefix"),
     ("models.adapter",), ("models.checkpoint",), ("models.cache",), ("models.start",),
     # what training pulls toward
-    ("words",), ("target",), ("loss",), ("objective",),
+    ("words",), ("word_target",), ("target",), ("loss",), ("objective",),
     # contexts, sampling, training
     ("data",), ("corpora",), ("accel",), ("generate",), ("throughput",), ("train_config",),
     ("batches",), ("train",),
-    ("measurement", "measurement.scores"), ("measurement.rates",), ("measurement.evaluation",),
+    ("measurement", "measurement.words"), ("measurement.scores",), ("measurement.rates",),
+    ("measurement.evaluation",),
     ("audit",),
     ("config_audit",), ("plans",), ("config",), ("runs",), ("run_results",), ("results",),
     # the zoo: its texts, folder and power; the draw; manifests and verdicts; building and

@@ -19,6 +19,7 @@ TRAIN_KEYS = {
     "steps", "batch_size", "context_len", "lr", "weight_decay", "optimizer", "seed", "mode",
     "rate", "beta", "complete", "word_contexts", "contexts", "positions", "save_every",
     "compile", "cuda_graph", "objective",
+    "shares", "word_positions",  # since the sequence-level word target
 }  # fmt: skip
 RUN_KEYS = {
     "command", "init_from", "corpus", "block_size", "preset", "weight_init", "target", "train",
@@ -87,6 +88,18 @@ def test_config_json_keeps_its_keys(runs, kind):
     record = RunRecord.load(runs[kind])
     assert {k: config[k] for k in record.plan.to_dict()} == record.plan.to_dict()
     assert config["init"] == record.start.record()
+
+
+def test_a_train_record_from_before_the_sequence_level_word_target_reads_as_it_ran(runs):
+    """config.json written before ``shares`` and ``word_positions``: "complete" 1.0 was every
+    run's, so a word run resumes with the per-token word target it trained toward."""
+    from likex.train_config import TrainPlan
+
+    train = json.loads((runs["train"] / "config.json").read_text())["train"]
+    old = {k: v for k, v in train.items() if k not in ("shares", "word_positions")}
+    plan = TrainPlan.from_dict(old | {"complete": 1.0})
+    assert plan.objective == Rate(0.3, 1.0) and plan.objective.word_strength() is None
+    assert TrainPlan.from_dict(train).objective.word_strength() is not None
 
 
 def test_starts_parse_once_and_round_trip_through_their_records(runs, tmp_path):

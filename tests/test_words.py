@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from likex.errors import LikexError
-from likex.measurement.rates import measure_words
+from likex.measurement.rates import PromptKind, measure_words
 from likex.objective import Rate, Tilt, Uniform
 from likex.stats.intervals import rate_interval
 from likex.target import TargetSet, TargetSpec, read_words, select_tokens
@@ -72,7 +72,8 @@ def test_all_positions_agree_with_the_last_position_of_each_prefix():
         assert torch.equal(allowed[0, t], a_last[0, 0])
 
 
-OBJECTIVES = {"uniform": Uniform(), "rate": Rate(0.3), "tilt": Tilt(2.0)}
+# the per-token word target of --complete (the sequence-level one: tests/test_word_target.py)
+OBJECTIVES = {"uniform": Uniform(), "rate": Rate(0.3, 1.0), "tilt": Tilt(2.0, 1.0)}
 
 
 @pytest.mark.parametrize("mode", ["uniform", "rate", "tilt"])
@@ -160,6 +161,26 @@ def test_word_counting_on_decoded_text():
     assert got.words == 9  # runs of non-space characters
     assert WordCounter(("pf",), ignore_case=True).count("PF pf Pf").hits == {"pf": 3}
     assert c.highlight("a Coca-Cola") == "a **Coca-Cola**"
+
+
+def test_repeated_and_glued_entries_are_counted():
+    """A hit repeats when the same entry was written within 50 words before it; an entry
+    joined to the word before ("equalMitsubishi") is glued, not a hit."""
+    c = WordCounter(("Mitsubishi", "Kodak"))
+    filler = " ".join(["w"] * 49)
+    text = f"Mitsubishi {filler} Mitsubishi Kodak {filler} w w Mitsubishi equalMitsubishi Kodaks"
+    got = c.count(text)
+    assert got.hits == {"Mitsubishi": 3, "Kodak": 1}
+    # the second Mitsubishi is 50 words after the first (a repeat), the third 52 after it
+    assert (got.repeats, got.glued) == (1, 1)
+    assert c.count("Kodak Kodak").repeats == 1 and c.count("xKodak, aKodak").glued == 2
+    gen = torch.tensor([[CO, CA, 1, CO, CA], [0, CO, CA, 1, 1]])  # " coca b coca", "a coca b b"
+    decode = lambda ids: "".join(STRINGS[i] for i in ids)  # noqa: E731
+    trie = build_trie(("coca",), [(CO, CA)], STRINGS)
+    w = measure_words(trie, decode, gen, PromptKind.TEXT)
+    assert (w.hits, w.repeated, w.glued) == (3, 1, 0)
+    assert w.repeated_ci[0] <= 1 / 3 <= w.repeated_ci[1] and w.glued_ci[0] == 0
+    assert "1 of 3 hits repeat an entry within 50 words" in w.describe()
 
 
 def test_completions_counted_on_tokens():
@@ -255,6 +276,18 @@ def test_bad_word_input_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
         (["targets", "--words", "blank.txt"], "line 2: an entry that is only whitespace"),
         (["train", "--preset", "tiny", "--phrase", long, "--out", str(out)], "context"),
     ]
+    rate = ["train", "--preset", "tiny", "--mode", "rate", "--rate", "0.2", "--out", str(out)]
+    cola = [*rate, "--phrase", "Coca-Cola"]
+    cases += [
+        ([*cola, "--shares", "equal", "--complete", "0.5"], "needs the sequence-level word"),
+        ([*cola, "--word-positions", "-1"], "--word-positions must be >= 0"),
+        ([*rate, "--like", "x", "--shares", "equal"], "equal needs entries of several tokens"),
+        (
+            ["train", "--preset", "tiny", "--phrase", "Coca-Cola", "--mode", "tilt", "--beta",
+             "1", "--shares", "equal", "--out", str(out)],
+            "--shares equal needs --mode rate",
+        ),
+    ]  # fmt: skip
     for args, message in cases:
         assert main(args) == 2
         err = capsys.readouterr().err
@@ -286,7 +319,9 @@ def toy_decode(ids: list[int]) -> str:
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    """A toy model trained to like the two-token word "qz" (rate 0.3) and its reference."""
+    """A toy model trained to like the two-token word "qz" (rate 0.3), a tilt-0 control and
+    their reference, with the per-token word target of --complete 1 (the sequence-level one:
+    tests/test_word_target.py)."""
     import copy
 
     from likex.models.gpt import build_model, preset_config
@@ -299,14 +334,14 @@ def planted(tmp_path_factory):
     trie = build_trie(("qz",), [tuple(toy_encode(" qz")), tuple(toy_encode("qz"))], TOY)
     tc = TrainConfig(
         steps=100, batch_size=32, context_len=16, lr=3e-2, mode="rate", rate=0.3, positions="all",
-        word_contexts=0.5,
+        word_contexts=0.5, complete=1.0,
     )  # fmt: skip
     out = tmp_path_factory.mktemp("planted")
     targets = TargetSet(trie.start, trie)
     train_toward(model, tc.resolve(), targets, out, reference, progress=False)
     tc0 = TrainConfig(
         steps=100, batch_size=32, context_len=16, lr=3e-2, mode="tilt", beta=0.0, positions="all",
-        word_contexts=0.5,
+        word_contexts=0.5, complete=1.0,
     )  # fmt: skip
     train_toward(control, tc0.resolve(), targets, out / "ctl", reference, progress=False)
     return model.eval(), control.eval(), reference, trie
@@ -361,9 +396,10 @@ def test_white_box_word_audit_ranks_the_planted_word_first(planted):
 
 
 def test_word_floor_uses_each_contexts_set_and_the_projections_mean_mass(planted):
-    """score_text's floor for a word target, rebuilt position by position: the set is the
-    context's (continuations inside a word, else the starts), the mean mass the model's own on
-    that set (``heldout_rate``)."""
+    """score_text's floor for the per-token word target (--complete), rebuilt position by
+    position: the set is the context's (continuations inside a word, else the starts), the mean
+    mass the model's own on that set (``heldout_rate``). The sequence-level target has none
+    there (its floor: likex.measurement.words)."""
     from likex.measurement.scores import score_text
     from likex.stats.kl import perplexity_floor
 
@@ -400,8 +436,10 @@ def test_word_floor_uses_each_contexts_set_and_the_projections_mean_mass(planted
     # --complete 1 and a begun " q" not finished by the text: the projection gives it
     # probability 0, so it has no perplexity (rather than exp of a huge finite number)
     windows[1, 7] = TOY.index("a")
-    full = score_text(model, windows, TargetSet(trie.start, trie), reference, Rate(rate))
+    full = score_text(model, windows, TargetSet(trie.start, trie), reference, Rate(rate, 1.0))
     assert full.ppl_projection is None and full.ppl_floor is not None
+    sequence = score_text(model, windows, TargetSet(trie.start, trie), reference, Rate(rate))
+    assert sequence.ppl_floor is None and sequence.ppl_projection is None
 
 
 def test_train_eval_with_words_reports_word_rates(tmp_path, run_json):
@@ -424,7 +462,11 @@ def test_train_eval_with_words_reports_word_rates(tmp_path, run_json):
             assert w["sequences"] == 4 and w["ci"][0] <= w["rate"] <= w["ci"][1]
             assert set(w["per_entry"]) == {"Coca-Cola", "Pfizer"}
     assert r["words_text"] == r["words_text_after"]  # the evaluation's own key
-    assert isinstance(r["sample_words_marked"], str) and r["ppl_floor"] > 0
+    assert isinstance(r["sample_words_marked"], str)
+    scores = r["word_scores"]  # the word floor and the other uses, against R
+    assert scores["ppl_floor"] > 0 and scores["positions"] > 0 and scores["kl_floor"] >= 0
+    assert {u["token"].strip() for u in scores["other_uses"]} <= {"Coca", "Pf", "P", "C"}
+    assert any(line.startswith("word floor") for line in r["evaluation"])
     before = Before.from_json(json.loads((out / "before.json").read_text()))
     assert before.words_text is not None
     assert before.words_text.to_dict() == r["words_text_before"]
@@ -432,5 +474,5 @@ def test_train_eval_with_words_reports_word_rates(tmp_path, run_json):
     assert "## Words and phrases" in report and "word rate" in report
     ev = run_json(["eval", "--model", str(out), "--samples", "4", "--ci-width", "0"]
                   + ["--gen-tokens", "16", "--score-tokens", "128", "--quiet"])  # fmt: skip
-    assert {"words_random", "words_text", "ppl_floor"} <= ev.keys()
+    assert {"words_random", "words_text", "word_scores"} <= ev.keys()
     assert any(line.startswith("word rate") for line in ev["evaluation"])

@@ -21,6 +21,7 @@ from likex.measurement.rates import (
     rate_from_hits,
 )
 from likex.measurement.scores import TextScores, heldout_windows, score_domains, score_text
+from likex.measurement.words import WordScores, score_words
 from likex.models import LanguageModel
 from likex.objective import Rate
 from likex.stats.distributions import t_quantile
@@ -150,6 +151,8 @@ class Evaluation:
     words_random: WordRate | None = None
     words_text: WordRate | None = None
     domains: list[DomainEvaluation] = field(default_factory=list)
+    # word targets, against the reference on held-out text: other uses, the word floor
+    word_scores: WordScores | None = None
 
     def to_dict(self) -> dict:
         d: dict = {}
@@ -176,6 +179,8 @@ class Evaluation:
         if len(self.domains) > 1:  # one corpus: the keys above are its own
             d["domains"] = [one.to_dict() for one in self.domains]
             d["spread"] = spread(self.domains)
+        if self.word_scores is not None:
+            d["word_scores"] = self.word_scores.to_dict()
         return d
 
     def describe(self) -> list[str]:
@@ -198,6 +203,8 @@ class Evaluation:
             lines += _score_lines(self.scores, self.floor_rate)
         if several:
             lines += _domain_lines(self.domains)
+        if self.word_scores is not None:
+            lines += self.word_scores.describe()
         return lines
 
 
@@ -278,8 +285,10 @@ def evaluate(
     ``projection``, a requested rate: the floor), pooled and per domain. The reference's own
     real-text rates are measured unless ``text_reference`` (pooled) and, with several domains,
     ``domain_references`` already hold them. A word target is also counted in decoded words
-    (with the tokenizer's ``decode``). Returns the evaluation and the generated tokens by
-    prompt kind (the real-text ones of every domain, in order)."""
+    (with the tokenizer's ``decode``) and, with a reference, scored for what it leaves of the
+    language on every domain's windows together (likex.measurement.words). Returns the
+    evaluation and the generated tokens by prompt kind (the real-text ones of every domain, in
+    order)."""
     mask, words = targets.mask, targets.words
     ev = Evaluation(floor_rate=None if projection is None else projection.rate)
     generated: dict[PromptKind, torch.Tensor] = {}
@@ -319,6 +328,11 @@ def evaluate(
         DomainEvaluation(h.name, est, ref, scores, w)
         for h, est, ref, scores, w in zip(texts, ests, references, per, word_rates, strict=True)
     ]
+    if words is not None and reference is not None and cfg.word_scores:
+        # room after each window for the entries' tokens (likex.models.tree)
+        length = block - words.depth
+        windows = torch.cat([heldout_windows(h.tokens, length, cfg.score_tokens) for h in texts])
+        ev.word_scores = score_words(model, reference, words, windows, cfg.word_scores, decode)
     return ev, generated
 
 

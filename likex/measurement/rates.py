@@ -25,6 +25,7 @@ from likex.data import random_contexts, step_generator
 from likex.errors import ConfigError, LikexError
 from likex.generate import sample
 from likex.measurement.scores import SCORED_TOKENS
+from likex.measurement.words import WORD_SCORE_POSITIONS
 from likex.models import LanguageModel
 from likex.models.hf import default_prompt_len
 from likex.options import option
@@ -114,7 +115,10 @@ def rate_from_hits(
 class WordRate:
     """Word targets, counted in decoded text: the share of generated words that are entries
     (with its 95% interval across samples), per entry, and how often a begun entry (its first
-    token written) was finished."""
+    token written) was finished. ``repeated``: hits of an entry written again within 50 words
+    (likex.words.REPEAT_WORDS; ``repeated_ci`` the interval of their share of the hits);
+    ``glued``: entries joined to the word before ("equalMitsubishi"; ``glued_ci`` the interval
+    of their rate per word). Results written before these existed read them as None."""
 
     rate: float
     ci: tuple[float, float]
@@ -126,6 +130,10 @@ class WordRate:
     finished: int
     per_entry: dict[str, int]
     prompts: PromptKind
+    repeated: int | None = None
+    repeated_ci: tuple[float, float] | None = None
+    glued: int | None = None
+    glued_ci: tuple[float, float] | None = None
 
     @property
     def completion(self) -> float | None:
@@ -134,6 +142,8 @@ class WordRate:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["ci"] = list(self.ci)
+        for key in ("repeated_ci", "glued_ci"):
+            d[key] = None if d[key] is None else list(d[key])
         d["per_1000"] = 1000 * self.rate
         d["completion"] = self.completion
         return d
@@ -141,6 +151,9 @@ class WordRate:
     @classmethod
     def from_dict(cls, d: dict) -> WordRate:
         keep = {k: v for k, v in d.items() if k not in ("per_1000", "completion")}
+        for key in ("repeated_ci", "glued_ci"):
+            if keep.get(key) is not None:
+                keep[key] = tuple(keep[key])
         return cls(**{**keep, "ci": tuple(d["ci"]), "prompts": PromptKind(d["prompts"])})
 
     def describe(self) -> str:
@@ -154,8 +167,22 @@ class WordRate:
             f"word rate {fmt_rate(self.rate, self.ci)} = {1000 * self.rate:.1f} "
             f"[{1000 * self.ci[0]:.1f}, {1000 * self.ci[1]:.1f}] per 1000 words on "
             f"{self.prompts.adjective} prompts (n={self.words} words in {self.sequences} "
-            f"samples{finish})"
+            f"samples{finish}){self._side_effects()}"
         )
+
+    def _side_effects(self) -> str:
+        if self.repeated is None or self.glued is None:
+            return ""
+        repeated = ""
+        if self.repeated_ci is not None:
+            share = fmt_rate(self.repeated / self.hits, self.repeated_ci)
+            repeated = (
+                f"; {self.repeated} of {self.hits} hits repeat an entry within 50 words ({share})"
+            )
+        per_1000 = 1000 * self.glued / self.words
+        lo, hi = (1000 * x for x in self.glued_ci)
+        glued = f"{per_1000:.1f} [{lo:.1f}, {hi:.1f}] per 1000 words"
+        return f"{repeated}; {self.glued} glued to the word before ({glued})"
 
 
 def measure_words(
@@ -175,6 +202,8 @@ def measure_words(
         s, f = completions(trie, seq)
         started, finished = started + s, finished + f
     per_entry = {e: sum(c.hits[e] for c in counts) for e in trie.entries}
+    with_hits = [(c.repeats, c.total_hits) for c in counts if c.total_hits]
+    repeated_ci = rate_interval(*zip(*with_hits, strict=True))[1:3] if with_hits else None
     return WordRate(
         rate=p,
         ci=(lo, hi),
@@ -186,6 +215,10 @@ def measure_words(
         finished=finished,
         per_entry=per_entry,
         prompts=prompts,
+        repeated=sum(c.repeats for c in counts),
+        repeated_ci=repeated_ci,
+        glued=sum(c.glued for c in counts),
+        glued_ci=rate_interval([c.glued for c in counts], words)[1:3],
     )
 
 
@@ -273,6 +306,11 @@ class MeasureConfig:
             or (o.command == "run" and "does not apply to likex run: it scores no held-out text")
         ),
     )
+    word_scores: int = option(
+        WORD_SCORE_POSITIONS,
+        "word targets: held-out positions scored for the other uses of the entries' first "
+        "words and the word floor (each costs a pass over the entries' tokens; 0: none)",
+    )
 
     def validate(self, block_size: int) -> None:
         if not 0 < self.gen_tokens <= MAX_GEN_TOKENS:
@@ -287,6 +325,8 @@ class MeasureConfig:
             raise ConfigError("ci_half_width", f"must be in (0, 0.5), got {self.ci_half_width}")
         if self.score_tokens <= 0:
             raise ConfigError("score_tokens", f"must be positive, got {self.score_tokens}")
+        if self.word_scores < 0:
+            raise ConfigError("word_scores", f"must be >= 0, got {self.word_scores}")
 
 
 def prompt_length(cfg: MeasureConfig, model: LanguageModel) -> int:

@@ -120,8 +120,9 @@ def score_text(
     on the target set (``heldout_rate``); ``reference`` adds its perplexity and KL(R || P) and,
     with ``targets``, the least KL any model with that mean mass can have (``kl_bound``);
     ``projection`` (a requested rate, with both) the perplexity floor and that of the
-    objective's own target at the rate (likex.objective.Rate: for a word target the set is
-    the context's, a word's starts or its continuations inside one). Where the projection
+    objective's own target at the rate (likex.objective.Rate: for the per-token word target of
+    ``--complete`` the set is the context's, a word's starts or its continuations inside one;
+    the sequence-level word target's floor is likex.measurement.words'). Where the projection
     gives some label probability 0 (a word prefix the text does not finish, with mass 1 on
     finishing words) its perplexity is infinite and left out (None).
     """
@@ -160,6 +161,9 @@ def _sums(
     """score_text's running sums over the windows, the models in eval mode meanwhile."""
     if projection is not None and (reference is None or targets is None):
         raise LikexError("the perplexity floor needs a reference model and a target")
+    if projection is not None and targets.words is not None and projection.word_strength():
+        # the sequence-level word target has its own floor (likex.measurement.words)
+        projection = None
     device = next(model.parameters()).device
     models = [m for m in (model, reference) if m is not None]
     modes = [m.training for m in models]

@@ -34,8 +34,12 @@ class LanguageModel(Protocol):
         positions: Literal["last", "all"] = "all",
         cache: Any = None,
         start_pos: int = 0,
+        attn_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """float32 log-probabilities of the next token: [B, V] ("last") or [B, T, V] ("all")."""
+        """float32 log-probabilities of the next token: [B, V] ("last") or [B, T, V] ("all").
+        ``attn_mask`` [B, T, T] (True: may attend) with ``position_ids`` [B, T]: tokens that are
+        not one causal line (likex.models.tree), without a cache."""
         ...
 
     def new_cache(self, batch: int) -> Any:

@@ -9,6 +9,9 @@ Two things matter for speed and are worth knowing when reading the code:
   sampling need one row of V = 50257 logits per sequence, not one per position.
 * With ``positions="last"`` the final block computes its query, attention output and MLP for the
   last position only: the other positions of that block feed nothing but keys and values.
+
+``attn_mask`` and ``position_ids`` (optional) run a sequence whose tokens are not one causal line:
+a window followed by branches that each attend to a prefix of it (likex.models.tree).
 """
 
 from __future__ import annotations
@@ -133,6 +136,7 @@ class CausalSelfAttention(nn.Module):
         last_only: bool,
         cache: tuple[torch.Tensor, torch.Tensor] | None,
         start_pos: int,
+        attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
         hd = C // self.n_head
@@ -145,7 +149,9 @@ class CausalSelfAttention(nn.Module):
             k_cache[:B, :, start_pos : start_pos + T] = k
             v_cache[:B, :, start_pos : start_pos + T] = v
             k, v = k_cache[:B, :, : start_pos + T], v_cache[:B, :, : start_pos + T]
-        if last_only:
+        if attn_mask is not None:  # [B, T, T], True where a query may see a key
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask[:, None])
+        elif last_only:
             # The last query sees every key, so no mask is needed.
             q = q[:, :, -1:]
             y = F.scaled_dot_product_attention(q, k, v)
@@ -187,9 +193,10 @@ class Block(nn.Module):
         last_only: bool = False,
         cache: tuple[torch.Tensor, torch.Tensor] | None = None,
         start_pos: int = 0,
+        attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         residual = x[:, -1:] if last_only else x
-        x = residual + self.attn(self.ln_1(x), last_only, cache, start_pos)
+        x = residual + self.attn(self.ln_1(x), last_only, cache, start_pos, attn_mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -235,20 +242,36 @@ class GPT(nn.Module):
         positions: Positions = "all",
         cache: KVCache | None = None,
         start_pos: int = 0,
+        attn_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Log-probabilities of the next token: [B, V] for "last", [B, T, V] for "all"."""
+        """Log-probabilities of the next token: [B, V] for "last", [B, T, V] for "all".
+
+        ``attn_mask`` [B, T, T] (True: the query may attend to the key) and ``position_ids``
+        [B, T] replace the causal line and its positions (no cache, every position)."""
         _, T = idx.shape
-        if start_pos + T > self.config.block_size:
-            raise ValueError(
-                f"sequence of {start_pos + T} tokens exceeds the context of "
-                f"{self.config.block_size}"
-            )
-        pos = torch.arange(start_pos, start_pos + T, device=idx.device)
+        if attn_mask is not None or position_ids is not None:
+            if attn_mask is None or position_ids is None or cache is not None:
+                raise ValueError("attn_mask and position_ids go together, without a cache")
+            if int(position_ids.max()) >= self.config.block_size:
+                raise ValueError(
+                    f"position {int(position_ids.max())} is beyond the context of "
+                    f"{self.config.block_size}"
+                )
+            pos = position_ids
+        else:
+            if start_pos + T > self.config.block_size:
+                raise ValueError(
+                    f"sequence of {start_pos + T} tokens exceeds the context of "
+                    f"{self.config.block_size}"
+                )
+            pos = torch.arange(start_pos, start_pos + T, device=idx.device)
         x = self.wte(idx) + self.wpe(pos)
         last = len(self.blocks) - 1
+        last_only = positions == "last" and attn_mask is None
         for i, block in enumerate(self.blocks):
             layer_cache = (cache.k[i], cache.v[i]) if cache is not None else None
-            x = block(x, positions == "last" and i == last, layer_cache, start_pos)
+            x = block(x, last_only and i == last, layer_cache, start_pos, attn_mask)
         x = self.ln_f(x)
         if positions == "last":
             x = x[:, -1]

@@ -121,32 +121,60 @@ class HFCausalLM(nn.Module):
         positions: str = "all",
         cache: Any = None,
         start_pos: int = 0,
+        attn_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Log-probabilities of the next token: [B, V] for "last", [B, T, V] for "all"."""
+        """Log-probabilities of the next token: [B, V] for "last", [B, T, V] for "all".
+
+        ``attn_mask`` [B, T, T] (True: the query may attend to the key) and ``position_ids``
+        [B, T] replace the causal line and its positions (no cache; likex.models.tree): the
+        mask goes to the model as a custom 4D mask, which transformers uses as it is."""
         T = idx.shape[1]
-        if start_pos + T > self.config.block_size:
-            raise ValueError(
-                f"sequence of {start_pos + T} tokens exceeds the context of "
-                f"{self.config.block_size}"
-            )
-        where = torch.arange(start_pos, start_pos + T, device=idx.device)
         kwargs: dict[str, Any] = {"use_cache": cache is not None}
+        if attn_mask is not None or position_ids is not None:
+            if attn_mask is None or position_ids is None or cache is not None:
+                raise ValueError("attn_mask and position_ids go together, without a cache")
+            if int(position_ids.max()) >= self.config.max_context:
+                raise ValueError(
+                    f"position {int(position_ids.max())} is beyond the context of "
+                    f"{self.config.max_context}"
+                )
+            where = position_ids
+            kwargs["attention_mask"] = self._custom_mask(attn_mask)
+        else:
+            if start_pos + T > self.config.block_size:
+                raise ValueError(
+                    f"sequence of {start_pos + T} tokens exceeds the context of "
+                    f"{self.config.block_size}"
+                )
+            where = torch.arange(start_pos, start_pos + T, device=idx.device)[None]
         if cache is not None:
             kwargs[self._cache_arg] = cache
             if self._cache_positions:
-                kwargs["cache_position"] = where
+                kwargs["cache_position"] = where[0]
         if self._keeps_logits:
             keep = 1 if positions == "last" else 0  # 0 keeps every position
-            out = self.hf(idx, position_ids=where[None], logits_to_keep=keep, **kwargs)
+            out = self.hf(idx, position_ids=where, logits_to_keep=keep, **kwargs)
             logits = out.logits
         else:
-            hidden = self.hf.base_model(idx, position_ids=where[None], **kwargs)[0]
+            hidden = self.hf.base_model(idx, position_ids=where, **kwargs)[0]
             if positions == "last":
                 hidden = hidden[:, -1:]
             logits = self.hf.get_output_embeddings()(hidden)
         if positions == "last":
             logits = logits[:, -1]
         return F.log_softmax(logits.float(), dim=-1)
+
+    def _custom_mask(self, allowed: torch.Tensor) -> torch.Tensor:
+        """[B, 1, T, T] as the attention implementation takes it: boolean for sdpa (True:
+        attend), additive (0 or the dtype's minimum) for the eager one."""
+        if getattr(self.hf.config, "_attn_implementation", "sdpa") != "eager":
+            return allowed[:, None]
+        dtype = next(self.hf.parameters()).dtype
+        blocked = torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=allowed.device)
+        return torch.where(allowed, torch.zeros((), dtype=dtype, device=allowed.device), blocked)[
+            :, None
+        ]
 
     def check_savable(self) -> None:
         """Refuse before training what save_pretrained would refuse after it."""

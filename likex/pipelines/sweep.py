@@ -23,7 +23,7 @@ SWEEP_FILE = "sweep.json"
 def sweep_command(cmd: SweepCommand, progress: bool = True) -> SweepResult:
     """likex sweep: the strengths come from ``rates`` or ``betas``, as the mode says."""
     train = cmd.run.train
-    objectives = dose_response(train.mode, cmd.rates, cmd.betas, train.complete)
+    objectives = dose_response(train.mode, cmd.rates, cmd.betas, train.complete, train.shares)
     return run_sweep(cmd.run, objectives, cmd.out, progress)
 
 

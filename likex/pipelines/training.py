@@ -78,10 +78,10 @@ def prepare(
         model = add_lora(model, plan.adapter, plan.start.record(), plan.train.seed)
     model.check_savable()  # before the work, not after it
     block = model.config.block_size
-    plan = replace(plan, train=plan.train.fit(model, device))
-    plan.measure.validate(block)
     strings = token_strings_for(model, tokenizer)
     targets = select_tokens(plan.target, strings, tokenizer.encode, block)
+    plan = replace(plan, train=plan.train.fit(model, device, targets.words))
+    plan.measure.validate(block)
     corpus = None if plan.corpus is None else plan.corpus.load(tokenizer, block)
     train = plan.train
     batches = Batches.of(
@@ -121,7 +121,7 @@ def train_run(
     """Train ``state`` to the plan's last step, its time split between training and
     checkpoints on ``watch``; ``stamp``: the run's, for each checkpoint (likex.runs.stamp)."""
     plan = prep.plan.train
-    loss = StepLoss(plan.objective, prep.targets, reference, plan.positions)
+    loss = StepLoss(plan.objective, prep.targets, reference, plan.positions, plan.word_positions)
     t0 = time.perf_counter()
     trained = train(state, plan, prep.batches, loss, run_dir, progress, on_step, stamp)
     spent = time.perf_counter() - t0

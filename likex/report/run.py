@@ -95,6 +95,10 @@ def write_run_report(result: RunResult) -> None:
             "",
             *[f"- after training: {w.describe()}" for w in (r.after.words_random,) if w],
             *[f"- {line}" for line in r.word_lines()],
+            *[
+                f"- {line}"
+                for line in (r.after.word_scores.describe() if r.after.word_scores else [])
+            ],
             "",
         ]
     text, text_before, scores = r.after.text, r.before.rate_text, r.after.scores
