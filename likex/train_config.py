@@ -68,20 +68,32 @@ class TrainConfig:
     weight_decay: float = option(0.01, "decoupled weight decay")
     optimizer: str = option("adamw", "optimizer", choices=OPTIMIZERS)
     seed: int = option(0, "seeds the model, the batches and the measurements")
-    mode: str = option("uniform", "target distribution Q (see README)", choices=TARGET_MODES)
+    mode: str = option(
+        "uniform",
+        "what training pulls the next-token distribution toward: uniform puts it all on the "
+        "target tokens, evenly (the seed); rate keeps the starting model's distribution but "
+        "gives the target tokens a share A (--rate); tilt multiplies the starting model's "
+        "probability of each target token by e^B, then renormalises (--beta). (likex "
+        "pretrain and persist train next-token prediction on text instead.)",
+        choices=TARGET_MODES,
+    )
     rate: float | None = option(
         None,
-        "mode rate: target mass A on M, 0 < A < 1",
+        "mode rate: the share A of probability the target tokens get, 0 < A < 1 (0.1: about "
+        "one token in ten)",
         applies=lambda o: _strength_of(o, "rate", "rates"),
     )
     beta: float | None = option(
         None,
-        "mode tilt: Q proportional to R exp(B [i in M])",
+        "mode tilt: target tokens' probabilities are multiplied by e^B before renormalising (1: "
+        "2.7x; 0: no change; negative: rarer)",
         applies=lambda o: _strength_of(o, "tilt", "betas"),
     )
     complete: float = option(
         1.0,
-        "word targets, modes rate and tilt: target mass on finishing a begun word",
+        "word and phrase targets, modes rate and tilt: once the model has begun an entry "
+        "(written its first token), the probability the target gives to finishing it (1: "
+        "always; lower lets it stop)",
         applies=lambda o: (
             _for_words(o)
             or (o.mode == "uniform" and "does not apply to {mode} uniform (modes rate and tilt)")
@@ -89,7 +101,8 @@ class TrainConfig:
     )
     word_contexts: float = option(
         0.25,
-        "word targets: share of training contexts that end inside a word",
+        "word and phrase targets: the share of training contexts cut off in the middle of an "
+        "entry, so that the model learns to finish entries it begins",
         applies=lambda o: _for_words(o),
     )
     contexts: str = option(
@@ -99,7 +112,11 @@ class TrainConfig:
         "measured)",
         choices=CONTEXTS,
     )
-    positions: str = option("last", "positions that enter the loss", choices=POSITIONS)
+    positions: str = option(
+        "last",
+        "which positions of a context are trained: the last one, or all of them",
+        choices=POSITIONS,
+    )
     save_every: int = option(0, "checkpoint every N steps (0: only at the end)")
     compile: str = option(
         "none",

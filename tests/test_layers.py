@@ -22,6 +22,7 @@ LAYERS = [
     ("data",), ("accel",), ("generate",), ("throughput",), ("train_config",), ("batches",),
     ("train",),
     ("measurement", "measurement.scores"), ("measurement.rates",), ("measurement.evaluation",),
+    ("estimate",),
     ("audit",),
     ("config_audit",), ("plans",), ("config",), ("runs",), ("run_results",), ("results",),
     ("report",),

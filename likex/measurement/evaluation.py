@@ -80,13 +80,15 @@ class Evaluation:
         for est in (self.random, self.text):
             if est is None:
                 continue
-            line = (
-                f"rate {fmt_rate(est.rate, est.ci)} on {est.prompts.adjective} "
-                f"prompts (n={est.tokens} tokens in {est.sequences} samples)"
-            )
+            notes = [est.none_seen()]
             if est is self.text and self.text_reference is not None:
-                line = line[:-1] + f"; reference {self.text_reference.rate:.3f})"
-            lines.append(line)
+                notes.insert(0, f"reference {self.text_reference.rate:.3f}")
+            lines.append(
+                f"rate {fmt_rate(est.rate, est.ci)} on {est.prompts.adjective} "
+                f"prompts (n={est.tokens} tokens in {est.sequences} samples"
+                + "".join(f"; {note}" for note in notes if note)
+                + ")"
+            )
         lines += [w.describe() for w in (self.words_random, self.words_text) if w is not None]
         s = self.scores
         if s is not None:
@@ -159,5 +161,5 @@ def evaluate(
             or measure_text(reference, mask, cfg, heldout, seed, compile, progress)[0]
         )
     windows = heldout_windows(heldout, model.config.block_size, cfg.score_tokens)
-    ev.scores = score_text(model, windows, targets, reference, projection)
+    ev.scores = score_text(model, windows, targets, reference, projection, progress=progress)
     return ev, generated

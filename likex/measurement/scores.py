@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from likex.clock import progress_bar
 from likex.errors import LikexError
 from likex.models import LanguageModel
 from likex.objective import Rate
@@ -97,6 +98,7 @@ def score_text(
     reference: LanguageModel | None = None,
     projection: Rate | None = None,
     batch_tokens: int = 512,
+    progress: bool = False,
 ) -> TextScores:
     """Perplexity and more over windows [N, T+1] (inputs w[:, :-1], labels w[:, 1:]).
 
@@ -106,7 +108,8 @@ def score_text(
     objective's own target at the rate (likex.objective.Rate: for a word target the set is
     the context's, a word's starts or its continuations inside one). Where the projection
     gives some label probability 0 (a word prefix the text does not finish, with mass 1 on
-    finishing words) its perplexity is infinite and left out (None).
+    finishing words) its perplexity is infinite and left out (None). ``progress``: a bar
+    with the time left.
     """
     if projection is not None and (reference is None or targets is None):
         raise LikexError("the perplexity floor needs a reference model and a target")
@@ -122,9 +125,11 @@ def score_text(
     # about batch_tokens positions per pass: each holds several [V] float32 rows per model
     # (49k-50k tokens: ~200 KB each), so memory stays bounded whatever the window length
     batch_size = max(1, batch_tokens // max(1, windows.shape[1] - 1))
-    for start in range(0, windows.shape[0], batch_size):
-        w = windows[start : start + batch_size].to(device)
-        _score_batch(sums, model, w, targets, reference, projection)
+    with progress_bar(windows.shape[0], "score", "window", progress, leave=False) as bar:
+        for start in range(0, windows.shape[0], batch_size):
+            w = windows[start : start + batch_size].to(device)
+            _score_batch(sums, model, w, targets, reference, projection)
+            bar.update(w.shape[0])
     for m, mode in zip(models, modes, strict=True):
         m.train(mode)
     count = sums.count

@@ -17,18 +17,17 @@ from pathlib import Path
 
 import torch
 
-from likex.batches import Batches
 from likex.clock import Stopwatch
 from likex.data import corpus_split
 from likex.distributed import dist_info
 from likex.errors import ConfigError, Interrupted, LikexError, describe_os_error, literal
+from likex.estimate import Estimate, Work, estimate
 from likex.io import atomic_write_json
 from likex.models import LanguageModel
 from likex.models.adapter import ADAPTER_DIR, AdaptedLM, add_lora, frozen_start
 from likex.models.checkpoint import latest_checkpoint, save_model
 from likex.models.hf import token_strings_for
 from likex.models.tokenizer import Tokenizer
-from likex.objective import StepLoss
 from likex.plans import RunPlan
 from likex.run_results import (
     AdapterSummary,
@@ -40,9 +39,11 @@ from likex.run_results import (
 )
 from likex.runs import device_name
 from likex.target import TargetSet, select_tokens
-from likex.train import TrainResult, TrainState, train
+from likex.train import TrainResult, TrainState, step_parts, train
 
 RESULT_FILE = "result.json"
+# what a training command calls with its cost, before it starts (the CLI prints it)
+OnEstimate = Callable[[Estimate], None]
 MERGED_DIR = "merged"  # --merge: the adapter folded into its base
 
 
@@ -63,10 +64,11 @@ def prepare(
     plan: RunPlan,
     device: torch.device,
     loaded: tuple[LanguageModel, Tokenizer] | None = None,
+    progress: bool = False,
 ) -> Prepared:
     """Load the start (or take ``loaded``: a resumed run's checkpoint and its tokenizer) and
-    check the plan against it."""
-    model, tokenizer = plan.start.load(device) if loaded is None else loaded
+    check the plan against it; ``progress``: as ``Start.load``."""
+    model, tokenizer = plan.start.load(device, progress) if loaded is None else loaded
     if loaded is None and plan.adapter.enabled:
         model = add_lora(model, plan.adapter, plan.start.record())
     model.check_savable()  # before the work, not after it
@@ -94,6 +96,21 @@ def reference_for(prep: Prepared) -> LanguageModel | None:
     return frozen_start(prep.model) if needs_reference(prep) else None
 
 
+def estimate_run(prep: Prepared, reference: LanguageModel | None, work: Work) -> Estimate:
+    """What ``work`` will take for the run ``prep``, timed on its model (likex.estimate)."""
+    plan = prep.plan
+    return estimate(
+        work,
+        prep.model,
+        plan.train,
+        prep.targets,
+        reference,
+        prep.train_tokens,
+        plan.measure,
+        prep.heldout,
+    )
+
+
 def train_run(
     run_dir: Path,
     prep: Prepared,
@@ -107,8 +124,7 @@ def train_run(
     """Train ``state`` to the plan's last step, its time split between training and
     checkpoints on ``watch``; ``stamp``: the run's, for each checkpoint (likex.runs.stamp)."""
     plan = prep.plan.train
-    batches = Batches.of(plan, prep.model.config.vocab_size, prep.train_tokens, prep.targets.words)
-    loss = StepLoss(plan.objective, prep.targets, reference, plan.positions)
+    batches, loss = step_parts(prep.model, plan, prep.targets, reference, prep.train_tokens)
     t0 = time.perf_counter()
     trained = train(state, plan, batches, loss, run_dir, progress, on_step, stamp)
     spent = time.perf_counter() - t0
