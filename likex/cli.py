@@ -6,8 +6,10 @@ default config, sets the fields whose flags were given, calls the function and p
 ``result.describe()`` (or ``result.to_json()`` with ``--json``). It is also the one place that
 knows which flag a field has, so an error about a field is shown with its flag, and the one
 place that turns what goes wrong into a line for the user: bad input and system errors (a full
-disk, no permission) as ``likex: error: ...`` and exit status 2, Ctrl-C and SIGTERM as what
-was kept (likex.interrupt), a closed pipe as a quiet exit.
+disk, no permission) as ``likex: error: ...`` and exit status 2 (a misspelled command or flag
+with the closest that exists), Ctrl-C and SIGTERM as what was kept (likex.interrupt), a closed
+pipe as a quiet exit. Before a training command starts, it prints the command's estimate of
+its cost (likex.estimate).
 """
 
 from __future__ import annotations
