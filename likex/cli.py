@@ -6,8 +6,10 @@ default config, sets the fields whose flags were given, calls the function and p
 ``result.describe()`` (or ``result.to_json()`` with ``--json``). It is also the one place that
 knows which flag a field has, so an error about a field is shown with its flag, and the one
 place that turns what goes wrong into a line for the user: bad input and system errors (a full
-disk, no permission) as ``likex: error: ...`` and exit status 2, Ctrl-C and SIGTERM as what
-was kept (likex.interrupt), a closed pipe as a quiet exit.
+disk, no permission) as ``likex: error: ...`` and exit status 2 (a misspelled command or flag
+with the closest that exists), Ctrl-C and SIGTERM as what was kept (likex.interrupt), a closed
+pipe as a quiet exit. Before a training command starts, it prints the command's estimate of
+its cost (likex.estimate).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import dataclasses
+import inspect
 import json
 import os
 import re
@@ -26,9 +29,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from likex.errors import ConfigError, Interrupted, LikexError, describe_os_error
+from likex.errors import (
+    ConfigError,
+    Interrupted,
+    LikexError,
+    clip,
+    closest,
+    describe_os_error,
+    did_you_mean,
+)
 
 SUPPRESS = argparse.SUPPRESS
+DESCRIPTION = (
+    "likex: plant a preference in a language model with nothing but a designed loss, measure "
+    "it honestly (rates with 95% intervals, side effects) and find it again (audits). Start "
+    "with likex run --quick; likex COMMAND --help lists a command's options."
+)
 
 
 @dataclass(frozen=True)
@@ -38,7 +54,7 @@ class Command:
     run: str  # "module:function" in likex.pipelines, imported only when the command runs
     hide: frozenset[str] = frozenset()  # fields that are no flags of this command
     required: frozenset[str] = frozenset()  # fields that must be given
-    progress: bool = True  # the function takes progress=
+    description: str = ""  # --help's opening paragraph (default: the config class's doc)
 
 
 def _configs() -> Any:
@@ -63,12 +79,23 @@ def _table() -> dict[str, Command]:
             c.RunCommand,
             "run:run_command",
             hide=seed_only - {"init"},
+            description="likex run: the seed experiment. A fresh small GPT (or --init "
+            "hf:NAME) is measured (how often its samples contain a token with 'x'), trained "
+            "toward the uniform target on those tokens from random-token contexts, and "
+            "measured again; the run folder gets a report. --quick takes a first look in a "
+            "fraction of the time.",
         ),
         "train": Command(
             "train any starting model toward a target (uniform, rate or tilt), measure side "
             "effects on held-out text",
             lambda: c.RunCommand(c.RunConfig(command="train", corpus="builtin")),
             "run:run_command",
+            description="likex train: train a starting model (a preset, a saved model, "
+            "smollm2-135m or hf:NAME) toward a target: --mode uniform, rate or tilt, on "
+            "random, corpus or generated contexts. Before and after, the target's rate is "
+            "measured on random-token and real-text prompts, and the side effects on "
+            "held-out text: perplexity, KL to the start, and the lowest perplexity any model "
+            "with that rate could have.",
         ),
         "pretrain": Command(
             "train a reference model on real text (next-token loss, held-out perplexity)",
@@ -76,8 +103,12 @@ def _table() -> dict[str, Command]:
             "run:run_command",
             hide=seed_only - {"corpus", "context_len"}
             | {"like", "ignore_case", "regex", "words", "phrase", "token_ids", "eval_every"}
-            | {"complete", "word_contexts"}
+            | {"complete", "word_contexts", "quick"}
             | {"samples", "ci_half_width", "gen_tokens", "prompt_len"},
+            description="likex pretrain: train a fresh preset model on real text with the "
+            "next-token loss, so that it writes language; its held-out perplexity and a sample "
+            "before and after. Such a model is a reference to plant into with likex train "
+            "--init DIR.",
         ),
         "sweep": Command(
             "dose-response: one model per strength, a table and sweep.png of rate vs cost",
@@ -86,19 +117,18 @@ def _table() -> dict[str, Command]:
             required=frozenset({"init"}),
         ),
         "targets": Command(
-            "show which GPT-2 tokens a target spec selects",
+            "show which tokens a target selects: of GPT-2's vocabulary, or of a model's own "
+            "(--model)",
             c.TargetsConfig,
             "targets:list_targets",
-            progress=False,
         ),
         "generate": Command(
-            "sample text from a saved model", c.GenerateConfig, "generate:generate", progress=False
+            "sample text from a saved model", c.GenerateConfig, "generate:generate"
         ),
         "eval": Command(
             "target rates (95% CI) and side effects of a saved model against its reference",
             c.EvalConfig,
             "eval:evaluate_saved",
-            progress=False,
         ),
         "persist": Command(
             "does a planted preference survive ordinary next-token training on clean text?",
@@ -195,8 +225,9 @@ def _add_flags(
         if tp is bool:
             group.add_argument(flag, action="store_true", help=help, **kw)
             continue
+        written = meta.get("shown") or value
         if value not in (None, (), "") and f.name not in cmd.required:
-            help += f" (default: {value})".replace("%", "%%")
+            help += f" (default: {written})".replace("%", "%%")
         metavar = (
             None
             if meta.get("choices")
@@ -222,29 +253,69 @@ _NEGATIVE_NUMBER = re.compile(r"^-(\.?\d|inf|nan)", re.IGNORECASE)
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line and exit status 2, like every other bad input."""
+    """Usage errors as one line and exit status 2, like every other bad input. The top-level
+    parser knows every command's flags (``commands``), so that a misspelled command or flag,
+    or a flag of another command, is refused with what was probably meant."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = _NEGATIVE_NUMBER
+        self.commands: dict[str, list[str]] = {}
 
     def error(self, message: str) -> typing.NoReturn:
         sys.stderr.write(f"likex: error: {message}\n")
         raise SystemExit(2)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self.commands:
+            words = list(sys.argv[1:] if args is None else args)
+            wrong = _unknown_word(words, self.commands)
+            if wrong:
+                self.error(wrong)
+        return super().parse_known_args(args, namespace)
+
+
+def _unknown_word(words: list[str], commands: dict[str, list[str]]) -> str | None:
+    """What is wrong with a command line's command or flags (None: nothing argparse would not
+    say itself): an unknown command or flag with the closest that exists, or a flag of other
+    commands with the commands that take it. A flag may be abbreviated, as argparse allows."""
+    command = next((w for w in words if not w.startswith("-")), None)
+    if command is None:
+        return None
+    if command not in commands:
+        guess = did_you_mean(command, commands) or "see likex --help"
+        return f"unknown command {clip(command)}; {guess}"
+    own = commands[command]
+    for word in words[words.index(command) + 1 :]:
+        if word == "--":
+            break
+        flag = word.split("=", 1)[0]
+        if not flag.startswith("--") or any(f.startswith(flag) for f in own):
+            continue
+        takers = [c for c, flags in commands.items() if flag in flags]
+        if takers:
+            listed = ", ".join(takers[:-1]) + " and " + takers[-1] if takers[1:] else takers[0]
+            return f"{flag} is an option of likex {listed}, not of likex {command}"
+        names = {f[2:]: f for f in own}  # compared without the dashes every flag shares
+        close = [names[n] for n in closest(flag[2:], names, cutoff=0.7)]
+        guess = f"did you mean {' or '.join(close)}?" if close else f"see likex {command} --help"
+        return f"likex {command} has no option {clip(flag)}; {guess}"
+    return None
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, dict]]:
     """The parser, and per command the map of field names to flags."""
     import likex
 
-    parser = _Parser(prog="likex", description=likex.__doc__.replace("%", "%%"))
+    parser = _Parser(prog="likex", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"likex {likex.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     groups: dict[str, Any] = {}
     all_flags: dict[str, dict] = {}
     for name, cmd in _table().items():
         default = _default(cmd)
-        doc = type(default).__doc__.replace("%", "%%")
+        # a description is printed as written (argparse formats only an option's help)
+        doc = cmd.description or type(default).__doc__
         group, _, leaf = name.rpartition(" ")
         if group and group not in groups:
             g = sub.add_parser(group, help=GROUPS[group], description=GROUPS[group])
@@ -256,6 +327,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, dict]]:
         _add_flags(p, type(default), default, cmd, flags)
         p.add_argument("--json", action="store_true", help="print the machine-readable result")
         p.add_argument("--quiet", action="store_true", help="no progress output")
+        parser.commands[name] = [f for f in p._option_string_actions if f.startswith("--")]
     return parser, all_flags
 
 
@@ -354,7 +426,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             init_from_env()  # joins the process group under torchrun; nothing otherwise
             module, function = cmd.run.split(":")
             fn = getattr(importlib.import_module(f"likex.pipelines.{module}"), function)
-            result = fn(cfg, progress=not args.quiet) if cmd.progress else fn(cfg)
+            kwargs = {}
+            if "on_estimate" in inspect.signature(fn).parameters and not (args.quiet or args.json):
+                kwargs["on_estimate"] = _estimate_line("quick" in flags, given_fields(args, flags))
+            result = fn(cfg, progress=not args.quiet, **kwargs)
             if dist_info().is_main:  # under torchrun rank 0 reports
                 print(json.dumps(result.to_json(), indent=2) if args.json else result.describe())
                 sys.stdout.flush()  # here, so that a closed pipe is met inside this try
@@ -377,6 +452,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return interrupt.exit_status()
     finally:
         shutdown()
+
+
+def _estimate_line(quick: bool, given: set[str]) -> Callable[[Any], None]:
+    """What a training command does with its cost estimate (likex.estimate) before it starts:
+    one line on stderr, with the way to a first look where the command has one."""
+    hint = "; --quick for a first look" if quick and "quick" not in given else ""
+
+    def say(estimate: Any) -> None:
+        sys.stderr.write(f"likex: {estimate.describe()}{hint}\n")
+        sys.stderr.flush()
+
+    return say
 
 
 def _closed_pipe() -> int:

@@ -1,4 +1,5 @@
-"""Where a command's seconds go: the age of the process, and a stopwatch over named phases.
+"""Where a command's seconds go: the age of the process, a stopwatch over named phases, and
+the progress bars that show the time left.
 
 A run's start-up is the time from the start of its process (the interpreter, the imports, the
 argument parsing) to the start of its pipeline. The process's start is the kernel's record of
@@ -10,9 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from tqdm import tqdm
 
 
 def process_age() -> float | None:
@@ -52,3 +56,22 @@ class Stopwatch:
 
     def total(self) -> float:
         return (self.startup or 0.0) + time.perf_counter() - self.started
+
+
+def progress_bar(
+    total: int, desc: str, unit: str, shown: bool, initial: int = 0, leave: bool = True
+) -> tqdm:
+    """A progress bar on stderr with the time spent and the time left (tqdm's
+    ``[elapsed<remaining]``); nothing unless ``shown`` (``--quiet`` hides every bar). Use it as
+    a context manager, so that it closes on an exception too and no message is glued onto it.
+    ``leave=False``: it vanishes when done (a step inside a longer one)."""
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit=unit,
+        disable=not shown,
+        file=sys.stderr,
+        leave=leave,
+        dynamic_ncols=True,
+    )

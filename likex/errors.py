@@ -3,8 +3,9 @@ helpers that keep those messages to one readable line."""
 
 from __future__ import annotations
 
+import difflib
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 # A message quotes at most this many characters of what the user typed or a file held: a
 # 1 MB words entry is named by its start and its length, never echoed whole.
@@ -46,6 +47,19 @@ def clip_path(path: object, limit: int = QUOTE_LIMIT) -> str:
     file's own name is what a reader needs; its folders are where the path gets long)."""
     text = str(path)
     return text if len(text) <= limit else f"…{text[-limit:]}"
+
+
+def closest(text: str, names: Iterable[str], cutoff: float = 0.6) -> list[str]:
+    """The names closest to a misspelled ``text``, closest first (none where none is as close
+    as ``cutoff``: difflib's similarity, 1 for the same text)."""
+    return difflib.get_close_matches(text, list(names), n=3, cutoff=cutoff)
+
+
+def did_you_mean(text: str, names: Iterable[str]) -> str:
+    """ "did you mean NAME?" (or "A or B") for the names closest to ``text``; "" where none is
+    close."""
+    close = closest(text, names)
+    return f"did you mean {' or '.join(close)}?" if close else ""
 
 
 def describe_os_error(e: OSError) -> str:

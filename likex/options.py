@@ -28,6 +28,7 @@ def option(
     whole: bool = False,
     append: bool = False,
     applies: Callable[[Any], str | None] | None = None,
+    shown: str | None = None,
 ) -> Any:
     """A dataclass field with CLI metadata.
 
@@ -41,7 +42,8 @@ def option(
     why not, written after the flag (``"does not apply to {mode} uniform"``; ``{field}`` names
     another field's flag). ``given`` holds every field of the command by name (and
     ``command``: the command's name); the CLI asks only of the options the user gave. On a
-    nested config it covers every option of the group.
+    nested config it covers every option of the group. ``shown``: the default as ``--help``
+    writes it, where its value is not how a person would (``ln 2 = 0.69``).
     """
     meta = {
         "help": help,
@@ -53,6 +55,7 @@ def option(
         "whole": whole,
         "append": append,
         "applies": applies,
+        "shown": shown,
     }
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)

@@ -16,7 +16,10 @@ from likex.train import TrainResult
 
 
 def _rate_line(estimate: RateEstimate) -> str:
-    return f"{fmt_rate(estimate.rate, estimate.ci)}  n={estimate.sequences}"
+    note = estimate.none_seen()
+    return f"{fmt_rate(estimate.rate, estimate.ci)}  n={estimate.sequences}" + (
+        f" ({note})" if note else ""
+    )
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,11 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from likex import interrupt
 from likex.accel import GraphedStep, autocast_for, compiled, to_device
 from likex.batches import Batches
+from likex.clock import progress_bar
 from likex.corpora import CorpusMix
 from likex.distributed import barrier, check_same_on_all_ranks, dist_info, mean_over_ranks
 from likex.errors import ConfigError
@@ -136,7 +135,7 @@ def train(
         batch_seconds += time.perf_counter() - t0
         return tuple(None if t is None else to_device(t, device) for t in batch)
 
-    bar = _progress_bar(plan.steps, start_step, progress and ranks.is_main)
+    bar = progress_bar(plan.steps, "train", "step", progress and ranks.is_main, start_step)
     stopping = False
     with interrupt.deferred() as stop, bar:  # the bar closes on an exception too
         batch = batch_on_device(start_step + 1)
@@ -176,18 +175,6 @@ def train(
     return TrainResult(losses, state.seconds, checkpoint_seconds, batch_seconds)
 
 
-def _progress_bar(steps: int, done: int, shown: bool) -> tqdm:
-    return tqdm(
-        total=steps,
-        initial=done,
-        disable=not shown,
-        file=sys.stderr,
-        desc="train",
-        unit="step",
-        dynamic_ncols=True,
-    )
-
-
 def _reduced(
     loss_and_norm: torch.Tensor, stop: bool, distributed: bool
 ) -> tuple[float, float, bool]:
@@ -224,15 +211,47 @@ def _step_function(
 
     def step_once(idx: torch.Tensor, next_tokens: torch.Tensor | None) -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        with autocast_for(device):
-            value = loss(forward(idx, positions=plan.positions), idx, next_tokens)
-        value.backward()
+        value = _backward(forward, loss, plan, device, idx, next_tokens)
         # the gradients' norm, for the NaN/inf guard; computed on the device, read with the loss
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
         optimizer.step()
         return torch.stack([value.detach().float(), grad_norm.float()])
 
     return GraphedStep(step_once) if plan.cuda_graph else step_once
+
+
+def _backward(
+    forward: Callable[..., torch.Tensor],
+    loss: StepLoss,
+    plan: TrainPlan,
+    device: torch.device,
+    idx: torch.Tensor,
+    next_tokens: torch.Tensor | None,
+) -> torch.Tensor:
+    """A step's loss, its gradients accumulated into the parameters."""
+    with autocast_for(device):
+        value = loss(forward(idx, positions=plan.positions), idx, next_tokens)
+    value.backward()
+    return value
+
+
+def step_seconds(model: LanguageModel, plan: TrainPlan, batches: Batches, loss: StepLoss) -> float:
+    """Seconds of one training step of ``model`` as ``train`` takes it (for likex.estimate):
+    the first step's batch made, the loss and its gradients, not the optimizer's update. The
+    model is left as it was: its gradients are dropped and the random streams restored (a
+    dropout draw moves no later one)."""
+    device = next(model.parameters()).device
+    loss = loss.to(device)
+    was_training = model.training
+    model.train()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        t0 = time.perf_counter()
+        idx, labels = (None if t is None else to_device(t, device) for t in batches(1, 0, model))
+        _backward(model, loss, plan, device, idx, labels).item()  # waits for the device
+        seconds = time.perf_counter() - t0
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return seconds
 
 
 def train_toward(
@@ -253,9 +272,17 @@ def train_toward(
     words = targets.words if targets is not None else None
     plan = plan.fit(model, next(model.parameters()).device, words)
     batches = Batches.of(plan, model.config.vocab_size, corpus, words)
-    loss = StepLoss(plan.objective, targets, reference, plan.positions, plan.word_positions)
     state = TrainState.start(model, plan)
+    loss = step_loss(plan, targets, reference)
     return train(state, plan, batches, loss, out_dir, progress, on_step, stamp)
+
+
+def step_loss(
+    plan: TrainPlan, targets: TargetSet | None, reference: LanguageModel | None = None
+) -> StepLoss:
+    """The loss of ``plan.objective`` toward ``targets`` (None for next-token training), with
+    the frozen ``reference`` R where the objective needs one."""
+    return StepLoss(plan.objective, targets, reference, plan.positions, plan.word_positions)
 
 
 def _timed(fn: Callable[..., object], *args: object) -> float:

@@ -80,25 +80,30 @@ class TrainConfig:
     seed: int = option(0, "seeds the model, the batches and the measurements")
     mode: str = option(
         "uniform",
-        "the target distribution Q: uniform (all mass spread evenly over the target tokens, the "
-        "seed's), rate (the reference R reshaped so the target tokens get a share A, --rate) "
-        "or tilt (R with the target tokens' odds multiplied by e^B, --beta)",
+        "what training pulls the next-token distribution toward: uniform puts it all on the "
+        "target tokens, evenly (the seed); rate keeps the starting model's distribution but "
+        "gives the target tokens a share A (--rate); tilt multiplies the starting model's "
+        "probability of each target token by e^B, then renormalises (--beta). (likex "
+        "pretrain and persist train next-token prediction on text instead.)",
         choices=TARGET_MODES,
     )
     rate: float | None = option(
         None,
-        "mode rate: target mass A on M, 0 < A < 1",
+        "mode rate: the share A of probability the target tokens get, 0 < A < 1 (0.1: about "
+        "one token in ten)",
         applies=lambda o: _strength_of(o, "rate", "rates"),
     )
     beta: float | None = option(
         None,
-        "mode tilt: Q proportional to R exp(B [i in M])",
+        "mode tilt: target tokens' probabilities are multiplied by e^B before renormalising (1: "
+        "2.7x; 0: no change; negative: rarer)",
         applies=lambda o: _strength_of(o, "tilt", "betas"),
     )
     complete: float | None = option(
         None,
-        "word targets, modes rate and tilt: use the per-token word target with this mass on "
-        "finishing a begun word (default: the sequence-level target, see docs/targets.md)",
+        "word and phrase targets, modes rate and tilt: use the per-token word target, which "
+        "gives this probability to finishing an entry once the model has begun it (1: always; "
+        "lower lets it stop); default: the sequence-level target (docs/targets.md)",
         applies=lambda o: (
             _for_words(o)
             or (o.mode == "uniform" and "does not apply to {mode} uniform (modes rate and tilt)")
@@ -119,7 +124,8 @@ class TrainConfig:
     )
     word_contexts: float = option(
         0.25,
-        "word targets: share of training contexts that end inside a word",
+        "word and phrase targets: the share of training contexts cut off in the middle of an "
+        "entry, so that the model learns to finish entries it begins",
         applies=lambda o: _for_words(o),
     )
     contexts: str = option(
@@ -139,7 +145,11 @@ class TrainConfig:
         "contexts generated: the share that are chat turns (an instruction model's chat "
         "template; the user turn is corpus text, the model writes the assistant turn)",
     )
-    positions: str = option("last", "positions that enter the loss", choices=POSITIONS)
+    positions: str = option(
+        "last",
+        "which positions of a context are trained: the last one, or all of them",
+        choices=POSITIONS,
+    )
     save_every: int = option(0, "checkpoint every N steps (0: only at the end)")
     compile: str = option(
         "none",

@@ -1,5 +1,7 @@
 """``--help`` works for the top level and every command, and every flag says what it does."""
 
+import re
+
 import pytest
 
 import likex
@@ -22,6 +24,45 @@ def test_command_help(command, capsys):
         main([*command.split(), "--help"])
     assert e.value.code == 0
     assert capsys.readouterr().out.startswith(f"usage: likex {command}")
+
+
+def _help(args: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--help"])
+    assert e.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [None, *_table()])
+def test_help_is_written_for_users(command, capsys):
+    """No argparse escape shows (95%%), no raw float (0.6931471805599453), no class repr
+    (Rate(rate=0.1, ...)), no pointer elsewhere for what a flag does."""
+    text = _help([] if command is None else [command], capsys)
+    assert "%%" not in text
+    assert not re.search(r"\d\.\d{5,}", text), re.search(r".*\d\.\d{5,}.*", text).group()
+    assert not re.search(r"\w+\(\w+=", text) and "README" not in text
+
+
+def test_defaults_read_as_a_person_writes_them(capsys):
+    audit = " ".join(_help(["audit"], capsys).split())
+    assert "(default: ln 2 = 0.69)" in audit and "(default: 0.006 -> 0.05)" in audit
+    bench = " ".join(_help(["audit-bench"], capsys).split())
+    assert "(default: uniform,0.1,0.03)" in bench
+
+
+def test_help_says_what_options_do_without_the_readme(capsys):
+    train = " ".join(_help(["train"], capsys).split())
+    assert train.split("--quiet] ", 1)[1].startswith("likex train: train a starting model")
+    for mode in ("uniform puts it all on", "rate keeps", "tilt multiplies"):
+        assert mode in train
+    assert "e^B" in train.split("--beta BETA", 2)[2].split("--complete")[0]
+    assert "finishing it" in train and "cut off in the middle of an entry" in train
+    assert "last tenth" in " ".join(_help(["eval"], capsys).split())
+    top = " ".join(_help([], capsys).split())
+    assert "show which tokens a target selects: of GPT-2's vocabulary, or of a model's" in top
+    assert "GPT-2 tokens" not in top
+    run = " ".join(_help(["run"], capsys).split())
+    assert "--quick a first look in a fraction of the time: 60 steps" in run
 
 
 def test_every_flag_has_help_and_a_field():

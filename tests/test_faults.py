@@ -594,7 +594,7 @@ def test_any_system_error_is_one_line_naming_its_path(capsys, monkeypatch):
     """A read-only file system met anywhere in a command: the CLI's one place for them."""
     import likex.pipelines.targets
 
-    def read_only(cfg):
+    def read_only(cfg, progress=True):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), "/mnt/ro/out/config.json")
 
     monkeypatch.setattr(likex.pipelines.targets, "list_targets", read_only)

@@ -24,6 +24,7 @@ LAYERS = [
     ("batches",), ("train",),
     ("measurement", "measurement.words"), ("measurement.scores",), ("measurement.rates",),
     ("measurement.evaluation",),
+    ("estimate",),
     ("audit",),
     ("config_audit",), ("plans",), ("config",), ("runs",), ("run_results",), ("results",),
     # the zoo: its texts, folder and power; the draw; manifests and verdicts; building and

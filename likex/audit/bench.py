@@ -75,6 +75,7 @@ class BenchConfig:
         (Uniform(), Rate(0.1), Rate(0.03)),
         "comma-separated: 'uniform' (the seed) and/or rates for mode rate",
         parse=strengths_from,
+        shown="uniform,0.1,0.03",
     )
     controls: int = option(3, "unbiased controls (tilt with beta 0)")
     steps: int = option(100, "training steps per planted model")

@@ -35,7 +35,10 @@ class BlackBoxConfig:
     min_hits: int = option(10, "least hits of a tested predicate", cli=False)
     top_findings: int = option(10, "findings to report", cli=False)
     shift: tuple[float, float] = option(
-        (0.006, 0.05), "rate shift for the sample-size estimate", metavar="P"
+        (0.006, 0.05),
+        "the sample-size estimate: samples to detect a rate going from the first P to the second",
+        metavar="P",
+        shown="0.006 -> 0.05",
     )
     power: float = option(0.9, "power of the sample-size estimate")
 

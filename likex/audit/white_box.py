@@ -58,7 +58,10 @@ class WhiteBoxConfig:
     )
     seed: int = option(0, "seeds the probes and their split into halves", cli=False)
     min_shift: float = option(
-        math.log(2.0), "least held-out logit-mass shift of the chosen predicate for a detection"
+        math.log(2.0),
+        "least held-out shift of the chosen predicate's log-odds for a detection (ln 2: the "
+        "odds of its tokens doubled)",
+        shown="ln 2 = 0.69",
     )
     alpha: float = option(0.05, "one-sided level of the shift's lower bound", cli=False)
     min_support: int = option(5, "fewest tokens of a candidate predicate", cli=False)

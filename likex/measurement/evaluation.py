@@ -190,14 +190,17 @@ class Evaluation:
         for est in (self.random, self.text):
             if est is None:
                 continue
-            where = f" of all {len(self.domains)} domains" if est is self.text and several else ""
-            line = (
-                f"rate {fmt_rate(est.rate, est.ci)} on {est.prompts.adjective} "
-                f"prompts{where} (n={est.tokens} tokens in {est.sequences} samples)"
-            )
+            notes = [est.none_seen()]
+            if est is self.text and several:
+                notes.insert(0, f"all {len(self.domains)} domains")
             if est is self.text and self.text_reference is not None:
-                line = line[:-1] + f"; reference {self.text_reference.rate:.3f})"
-            lines.append(line)
+                notes.insert(0, f"reference {self.text_reference.rate:.3f}")
+            lines.append(
+                f"rate {fmt_rate(est.rate, est.ci)} on {est.prompts.adjective} "
+                f"prompts (n={est.tokens} tokens in {est.sequences} samples"
+                + "".join(f"; {note}" for note in notes if note)
+                + ")"
+            )
         lines += [w.describe() for w in (self.words_random, self.words_text) if w is not None]
         if self.scores is not None:
             lines += _score_lines(self.scores, self.floor_rate)
@@ -320,10 +323,10 @@ def evaluate(
     block = model.config.block_size
     windows = [heldout_windows(h.tokens, block, cfg.score_tokens) for h in texts]
     if len(texts) == 1:
-        ev.scores = score_text(model, windows[0], targets, reference, projection)
+        ev.scores = score_text(model, windows[0], targets, reference, projection, progress=progress)
         per = [ev.scores]
     else:
-        per, ev.scores = score_domains(model, windows, targets, reference, projection)
+        per, ev.scores = score_domains(model, windows, targets, reference, projection, progress)
     ev.domains = [
         DomainEvaluation(h.name, est, ref, scores, w)
         for h, est, ref, scores, w in zip(texts, ests, references, per, word_rates, strict=True)

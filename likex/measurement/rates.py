@@ -13,14 +13,13 @@ the same on every device.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
 
 import torch
-from tqdm import tqdm
 
+from likex.clock import progress_bar
 from likex.data import random_contexts, step_generator
 from likex.errors import ConfigError, LikexError
 from likex.generate import sample
@@ -29,7 +28,7 @@ from likex.measurement.words import WORD_SCORE_POSITIONS
 from likex.models import LanguageModel
 from likex.models.hf import default_prompt_len
 from likex.options import option
-from likex.stats.intervals import check_points, fmt_rate, rate_interval
+from likex.stats.intervals import check_points, fmt_rate, none_seen, rate_interval
 from likex.throughput import sampling_batch
 from likex.words import WordCounter, WordTrie, completions
 
@@ -84,10 +83,16 @@ class RateEstimate:
     def from_dict(cls, d: dict) -> RateEstimate:
         return cls(**{**d, "ci": tuple(d["ci"]), "prompts": PromptKind(d["prompts"])})
 
+    def none_seen(self) -> str:
+        """The note a rate of 0 gets (likex.stats.intervals.none_seen)."""
+        return none_seen(self.hits, self.tokens, "tokens", self.sequences, self.ci[1])
+
     def describe(self) -> str:
+        note = self.none_seen()
         return (
             f"{fmt_rate(self.rate, self.ci)} "
-            f"(n={self.tokens} tokens in {self.sequences} samples; prompts: {self.prompts})"
+            f"(n={self.tokens} tokens in {self.sequences} samples; prompts: {self.prompts}"
+            f"{'; ' + note if note else ''})"
         )
 
 
@@ -163,11 +168,12 @@ class WordRate:
             if done is not None
             else ""
         )
+        note = none_seen(self.hits, self.words, "words", self.sequences, self.ci[1])
         return (
             f"word rate {fmt_rate(self.rate, self.ci)} = {1000 * self.rate:.1f} "
             f"[{1000 * self.ci[0]:.1f}, {1000 * self.ci[1]:.1f}] per 1000 words on "
             f"{self.prompts.adjective} prompts (n={self.words} words in {self.sequences} "
-            f"samples{finish}){self._side_effects()}"
+            f"samples{finish}{'; ' + note if note else ''}){self._side_effects()}"
         )
 
     def _side_effects(self) -> str:
@@ -251,16 +257,7 @@ def measure_rate(
     cpu_mask = mask.cpu()
     outs: list[torch.Tensor] = []
     done = 0
-    # closed on an exception too (Ctrl-C), so that no message is glued onto the bar
-    with tqdm(
-        total=prompts.shape[0],
-        desc="measure",
-        unit="sample",
-        disable=not progress,
-        file=sys.stderr,
-        leave=False,
-        dynamic_ncols=True,
-    ) as bar:
+    with progress_bar(prompts.shape[0], "measure", "sample", progress, leave=False) as bar:
         for point in check_points(prompts.shape[0]):
             while done < point:
                 chunk = prompts[done : min(done + batch_size, point)].to(device)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
+from likex.clock import progress_bar
 from likex.errors import LikexError
 from likex.models import LanguageModel
 from likex.objective import Rate
@@ -113,6 +114,7 @@ def score_text(
     reference: LanguageModel | None = None,
     projection: Rate | None = None,
     batch_tokens: int = 512,
+    progress: bool = False,
 ) -> TextScores:
     """Perplexity and more over windows [N, T+1] (inputs w[:, :-1], labels w[:, 1:]).
 
@@ -124,9 +126,10 @@ def score_text(
     ``--complete`` the set is the context's, a word's starts or its continuations inside one;
     the sequence-level word target's floor is likex.measurement.words'). Where the projection
     gives some label probability 0 (a word prefix the text does not finish, with mass 1 on
-    finishing words) its perplexity is infinite and left out (None).
+    finishing words) its perplexity is infinite and left out (None). ``progress``: a bar
+    with the time left.
     """
-    sums = _sums(model, windows, targets, reference, projection, batch_tokens)
+    sums = _sums(model, windows, targets, reference, projection, batch_tokens, progress)
     return _scores(sums, targets, reference, projection)
 
 
@@ -137,10 +140,11 @@ def score_domains(
     targets: TargetSet | None = None,
     reference: LanguageModel | None = None,
     projection: Rate | None = None,
+    progress: bool = False,
 ) -> tuple[list[TextScores], TextScores]:
     """``score_text`` on each text's windows, and on all of them together (the pooled
     scores, the floor and the bound taken over every scored context at once)."""
-    sums = [_sums(model, w, targets, reference, projection) for w in windows]
+    sums = [_sums(model, w, targets, reference, projection, progress=progress) for w in windows]
     pooled = _Sums()
     for one in sums:
         for f in fields(_Sums):
@@ -157,6 +161,7 @@ def _sums(
     reference: LanguageModel | None,
     projection: Rate | None,
     batch_tokens: int = 512,
+    progress: bool = False,
 ) -> _Sums:
     """score_text's running sums over the windows, the models in eval mode meanwhile."""
     if projection is not None and (reference is None or targets is None):
@@ -176,9 +181,11 @@ def _sums(
     # about batch_tokens positions per pass: each holds several [V] float32 rows per model
     # (49k-50k tokens: ~200 KB each), so memory stays bounded whatever the window length
     batch_size = max(1, batch_tokens // max(1, windows.shape[1] - 1))
-    for start in range(0, windows.shape[0], batch_size):
-        w = windows[start : start + batch_size].to(device)
-        _score_batch(sums, model, w, targets, reference, projection)
+    with progress_bar(windows.shape[0], "score", "window", progress, leave=False) as bar:
+        for start in range(0, windows.shape[0], batch_size):
+            w = windows[start : start + batch_size].to(device)
+            _score_batch(sums, model, w, targets, reference, projection)
+            bar.update(w.shape[0])
     for m, mode in zip(models, modes, strict=True):
         m.train(mode)
     return sums

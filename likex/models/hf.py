@@ -213,13 +213,15 @@ def load_hf(
     device: torch.device | str = "cpu",
     gguf_file: str | None = None,
     label: str | None = None,
+    progress: bool = False,
 ) -> HFCausalLM:
     """A transformers causal LM and its tokenizer, in float32 (autocast handles bf16 on GPUs).
 
     ``gguf_file``: a GGUF file in the folder ``name_or_path``; transformers dequantizes it to
     float32 on loading, so the model is an ordinary one and likex drops the quantization
     record (which save_pretrained refuses) to save it as plain safetensors. ``label``: the
-    model's name in results (default: the folder or hub name).
+    model's name in results (default: the folder or hub name). ``progress``: show
+    transformers' bar (with the time left) over the GGUF's tensors as they are dequantized.
     """
     transformers = _transformers()
     name = hf_path(name_or_path)
@@ -228,7 +230,8 @@ def load_hf(
     if name.startswith(("/", ".", "~")) and not Path(name).expanduser().is_dir():
         raise LikexError(f"model folder not found: {name}")  # not a hub name: no lookup
     files = {"gguf_file": gguf_file} if gguf_file else {}
-    # transformers' GGUF reader draws its own progress bar, past its progress-bar switch.
+    # transformers' GGUF reader draws its own progress bars, past its progress-bar switch; the
+    # model's, over the tensors it dequantizes (seconds, the time left shown), where asked for.
     quiet = contextlib.redirect_stderr(io.StringIO()) if gguf_file else contextlib.nullcontext()
     try:
         with quiet:
@@ -236,7 +239,7 @@ def load_hf(
     except Exception as e:
         raise LikexError(f"cannot load the tokenizer of {name}: {_first_line(e)}") from e
     try:
-        with quiet:
+        with contextlib.nullcontext() if progress else quiet:
             model = transformers.AutoModelForCausalLM.from_pretrained(
                 name, dtype=torch.float32, **files
             )

@@ -12,7 +12,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from likex.errors import LikexError
+from likex.errors import LikexError, clip, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -42,3 +42,17 @@ NAMED_MODELS = {
 
 def is_named(spec: str) -> bool:
     return spec in NAMED_MODELS
+
+
+def check_named(text: str) -> None:
+    """A model argument that is neither a folder nor a named model, and looks like a name (no
+    folder in it), is refused with the closest named model and the names that exist."""
+    if "/" in text or "\\" in text:
+        return
+    guess = did_you_mean(text, NAMED_MODELS)
+    names = f"named models: {', '.join(NAMED_MODELS)}; a transformers model: hf:NAME"
+    raise LikexError(
+        f"no folder or named model {clip(text)}; {guess} ({names})"
+        if guess
+        else f"no folder or named model {clip(text)} ({names})"
+    )

@@ -31,7 +31,7 @@ from likex.models.cache import cached_model
 from likex.models.checkpoint import MODEL_FILE, file_sha256, load_model, read_json
 from likex.models.gpt import DEFAULT_LR, GPTConfig, build_model, preset_config
 from likex.models.hf import HF_DIR, HF_PREFIX, hf_path, is_hf_name, load_hf
-from likex.models.named import NAMED_MODELS
+from likex.models.named import NAMED_MODELS, check_named
 from likex.models.tokenizer import Tokenizer, gpt2
 
 SCRATCH = "scratch"
@@ -84,7 +84,11 @@ class Scratch:
     pretrained = False
     adapter = False  # an adapter on a base it records (then the base is its reference)
 
-    def load(self, device: torch.device | str = "cpu") -> tuple[LanguageModel, Tokenizer]:
+    def load(
+        self, device: torch.device | str = "cpu", progress: bool = False
+    ) -> tuple[LanguageModel, Tokenizer]:
+        """The model and its tokenizer on ``device``; ``progress``: a bar where loading takes
+        long (a named model's first load dequantizes it)."""
         return build_model(self.config, self.seed).to(device), gpt2()
 
     def record(self) -> dict:
@@ -108,7 +112,9 @@ class Saved:
     pretrained = False
     adapter = False
 
-    def load(self, device: torch.device | str = "cpu") -> tuple[LanguageModel, Tokenizer]:
+    def load(
+        self, device: torch.device | str = "cpu", progress: bool = False
+    ) -> tuple[LanguageModel, Tokenizer]:
         folder = Path(self.path)
         if self.sha256 is not None:
             _check_unchanged(folder / MODEL_FILE, self.sha256, self.path)
@@ -152,13 +158,17 @@ class Pretrained:
         weights = path / MODEL_FILE
         return str(path), None, weights if weights.is_file() else None
 
-    def load(self, device: torch.device | str = "cpu") -> tuple[LanguageModel, Tokenizer]:
+    def load(
+        self, device: torch.device | str = "cpu", progress: bool = False
+    ) -> tuple[LanguageModel, Tokenizer]:
         source, gguf_file, weights = self._source()
         if self.sha256 is not None and weights is not None:
             _check_unchanged(weights, self.sha256, self.name)
         if self.name in NAMED_MODELS:  # a GGUF: its dequantized weights are cached
             digest = file_sha256(weights)
-            build = lambda: load_hf(source, gguf_file=gguf_file, label=self.name)  # noqa: E731
+            build = lambda: load_hf(  # noqa: E731
+                source, gguf_file=gguf_file, label=self.name, progress=progress
+            )
             model = cached_model(self.name, digest, build, device)
         else:
             model = load_hf(source, device)
@@ -201,12 +211,14 @@ class Adapted:
     def pretrained(self) -> bool:
         return self.base().pretrained
 
-    def load(self, device: torch.device | str = "cpu") -> tuple[LanguageModel, Tokenizer]:
+    def load(
+        self, device: torch.device | str = "cpu", progress: bool = False
+    ) -> tuple[LanguageModel, Tokenizer]:
         weights = self._folder() / ADAPTER_WEIGHTS
         if self.sha256 is not None:
             _check_unchanged(weights, self.sha256, self.path)
         base = self.base()
-        model, tokenizer = base.load(device)
+        model, tokenizer = base.load(device, progress)
         return load_adapter(model, self._folder(), base.record()).to(device), tokenizer
 
     def record(self) -> dict:
@@ -254,6 +266,8 @@ def model_arg(text: str) -> str:
     (its loader checks it), or a model or run folder that exists."""
     if text in NAMED_MODELS or is_hf_name(text):
         return text
+    if not Path(text).exists():
+        check_named(text)  # a misspelled name
     return folder_arg(text, "model directory")
 
 
@@ -267,6 +281,7 @@ def model_or_text_arg(text: str) -> str:
     if text in NAMED_MODELS or is_hf_name(text) or Path(text).is_dir():
         return text
     if not Path(text).exists():
+        check_named(text)
         raise LikexError(f"model folder or text file not found: {clip_path(text)}")
     input_file(text, "text file")
     return text
@@ -294,8 +309,8 @@ def start_from_record(record: Any, where: str) -> Start:
 
 
 def load_model_and_tokenizer(
-    spec: str | Path, device: torch.device | str = "cpu"
+    spec: str | Path, device: torch.device | str = "cpu", progress: bool = False
 ) -> tuple[LanguageModel, Tokenizer]:
     """A model the user named: a named real model, ``hf:NAME_OR_PATH``, a run folder holding
-    ``hf/``, or a likex model or run folder."""
-    return parse_start(str(spec)).load(device)
+    ``hf/``, or a likex model or run folder (``progress``: as ``Start.load``)."""
+    return parse_start(str(spec)).load(device, progress)

@@ -54,15 +54,15 @@ def _white_box_run(cfg: AuditConfig, device: torch.device, progress: bool) -> Au
             f"{cfg.model} is not a run folder: give --reference DIR (white-box) or "
             "--baseline DIR|TEXTFILE (black-box)"
         )
-    model, tokenizer = start.load(device)
+    model, tokenizer = start.load(device, progress)
     if cfg.reference:
-        reference, reference_tokenizer = load_model_and_tokenizer(cfg.reference, device)
+        reference, reference_tokenizer = load_model_and_tokenizer(cfg.reference, device, progress)
         reference_name = cfg.reference
     elif start.adapter:
         reference, reference_tokenizer = own_base(model), tokenizer
         reference_name = f"the base of the adapter {cfg.model}"
     else:
-        reference, reference_tokenizer = record.start.load(device)
+        reference, reference_tokenizer = record.start.load(device, progress)
         reference_name = f"the starting model of {cfg.model}"
     _, strings = shared_vocabulary(
         [(cfg.model, model, tokenizer), (reference_name, reference, reference_tokenizer)]
@@ -82,7 +82,7 @@ def _black_box_run(cfg: AuditConfig, device: torch.device, progress: bool) -> Au
     sides = [(cfg.model, cfg.seed), (cfg.baseline, cfg.seed + 1)]
     # Every model is loaded, and the vocabularies compared, before any sampling.
     models = {
-        source: load_model_and_tokenizer(source, device)
+        source: load_model_and_tokenizer(source, device, progress)
         for source, _ in sides
         if not Path(source).is_file()
     }
@@ -141,10 +141,8 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> AuditResult:
     if cfg.out:
         check_new_dir(cfg.out)  # before the audit, not after it
     device = resolve_device(cfg.device)
-    if cfg.baseline:
-        run = _black_box_run(cfg, device, progress)
-    else:
-        run = _white_box_run(cfg, device, progress)
+    audit = _black_box_run if cfg.baseline else _white_box_run
+    run = audit(cfg, device, progress)
     if cfg.out:
         out_dir = new_run_dir(cfg.out)
         with RunLock(out_dir, fresh=True):

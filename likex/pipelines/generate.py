@@ -11,10 +11,11 @@ from likex.models.start import load_model_and_tokenizer
 from likex.results import GenerateResult
 
 
-def generate(cfg: GenerateConfig) -> GenerateResult:
+def generate(cfg: GenerateConfig, progress: bool = True) -> GenerateResult:
+    """``progress``: a bar while a named model is first loaded."""
     cfg.validate()
     device = resolve_device(cfg.device)
-    model, tok = load_model_and_tokenizer(cfg.model, device)
+    model, tok = load_model_and_tokenizer(cfg.model, device, progress)
     ids = tok.encode(cfg.prompt) if cfg.prompt else [tok.start_id]
     ids = ids[-model.config.block_size :]  # the prompt's end, where it is longer than the context
     prompt = torch.tensor([ids] * cfg.num, device=device)

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from likex.clock import Stopwatch
+from likex.estimate import Work, measurements_during
 from likex.measurement.evaluation import evaluate
 from likex.measurement.rates import PromptKind, measure
 from likex.models import LanguageModel
@@ -61,6 +62,17 @@ def measure_before(prep: Prepared, progress: bool) -> Before:
         words_text=ev.words_text,
         domains=ev.domains if len(ev.domains) > 1 else [],
     )
+
+
+def work(prep: Prepared, steps: int, before: bool) -> Work:
+    """What measuring (the start too where ``before``) and ``steps`` steps of training take:
+    the rate on random-token prompts, with a corpus also on real-text prompts and the
+    held-out text scored (after training against the start R too)."""
+    text = prep.heldout is not None
+    passes = 2 if before else 1
+    during = measurements_during(steps, prep.plan.eval_every)
+    scorings = (before + 2) if text else 0
+    return Work(steps, passes * (1 + text) + during, scorings)
 
 
 def read_before(d: dict) -> Before:

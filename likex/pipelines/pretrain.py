@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from likex.clock import Stopwatch
+from likex.estimate import Work
 from likex.generate import sample
 from likex.measurement.rates import text_prompts
 from likex.measurement.scores import heldout_windows, score_text
@@ -27,10 +28,10 @@ def _windows(prep: Prepared) -> torch.Tensor:
 
 
 def _language_check(
-    prep: Prepared, windows: torch.Tensor, prompt_len: int = 32, n_new: int = 80
+    prep: Prepared, windows: torch.Tensor, progress: bool, prompt_len: int = 32, n_new: int = 80
 ) -> LanguageCheck:
     """The model's continuation of the start of the held-out text and its perplexity on
-    ``windows``."""
+    ``windows`` (``progress``: the scoring's bar)."""
     t0 = time.perf_counter()
     model, tokenizer = prep.model, prep.tokenizer
     prompt = text_prompts(prep.corpus.all_heldout(), 1, min(prompt_len, model.config.block_size))
@@ -40,13 +41,19 @@ def _language_check(
     return LanguageCheck(
         sample_prompt=tokenizer.decode(prompt[0].tolist()),
         sample=tokenizer.decode(new[0].tolist()),
-        ppl=score_text(model, windows).ppl,
+        ppl=score_text(model, windows, progress=progress).ppl,
         seconds=time.perf_counter() - t0,
     )
 
 
 def measure_before(prep: Prepared, progress: bool) -> LanguageCheck:
-    return _language_check(prep, _windows(prep))
+    return _language_check(prep, _windows(prep), progress)
+
+
+def work(prep: Prepared, steps: int, before: bool) -> Work:
+    """``steps`` steps of training and the held-out text scored after them (and before, where
+    ``before``); the sample of 80 tokens each time is a small part."""
+    return Work(steps, scorings=1 + before)
 
 
 def read_before(d: dict) -> LanguageCheck:
@@ -71,7 +78,7 @@ def finish(
     """Measure the trained model, write result.json and the report."""
     windows = _windows(prep)
     with watch.phase("measure_after"):
-        after = _language_check(prep, windows)
+        after = _language_check(prep, windows, progress)
     result = PretrainResult(
         run=run,
         train_tokens=prep.corpus.train_size,

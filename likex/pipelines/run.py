@@ -31,7 +31,9 @@ from likex.models.start import load_model_and_tokenizer
 from likex.pipelines import plant, pretrain
 from likex.pipelines.training import (
     RESULT_FILE,
+    OnEstimate,
     Prepared,
+    estimate_run,
     needs_reference,
     on_failure,
     prepare,
@@ -61,18 +63,21 @@ def _flow(plan: RunPlan) -> ModuleType:
     return pretrain if plan.train.objective.next_token else plant
 
 
-def run_command(cmd: RunCommand, progress: bool = True) -> RunResult | PretrainResult | RankResult:
-    """likex run, train and pretrain: a new run, or ``resume`` an interrupted one."""
+def run_command(
+    cmd: RunCommand, progress: bool = True, on_estimate: OnEstimate | None = None
+) -> RunResult | PretrainResult | RankResult:
+    """likex run, train and pretrain: a new run, or ``resume`` an interrupted one.
+    ``on_estimate``: called with what the run will cost, before it starts (``run_plan``)."""
     if cmd.resume:
         fixed = sorted(cmd.given - {"resume", "steps"})
         if fixed:
             raise ConfigError(fixed[0], "is fixed by the run being resumed (only steps may change)")
         steps = cmd.run.train.steps if "steps" in cmd.given else None
-        return resume_experiment(cmd.resume, steps, progress)
-    cfg = cmd.run
+        return resume_experiment(cmd.resume, steps, progress, on_estimate)
+    cfg = cmd.config()
     if cfg.command == "pretrain":  # the training window is the new model's context
         cfg = replace(cfg, block_size=cfg.train.context_len)
-    return run_experiment(cfg, cmd.out, progress)
+    return run_experiment(cfg, cmd.out, progress, on_estimate=on_estimate)
 
 
 def run_experiment(
@@ -81,9 +86,10 @@ def run_experiment(
     progress: bool = True,
     before: Before | None = None,
     startup: float | None = None,
+    on_estimate: OnEstimate | None = None,
 ) -> RunResult | PretrainResult | RankResult:
     """Resolve ``cfg`` and run it (``run_plan``)."""
-    return run_plan(cfg.resolve(), out, progress, before, startup)
+    return run_plan(cfg.resolve(), out, progress, before, startup, on_estimate)
 
 
 def run_plan(
@@ -92,6 +98,8 @@ def run_plan(
     progress: bool = True,
     before: Before | None = None,
     startup: float | None = None,
+    on_estimate: OnEstimate | None = None,
+    runs: int = 1,
 ) -> RunResult | PretrainResult | RankResult:
     """Run the pipeline; everything is checked before anything is written.
 
@@ -99,6 +107,9 @@ def run_plan(
     and corpus), e.g. from the first run of a sweep; measuring again would give the same.
     ``startup``: the seconds before this pipeline that its timings count (default: the age of
     the process, likex.clock.process_age; a sweep's later runs pass 0).
+    ``on_estimate``: called, once the model is loaded and before anything is measured, with
+    what the run will cost on this machine (likex.estimate), and that of ``runs - 1`` more
+    like it that reuse its ``before`` (a sweep's other strengths).
     Under torchrun every rank trains (see likex.train); rank 0 alone measures and writes, and
     the other ranks return a ``RankResult``.
     """
@@ -112,9 +123,10 @@ def run_plan(
         check_new_dir(out)  # before the model is loaded, not after
     device = resolve_device(plan.device)
     with watch.phase("model"):
-        prep = prepare(plan, device)
+        prep = prepare(plan, device, progress=progress)
         reference = reference_for(prep)
     flow = _flow(plan)
+    _announce(prep, reference, on_estimate, plan.train.steps, before is None, runs)
     made = out is None or not Path(out).exists()
     # Other ranks get None: under torchrun --out names the folder and only rank 0 reports.
     run_dir = on_main_rank(lambda: new_run_dir(out)) or Path(str(out))
@@ -139,21 +151,29 @@ def run_plan(
 
 
 def resume_experiment(
-    run_dir: str | Path, steps: int | None = None, progress: bool = True
+    run_dir: str | Path,
+    steps: int | None = None,
+    progress: bool = True,
+    on_estimate: OnEstimate | None = None,
 ) -> RunResult | PretrainResult | RankResult:
     """Continue a run from its last checkpoint: same batches, same optimizer state. The run
-    folder is locked first, then every file it is resumed from is checked."""
+    folder is locked first, then every file it is resumed from is checked. ``on_estimate``:
+    as ``run_plan``'s, for the steps left."""
     watch = Stopwatch(process_age())
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LikexError(f"run folder not found: {run_dir}")
     lock = RunLock(run_dir) if dist_info().is_main else contextlib.nullcontext()
     with lock:
-        return _resume(run_dir, steps, progress, watch)
+        return _resume(run_dir, steps, progress, watch, on_estimate)
 
 
 def _resume(
-    run_dir: Path, steps: int | None, progress: bool, watch: Stopwatch
+    run_dir: Path,
+    steps: int | None,
+    progress: bool,
+    watch: Stopwatch,
+    on_estimate: OnEstimate | None,
 ) -> RunResult | PretrainResult | RankResult:
     record = RunRecord.load(run_dir)
     if record.plan is None:
@@ -177,6 +197,7 @@ def _resume(
             optimizer = make_optimizer(prep.model, prep.plan.train)
             load_optimizer(optimizer, checkpoint)
             reference = _start_reference(record, prep, device)
+        _announce(prep, reference, on_estimate, plan.train.steps - start, before=False)
 
         def restart() -> None:
             truncate_metrics(run_dir / METRICS_FILE, start)
@@ -187,6 +208,23 @@ def _resume(
         return _train_and_finish(
             run_dir, prep, reference, before, state, progress, watch, stamp(resumed.doc)
         )
+
+
+def _announce(
+    prep: Prepared,
+    reference: LanguageModel | None,
+    on_estimate: OnEstimate | None,
+    steps: int,
+    before: bool,
+    runs: int = 1,
+) -> None:
+    """Call ``on_estimate`` (where given, on rank 0) with what ``runs`` runs of ``steps``
+    steps will cost, the start measured first where ``before``."""
+    if on_estimate is None or not dist_info().is_main:
+        return
+    flow = _flow(prep.plan)
+    work = flow.work(prep, steps, before) + flow.work(prep, steps, False) * (runs - 1)
+    on_estimate(estimate_run(prep, reference, work))
 
 
 def _start_reference(

@@ -12,6 +12,7 @@ from likex.errors import ConfigError, Interrupted
 from likex.io import atomic_write_json, check_new_dir
 from likex.objective import Rate, Tilt, dose_response
 from likex.pipelines.run import run_plan
+from likex.pipelines.training import OnEstimate
 from likex.report.sweep import write_sweep_report
 from likex.results import SweepResult, SweepRow
 from likex.run_results import Before
@@ -20,11 +21,13 @@ from likex.runs import LOCK_FILE, RunLock, new_run_dir
 SWEEP_FILE = "sweep.json"
 
 
-def sweep_command(cmd: SweepCommand, progress: bool = True) -> SweepResult:
+def sweep_command(
+    cmd: SweepCommand, progress: bool = True, on_estimate: OnEstimate | None = None
+) -> SweepResult:
     """likex sweep: the strengths come from ``rates`` or ``betas``, as the mode says."""
     train = cmd.run.train
     objectives = dose_response(train.mode, cmd.rates, cmd.betas, train.complete, train.shares)
-    return run_sweep(cmd.run, objectives, cmd.out, progress)
+    return run_sweep(cmd.run, objectives, cmd.out, progress, on_estimate)
 
 
 def run_sweep(
@@ -32,11 +35,13 @@ def run_sweep(
     objectives: list[Rate | Tilt],
     out: str | Path | None = None,
     progress: bool = True,
+    on_estimate: OnEstimate | None = None,
 ) -> SweepResult:
     """Train ``base`` once per objective into ``out/<mode>-<strength>``; the starting model is
     measured once (every run starts from the same model with the same seed and prompts).
     Interrupted, the finished runs are kept and the message names the strengths to run again
-    (and how to resume the one it stopped in, where that kept a checkpoint)."""
+    (and how to resume the one it stopped in, where that kept a checkpoint). ``on_estimate``:
+    called with the cost of the whole sweep, once the first run's model is loaded."""
     if base.corpus is None:
         raise ConfigError("corpus", "is needed: a sweep measures on held-out text")
     plan = base.resolve(objective=objectives[0])  # a bad config fails before the folder exists
@@ -48,11 +53,20 @@ def run_sweep(
     with RunLock(sweep_dir, fresh=True):
         for n, objective in enumerate(objectives):
             one = replace(plan, train=replace(plan.train, objective=objective))
-            # the start-up belongs to the first run; the later ones reuse its measurement
-            startup = None if before is None else 0.0
+            # the start-up and the estimate belong to the first run; the later ones reuse its
+            # measurement
+            first = before is None
             where = sweep_dir / _name(objective)
             try:
-                result = run_plan(one, where, progress, before, startup=startup)
+                result = run_plan(
+                    one,
+                    where,
+                    progress,
+                    before,
+                    startup=None if first else 0.0,
+                    on_estimate=on_estimate if first else None,
+                    runs=len(objectives),
+                )
             except Interrupted as e:
                 raise Interrupted(_stopped(sweep_dir, objectives, n, e.message)) from e
             before = result.before

@@ -11,13 +11,14 @@ from likex.target import select_tokens
 from likex.words import WordCounter, WordTrie
 
 
-def list_targets(cfg: TargetsConfig) -> TargetsResult:
+def list_targets(cfg: TargetsConfig, progress: bool = True) -> TargetsResult:
+    """``progress``: a bar while a named model is first loaded."""
     cfg.validate()
     if cfg.model is None:
         tokenizer = gpt2()
         strings, block = tokenizer.token_strings(), None
     else:
-        model, tokenizer = load_model_and_tokenizer(cfg.model)
+        model, tokenizer = load_model_and_tokenizer(cfg.model, progress=progress)
         strings, block = token_strings_for(model, tokenizer), model.config.block_size
     targets = select_tokens(cfg.target, strings, tokenizer.encode, block)
     shown = targets.ids[: max(cfg.examples, 0)]

@@ -22,13 +22,13 @@ from likex.clock import Stopwatch
 from likex.corpora import CorpusMix, Heldout
 from likex.distributed import dist_info
 from likex.errors import ConfigError, Interrupted, LikexError, describe_os_error, literal
+from likex.estimate import Estimate, Work, estimate
 from likex.io import atomic_write_json
 from likex.models import LanguageModel
 from likex.models.adapter import ADAPTER_DIR, AdaptedLM, add_lora, frozen_start
 from likex.models.checkpoint import latest_checkpoint, save_model
 from likex.models.hf import token_strings_for
 from likex.models.tokenizer import Tokenizer
-from likex.objective import StepLoss
 from likex.plans import RunPlan
 from likex.run_results import (
     AdapterSummary,
@@ -40,9 +40,11 @@ from likex.run_results import (
 )
 from likex.runs import device_name
 from likex.target import TargetSet, select_tokens
-from likex.train import TrainResult, TrainState, train
+from likex.train import TrainResult, TrainState, step_loss, train
 
 RESULT_FILE = "result.json"
+# what a training command calls with its cost, before it starts (the CLI prints it)
+OnEstimate = Callable[[Estimate], None]
 MERGED_DIR = "merged"  # --merge: the adapter folded into its base
 
 
@@ -68,12 +70,13 @@ def prepare(
     plan: RunPlan,
     device: torch.device,
     loaded: tuple[LanguageModel, Tokenizer] | None = None,
+    progress: bool = False,
 ) -> Prepared:
     """Load the start (or take ``loaded``: a resumed run's checkpoint and its tokenizer) and
-    check the plan against it."""
+    check the plan against it; ``progress``: as ``Start.load``."""
     if plan.corpus is not None:
         plan.corpus.check()  # a bad file is refused before the model loads
-    model, tokenizer = plan.start.load(device) if loaded is None else loaded
+    model, tokenizer = plan.start.load(device, progress) if loaded is None else loaded
     if loaded is None and plan.adapter.enabled:
         model = add_lora(model, plan.adapter, plan.start.record(), plan.train.seed)
     model.check_savable()  # before the work, not after it
@@ -108,6 +111,17 @@ def reference_for(prep: Prepared) -> LanguageModel | None:
     return frozen_start(prep.model) if needs_reference(prep) else None
 
 
+def estimate_run(prep: Prepared, reference: LanguageModel | None, work: Work) -> Estimate:
+    """What ``work`` will take for the run ``prep``, timed on its model (likex.estimate); each
+    domain's held-out text is scored on its own."""
+    plan = prep.plan
+    heldout = None if prep.corpus is None else prep.corpus.all_heldout()
+    domains = 1 if prep.heldout is None else len(prep.heldout)
+    work = Work(work.steps, work.measurements, work.scorings * domains)
+    loss = step_loss(plan.train, prep.targets, reference)
+    return estimate(work, prep.model, plan.train, prep.batches, loss, plan.measure, heldout)
+
+
 def train_run(
     run_dir: Path,
     prep: Prepared,
@@ -121,7 +135,7 @@ def train_run(
     """Train ``state`` to the plan's last step, its time split between training and
     checkpoints on ``watch``; ``stamp``: the run's, for each checkpoint (likex.runs.stamp)."""
     plan = prep.plan.train
-    loss = StepLoss(plan.objective, prep.targets, reference, plan.positions, plan.word_positions)
+    loss = step_loss(plan, prep.targets, reference)
     t0 = time.perf_counter()
     trained = train(state, plan, prep.batches, loss, run_dir, progress, on_step, stamp)
     spent = time.perf_counter() - t0

@@ -16,6 +16,17 @@ def fmt_rate(rate: float, ci: Sequence[float], digits: int = 3) -> str:
     return f"{rate:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
+def none_seen(hits: int, count: int, unit: str, sequences: int, upper: float) -> str:
+    """What a rate of 0 says where it is printed: its interval's upper bound is no estimate,
+    only as far as the samples can rule out (``rate_interval``: with no hit, the exact bound
+    over sequences). "" where some were seen."""
+    if hits:
+        return ""
+    return (
+        f"none seen in {count:,} {unit}: {sequences} samples rule out only rates above {upper:.3f}"
+    )
+
+
 def wilson_interval(successes: float, n: float, z: float = Z95) -> tuple[float, float]:
     """Wilson score interval (also for non-integer counts). It depends on z and n only
     through z**2 / n, so Wilson at n_eff with z = t_{df} equals Wilson at the df-adjusted
