@@ -226,6 +226,8 @@ def _add_flags(
             group.add_argument(flag, action="store_true", help=help, **kw)
             continue
         written = meta.get("shown") or value
+        if isinstance(written, tuple):  # as it is typed: comma-separated
+            written = ",".join(str(v) for v in written)
         if value not in (None, (), "") and f.name not in cmd.required:
             help += f" (default: {written})".replace("%", "%%")
         metavar = (
@@ -279,14 +281,20 @@ def _unknown_word(words: list[str], commands: dict[str, list[str]]) -> str | Non
     """What is wrong with a command line's command or flags (None: nothing argparse would not
     say itself): an unknown command or flag with the closest that exists, or a flag of other
     commands with the commands that take it. A flag may be abbreviated, as argparse allows."""
-    command = next((w for w in words if not w.startswith("-")), None)
-    if command is None:
+    at = next((i for i, w in enumerate(words) if not w.startswith("-")), None)
+    if at is None:
         return None
-    if command not in commands:
+    command = words[at]
+    if f"{command} {words[at + 1] if at + 1 < len(words) else ''}" in commands:
+        at += 1  # a nested command: "zoo build"
+        command = f"{command} {words[at]}"
+    elif command not in commands:
+        if any(c.startswith(f"{command} ") for c in commands):
+            return None  # a group without its command: argparse lists the ones it has
         guess = did_you_mean(command, commands) or "see likex --help"
         return f"unknown command {clip(command)}; {guess}"
     own = commands[command]
-    for word in words[words.index(command) + 1 :]:
+    for word in words[at + 1 :]:
         if word == "--":
             break
         flag = word.split("=", 1)[0]

@@ -101,9 +101,10 @@ class TrainConfig:
     )
     complete: float | None = option(
         None,
-        "word and phrase targets, modes rate and tilt: use the per-token word target, which "
-        "gives this probability to finishing an entry once the model has begun it (1: always; "
-        "lower lets it stop); default: the sequence-level target (docs/targets.md)",
+        "word and phrase targets, modes rate and tilt: use the per-token word target, which, "
+        "once the model has begun an entry (written its first token), gives this probability "
+        "to finishing it (1: always; lower lets it stop); default: the sequence-level target, "
+        "which finishes an entry as often as the pull toward it makes worth it",
         applies=lambda o: (
             _for_words(o)
             or (o.mode == "uniform" and "does not apply to {mode} uniform (modes rate and tilt)")

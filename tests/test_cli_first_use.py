@@ -156,7 +156,7 @@ def test_a_gguf_models_dequantizing_bar_is_shown_unless_quiet(
         (["eval", "--model", "smolm2-135m"], "did you mean smollm2-135m? (named models: "),
         (["eval", "--model", "gpt5"], "no folder or named model 'gpt5' (named models: "),
         (["eval", "--steps", "3"], "--steps is an option of likex run, train, pretrain, sweep, "
-         "persist and audit-bench, not of likex eval"),
+         "persist, audit-bench and zoo build, not of likex eval"),
         (["run", "--baseline", "x"], "--baseline is an option of likex audit, not of likex run"),
         (["run", "--mode", "rate"], "--mode is an option of likex train and sweep, not of likex"),
         (["run", "--stesp", "3"], "likex run has no option '--stesp'; did you mean --steps?"),
