@@ -115,7 +115,6 @@ class TrainConfig:
         "word targets, mode rate: each entry's share of the rate, the reference's own or "
         "equal (A/n each)",
         choices=SHARES,
-        applies=lambda o: _for_words(o),
     )
     word_positions: int = option(
         WORD_POSITIONS,

@@ -129,6 +129,7 @@ def score_text(
     finishing words) its perplexity is infinite and left out (None). ``progress``: a bar
     with the time left.
     """
+    projection = _token_projection(projection, targets)
     sums = _sums(model, windows, targets, reference, projection, batch_tokens, progress)
     return _scores(sums, targets, reference, projection)
 
@@ -144,6 +145,7 @@ def score_domains(
 ) -> tuple[list[TextScores], TextScores]:
     """``score_text`` on each text's windows, and on all of them together (the pooled
     scores, the floor and the bound taken over every scored context at once)."""
+    projection = _token_projection(projection, targets)
     sums = [_sums(model, w, targets, reference, projection, progress=progress) for w in windows]
     pooled = _Sums()
     for one in sums:
@@ -152,6 +154,14 @@ def score_domains(
             setattr(pooled, f.name, (a or b) if f.name == "impossible" else a + b)
     scores = [_scores(one, targets, reference, projection) for one in sums]
     return scores, _scores(pooled, targets, reference, projection)
+
+
+def _token_projection(projection: Rate | None, targets: TargetSet | None) -> Rate | None:
+    """The projection the token-level floor is taken at: none for the sequence-level word
+    target, which has its own floor (likex.measurement.words)."""
+    if projection is not None and targets is not None and targets.words is not None:
+        return None if projection.word_strength() else projection
+    return projection
 
 
 def _sums(
@@ -166,9 +176,6 @@ def _sums(
     """score_text's running sums over the windows, the models in eval mode meanwhile."""
     if projection is not None and (reference is None or targets is None):
         raise LikexError("the perplexity floor needs a reference model and a target")
-    if projection is not None and targets.words is not None and projection.word_strength():
-        # the sequence-level word target has its own floor (likex.measurement.words)
-        projection = None
     device = next(model.parameters()).device
     models = [m for m in (model, reference) if m is not None]
     modes = [m.training for m in models]

@@ -48,8 +48,9 @@ PRETRAIN_LR = 3e-3
 # Next-token fine-tuning of a saved likex model on clean text (likex persist).
 PERSIST_LR = 1e-3
 
-# A LoRA adapter trains a few small matrices whose update is scaled by alpha/r: it takes a
-# larger step than the full model it sits on (docs/results.md, LoRA vs full fine-tuning).
+# A LoRA adapter trains a few small matrices whose update starts at zero and is scaled by
+# alpha/r: it takes a larger step than the full model it sits on. Ten times is LoRA's usual
+# rule of thumb, not a value tuned here (docs/results.md has the runs made with it).
 LORA_LR_FACTOR = 10.0
 
 # Step shapes (contexts per step, tokens per context): a fresh or small likex model trains on
