@@ -253,14 +253,7 @@ class NextToken:
 
     def to_config(self) -> dict:
         # the keys every run's "train" has; a pretraining run's mode was always uniform
-        return {
-            "mode": "uniform",
-            "rate": None,
-            "beta": None,
-            "complete": None,
-            "shares": "reference",
-            "objective": NEXT_TOKEN,
-        }
+        return {**Uniform().to_config(), "objective": NEXT_TOKEN}
 
 
 Objective = Uniform | Rate | Tilt | NextToken
