@@ -334,7 +334,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, dict]]:
         all_flags[name] = flags = {}
         _add_flags(p, type(default), default, cmd, flags)
         p.add_argument("--json", action="store_true", help="print the machine-readable result")
-        p.add_argument("--quiet", action="store_true", help="no progress output")
+        p.add_argument(
+            "--quiet",
+            action="store_true",
+            help="no progress bars, nor the estimate of its time a training command prints "
+            "before it starts",
+        )
         parser.commands[name] = [f for f in p._option_string_actions if f.startswith("--")]
     return parser, all_flags
 

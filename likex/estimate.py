@@ -132,10 +132,10 @@ def estimate(
     sequence = _sequence_seconds(model, measure) if work.measurements else 0.0
     text = work.scorings and heldout is not None
     scoring = _scoring_seconds(model, heldout, measure) if text else 0.0
-    return Estimate(work, Speed(step, sequence, scoring), sequences(measure), measure.score_tokens)
+    return Estimate(work, Speed(step, sequence, scoring), _sequences(measure), measure.score_tokens)
 
 
-def sequences(measure: MeasureConfig) -> tuple[int, int]:
+def _sequences(measure: MeasureConfig) -> tuple[int, int]:
     """The fewest and the most sequences one measurement samples: it may stop at its first
     check point where an interval width is asked for (likex.measurement.rates)."""
     if measure.ci_half_width is None:
@@ -149,7 +149,7 @@ def _sequence_seconds(model: LanguageModel, measure: MeasureConfig) -> float:
     tokens after it), on the same path (KV cache or window) the measurement takes. The batch
     is that of its first sequences, up to the first check point (likex.measurement.rates)."""
     device = next(model.parameters()).device
-    batch = min(sampling_batch(model), sequences(measure)[0])
+    batch = min(sampling_batch(model), _sequences(measure)[0])
     length = prompt_length(measure, model)
     prompts = random_prompts(batch, length, model.config.vocab_size, 0).to(device)
     new = min(TIMED_TOKENS, measure.gen_tokens - 1)

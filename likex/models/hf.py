@@ -18,6 +18,7 @@ import contextlib
 import inspect
 import io
 import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -221,7 +222,8 @@ def load_hf(
     float32 on loading, so the model is an ordinary one and likex drops the quantization
     record (which save_pretrained refuses) to save it as plain safetensors. ``label``: the
     model's name in results (default: the folder or hub name). ``progress``: show
-    transformers' bar (with the time left) over the GGUF's tensors as they are dequantized.
+    transformers' own bars while the model loads (its weights read or a GGUF's dequantized,
+    with the time left; a hub model's download).
     """
     transformers = _transformers()
     name = hf_path(name_or_path)
@@ -230,8 +232,9 @@ def load_hf(
     if name.startswith(("/", ".", "~")) and not Path(name).expanduser().is_dir():
         raise LikexError(f"model folder not found: {name}")  # not a hub name: no lookup
     files = {"gguf_file": gguf_file} if gguf_file else {}
-    # transformers' GGUF reader draws its own progress bars, past its progress-bar switch; the
-    # model's, over the tensors it dequantizes (seconds, the time left shown), where asked for.
+    # transformers' GGUF reader draws its own progress bars, past its progress-bar switch: the
+    # tokenizer's reading of the file is kept quiet, the model's loading only where no
+    # progress is asked for.
     quiet = contextlib.redirect_stderr(io.StringIO()) if gguf_file else contextlib.nullcontext()
     try:
         with quiet:
@@ -239,7 +242,7 @@ def load_hf(
     except Exception as e:
         raise LikexError(f"cannot load the tokenizer of {name}: {_first_line(e)}") from e
     try:
-        with contextlib.nullcontext() if progress else quiet:
+        with _loading_bars(transformers) if progress else quiet:
             model = transformers.AutoModelForCausalLM.from_pretrained(
                 name, dtype=torch.float32, **files
             )
@@ -262,6 +265,16 @@ def load_hf(
             f"{outputs} outputs (missing or mismatched tokenizer files)"
         )
     return wrapped.to(device)
+
+
+@contextlib.contextmanager
+def _loading_bars(transformers: Any) -> Iterator[None]:
+    """transformers' progress bars on while a model loads (``_transformers`` turns them off)."""
+    transformers.logging.enable_progress_bar()
+    try:
+        yield
+    finally:
+        transformers.logging.disable_progress_bar()
 
 
 def _first_line(e: BaseException) -> str:
