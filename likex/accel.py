@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from likex.errors import ConfigError
+from likex.models.adapter import AdaptedLM, BaseView
 from likex.models.gpt import GPT
 
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
@@ -138,8 +139,12 @@ def inference_model(model: nn.Module) -> tuple[nn.Module, contextlib.AbstractCon
 
     On CUDA the built-in GPT is sampled through a bf16 copy holding its current weights, run
     without autocast (autocast would take LayerNorm back to float32); a transformers model runs
-    under bf16 autocast. On a CPU: the model itself, exact float32.
+    under bf16 autocast. On a CPU: the model itself, exact float32. An adapted model (or its
+    base, adapter off) is sampled through a plain copy with the adapter folded in
+    (likex.models.adapter.AdaptedLM.folded), on any device.
     """
+    if isinstance(model, (AdaptedLM, BaseView)):
+        model = model.folded()
     device = next(model.parameters()).device
     if device.type != "cuda":
         return model, contextlib.nullcontext()

@@ -68,6 +68,32 @@ def test_merged_model_writes_what_the_adapter_does(hf_adapter_run):
         torch.testing.assert_close(merged(idx), adapted.eval()(idx), rtol=1e-4, atol=1e-4)
 
 
+def test_sampling_runs_a_plain_copy_that_follows_the_adapter(hf_adapter_run):
+    """An adapted model is sampled through a plain copy with its adapter folded in: the same
+    function as the adapter (or as its base, adapter off), refreshed after the adapter changes."""
+    from likex.accel import inference_model
+
+    adapted, tok = parse_start(str(hf_adapter_run)).load()
+    adapted.eval()
+    idx = torch.tensor([tok.encode("an extra fox in the box")])
+
+    def plain(model):
+        net, _ = inference_model(model)
+        assert not isinstance(net, AdaptedLM) and not any(
+            "lora" in name for name, _ in net.named_modules()
+        )
+        with torch.no_grad():
+            return net(idx)
+
+    with torch.no_grad():
+        torch.testing.assert_close(plain(adapted), adapted(idx), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(plain(adapted.base_view()), adapted.base_view()(idx))
+        for name, p in adapted.named_parameters():
+            if "lora_B" in name:
+                p.mul_(-3.0)  # in place, as an optimizer step writes
+        torch.testing.assert_close(plain(adapted), adapted(idx), rtol=1e-5, atol=1e-5)
+
+
 def test_a_gpt_adapter_trains_evaluates_and_resumes(tmp_path, run_json, capsys):
     out = tmp_path / "gpt"
     args = ["train", "--preset", "tiny", "--adapter", "lora", "--mode", "rate", "--rate", "0.3"]
