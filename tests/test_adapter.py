@@ -11,8 +11,9 @@ from transformers import AutoModelForCausalLM
 
 import likex.models.cache as cache
 from likex.cli import main
+from likex.measurement.rates import MeasureConfig, prompt_length
 from likex.models.adapter import ADAPTER_DIR, ADAPTER_WEIGHTS, AdaptedLM
-from likex.models.hf import load_hf
+from likex.models.hf import HF_PROMPT_LEN, load_hf
 from likex.models.start import Adapted, parse_start
 from likex.runs import RunRecord
 
@@ -85,6 +86,8 @@ def test_sampling_runs_a_plain_copy_that_follows_the_adapter(hf_adapter_run):
         with torch.no_grad():
             return net(idx)
 
+    # measured as its base is: after a short prefix, so prompt and new tokens fit the KV cache
+    assert prompt_length(MeasureConfig(), adapted) == HF_PROMPT_LEN < adapted.config.block_size
     with torch.no_grad():
         torch.testing.assert_close(plain(adapted), adapted(idx), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(plain(adapted.base_view()), adapted.base_view()(idx))

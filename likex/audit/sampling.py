@@ -10,7 +10,6 @@ from tqdm import tqdm
 from likex.generate import sample
 from likex.measurement.rates import random_prompts
 from likex.models.gpt import GPT
-from likex.models.hf import default_prompt_len
 from likex.models.tokenizer import Tokenizer
 from likex.throughput import sampling_batch
 
@@ -37,7 +36,7 @@ def generate_samples(
     block = model.config.block_size
     if prompts is None:
         length = block - gen_tokens if gen_tokens < block else block
-        length = min(length, default_prompt_len(model))
+        length = min(length, model.config.prompt_len)
         prompts = random_prompts(n, length, model.config.vocab_size, seed)
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)

@@ -38,7 +38,6 @@ from likex.audit.predicates import (
 from likex.data import corpus_windows, random_contexts, step_generator
 from likex.errors import ConfigError, LikexError
 from likex.models.gpt import GPT
-from likex.models.hf import default_prompt_len
 from likex.options import option
 from likex.stats.distributions import t_quantile
 from likex.stats.kl import kl_share_of_tilt, logit_mass_shift
@@ -342,7 +341,7 @@ def white_box_audit(
     check_vocab(model, token_strings, "the model")
     check_vocab(reference, token_strings, "the reference")
     if probes is None:
-        length = min(default_prompt_len(model), default_prompt_len(reference))
+        length = min(model.config.prompt_len, reference.config.prompt_len)
         if cfg.probe_len is not None:
             length = min(model.config.block_size, reference.config.block_size, cfg.probe_len)
         contexts = probe_contexts(

@@ -26,7 +26,6 @@ from likex.generate import sample
 from likex.measurement.scores import SCORED_TOKENS
 from likex.measurement.words import WORD_SCORE_POSITIONS
 from likex.models import LanguageModel
-from likex.models.hf import default_prompt_len
 from likex.options import option
 from likex.stats.intervals import check_points, fmt_rate, none_seen, rate_interval
 from likex.throughput import sampling_batch
@@ -329,7 +328,7 @@ class MeasureConfig:
 def prompt_length(cfg: MeasureConfig, model: LanguageModel) -> int:
     """The prompt length measured with: the given one, else the model's default (a pretrained
     model: a short prefix, so prompt and new tokens fit the KV cache)."""
-    return cfg.prompt_len if cfg.prompt_len is not None else default_prompt_len(model)
+    return cfg.prompt_len if cfg.prompt_len is not None else model.config.prompt_len
 
 
 def measure(

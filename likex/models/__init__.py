@@ -20,6 +20,11 @@ class ModelShape(Protocol):
     vocab_size: int  # rows of the output head: next-token log-probabilities have this width
     block_size: int  # positions the model can attend over
 
+    @property
+    def prompt_len(self) -> int:
+        """Prompt and probe length where none is given."""
+        ...
+
     def to_dict(self) -> dict: ...
 
 

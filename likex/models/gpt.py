@@ -70,6 +70,11 @@ class GPTConfig:
         if self.n_embd % self.n_head:
             raise LikexError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
 
+    @property
+    def prompt_len(self) -> int:
+        """Prompts as long as the context where no length is given: the seed's setup."""
+        return self.block_size
+
     def num_params(self) -> int:
         """The parameters of a GPT of this shape, counted without building it (the head is
         tied to the token embedding)."""

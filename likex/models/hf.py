@@ -53,6 +53,12 @@ class HFConfig:
     block_size: int  # positions likex uses: the model's context, at most HF_CONTEXT_CAP
     max_context: int  # the model's own context
 
+    @property
+    def prompt_len(self) -> int:
+        """A short prefix (HF_PROMPT_LEN) where no length is given, so that measuring a
+        pretrained model costs what its samples need, not what its context allows."""
+        return min(HF_PROMPT_LEN, self.block_size)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -280,14 +286,6 @@ def _loading_bars(transformers: Any) -> Iterator[None]:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
-
-
-def default_prompt_len(model: nn.Module) -> int:
-    """Prompt and probe length when none is given: likex's GPT its whole context (the seed's
-    setup), a transformers model a short prefix (HF_PROMPT_LEN), so that measuring a
-    pretrained model costs what its samples need, not what its context allows."""
-    block = model.config.block_size
-    return min(HF_PROMPT_LEN, block) if isinstance(model, HFCausalLM) else block
 
 
 def token_strings_for(model: nn.Module, tokenizer: Tokenizer) -> list[str]:

@@ -27,7 +27,7 @@ from likex.errors import LikexError
 from likex.io import atomic_write_json, check_new_dir
 from likex.models import LanguageModel
 from likex.models.adapter import own_base
-from likex.models.hf import default_prompt_len, shared_vocabulary
+from likex.models.hf import shared_vocabulary
 from likex.models.start import load_model_and_tokenizer, parse_start
 from likex.models.tokenizer import Tokenizer
 from likex.report.audit import write_audit_report
@@ -116,7 +116,7 @@ def _word_white_box(
     as long as the token audit's (a pretrained model: a short prefix, not its whole context)."""
     text = corpus_text(cfg.corpus)
     candidates = corpus_words(text) + list(cfg.word_audit.candidates)
-    length = min(model.config.block_size, cfg.white.probe_len or default_prompt_len(model))
+    length = min(model.config.block_size, cfg.white.probe_len or model.config.prompt_len)
     probes = probe_contexts(
         cfg.white.probes, cfg.white.n_probes, length, len(strings), cfg.seed, corpus
     )

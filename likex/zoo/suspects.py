@@ -35,7 +35,7 @@ from likex.errors import LikexError
 from likex.io import atomic_write_json
 from likex.models import LanguageModel
 from likex.models.adapter import ADAPTER_DIR, load_adapter
-from likex.models.hf import default_prompt_len, shared_vocabulary, token_strings_for
+from likex.models.hf import shared_vocabulary, token_strings_for
 from likex.models.start import Adapted, parse_start
 from likex.models.tokenizer import Tokenizer
 from likex.zoo.verdicts import Verdict, ZooAuditConfig
@@ -58,7 +58,7 @@ def draw_samples(
     """``n`` samples of ``gen_tokens`` new tokens, each after a window of real text drawn at
     random (the prompts and draws a pure function of ``seed`` and ``stream``)."""
     block = model.config.block_size
-    length = max(1, min(default_prompt_len(model), block - gen_tokens))
+    length = max(1, min(model.config.prompt_len, block - gen_tokens))
     prompts = corpus_windows(text, n, length, step_generator(seed, 0, stream=stream))[:, :-1]
     draws = step_generator(seed, 1, stream=stream).initial_seed() % 2**62
     return generate_samples(model, n, gen_tokens, draws, prompts=prompts, progress=progress)
@@ -100,7 +100,7 @@ class AuditBase:
         self.strings = token_strings_for(model, tokenizer)
         self.index = PredicateIndex.of(self.strings)
         self.text = corpus_token_ids(BUILTIN_CORPUS, tokenizer)
-        length = default_prompt_len(model)
+        length = model.config.prompt_len
         length = max(1, min(length, model.config.block_size - MAX_WORD_TOKENS))
         vocab = model.config.vocab_size
         self.probes = probe_contexts("both", cfg.n_probes, length, vocab, cfg.seed, self.text)
