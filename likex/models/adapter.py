@@ -167,13 +167,15 @@ class AdaptedLM(nn.Module):
         more than the base's own product; the plain copy runs one. It is made once (a copy of
         the base's weights) and refreshed from the adapter's weights whenever they changed."""
         lora_layers = self._lora_layers()
-        # In-place writes (an optimizer step, a loaded state) bump a tensor's version.
-        state = (adapter_on, tuple(p._version for n, p in self.named_parameters() if "lora_" in n))
+        # The adapter's weights as the copy holds them, compared by value (a few MB): a fused
+        # optimizer step writes them in place without bumping their tensor versions.
+        weights = [p.detach() for n, p in self.named_parameters() if "lora_" in n]
         if self._twin is None:
             twin = copy.deepcopy(self).merged().eval().requires_grad_(False)
             object.__setattr__(self, "_twin", twin)
-        elif state == self._twin_state:
-            return self._twin
+        elif self._twin_state is not None and self._twin_state[0] == adapter_on:
+            if all(torch.equal(a, b) for a, b in zip(weights, self._twin_state[1], strict=True)):
+                return self._twin
         twin_inner = _inner(self._twin)
         with torch.no_grad():
             for name, layer in lora_layers:
@@ -182,7 +184,7 @@ class AdaptedLM(nn.Module):
                     for adapter in layer.active_adapters:
                         weight = weight + layer.get_delta_weight(adapter)
                 twin_inner.get_submodule(name).weight.copy_(weight)
-        object.__setattr__(self, "_twin_state", state)
+        object.__setattr__(self, "_twin_state", (adapter_on, [w.clone() for w in weights]))
         return self._twin
 
     def _lora_layers(self) -> list[tuple[str, nn.Module]]:
