@@ -174,7 +174,8 @@ class AdaptedLM(nn.Module):
             twin = copy.deepcopy(self).merged().eval().requires_grad_(False)
             object.__setattr__(self, "_twin", twin)
         elif self._twin_state is not None and self._twin_state[0] == adapter_on:
-            if all(torch.equal(a, b) for a, b in zip(weights, self._twin_state[1], strict=True)):
+            held = self._twin_state[1]
+            if all(torch.equal(a, b) for a, b in zip(weights, held, strict=True)):
                 return self._twin
         twin_inner = _inner(self._twin)
         with torch.no_grad():
