@@ -341,6 +341,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, dict]]:
             "before it starts",
         )
         parser.commands[name] = [f for f in p._option_string_actions if f.startswith("--")]
+    for g in groups.values():  # a group given no command names its commands, as usage does
+        g.metavar = "{" + ",".join(g.choices) + "}"
     return parser, all_flags
 
 

@@ -18,6 +18,14 @@ def test_top_level_help(capsys):
         assert out.startswith("usage: likex") and all(name in out for name in groups)
 
 
+def test_a_group_without_its_command_names_its_commands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["zoo"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("required: {build,audit}") and len(err.splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("command", list(_table()))
 def test_command_help(command, capsys):
     with pytest.raises(SystemExit) as e:
