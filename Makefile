@@ -38,12 +38,12 @@ run: setup
 
 test: setup
 	$(call chromium,1,Chromium is missing: install it and run make test again)
-	$(BIN)/ruff check likex tests bench docs
+	$(BIN)/ruff check .
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check likex tests bench docs
+	$(BIN)/ruff check .
 
 # The docs site (mkdocs.yml) into site/; `$(BIN)/mkdocs serve` serves it while you edit.
 docs: setup
