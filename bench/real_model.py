@@ -26,6 +26,7 @@ The load average is printed with every number: on a shared machine it inflates t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -153,17 +154,18 @@ def generate_case(samples: int, tokens: int) -> dict:
     batch = sampling_batch(model)
     prompts = random_prompts(samples, 64, model.config.vocab_size, seed=0)
     gen = torch.Generator().manual_seed(0)
-    t0 = time.perf_counter()
-    for i in range(0, samples, batch):
-        sample(model, prompts[i : i + batch], tokens, gen)
-    likex = samples * tokens / (time.perf_counter() - t0)
+
+    def likex_tokens_per_s(context: contextlib.AbstractContextManager) -> float:
+        t0 = time.perf_counter()
+        with context:
+            for i in range(0, samples, batch):
+                sample(model, prompts[i : i + batch], tokens, gen)
+        return samples * tokens / (time.perf_counter() - t0)
+
+    likex = likex_tokens_per_s(contextlib.nullcontext())
     # bf16 on a CPU: autocast over the same sampling (faster only where the CPU has bf16
     # arithmetic, AVX512-BF16 or AMX; likex samples in float32)
-    t0 = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        for i in range(0, samples, batch):
-            sample(model, prompts[i : i + batch], tokens, gen)
-    bf16 = samples * tokens / (time.perf_counter() - t0)
+    bf16 = likex_tokens_per_s(torch.autocast("cpu", dtype=torch.bfloat16))
     hf = model.hf
     torch.manual_seed(0)
     t0 = time.perf_counter()

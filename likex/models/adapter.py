@@ -166,7 +166,6 @@ class AdaptedLM(nn.Module):
         Python bookkeeping per layer at every token, which on a CPU's small decode steps cost
         more than the base's own product; the plain copy runs one. It is made once (a copy of
         the base's weights) and refreshed from the adapter's weights whenever they changed."""
-        lora_layers = self._lora_layers()
         # The adapter's weights as the copy holds them, compared by value (a few MB): a fused
         # optimizer step writes them in place without bumping their tensor versions.
         weights = [p.detach() for n, p in self.named_parameters() if "lora_" in n]
@@ -179,7 +178,7 @@ class AdaptedLM(nn.Module):
                 return self._twin
         twin_inner = _inner(self._twin)
         with torch.no_grad():
-            for name, layer in lora_layers:
+            for name, layer in self._lora_layers():
                 weight = layer.get_base_layer().weight
                 if adapter_on:
                     for adapter in layer.active_adapters:
