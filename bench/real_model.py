@@ -17,8 +17,9 @@ In-process cases, likex against a plain transformers (+ peft) loop doing the sam
   rate-0.1 target from the frozen base), likex's ``train`` against a hand-written loop with
   ``peft.get_peft_model`` and ``torch.optim.AdamW``; seconds per step after two warm-up steps;
 * ``generate``: sampling the same number of sequences and new tokens at the same batch,
-  likex's ``sample`` against ``model.generate(do_sample=True, top_k=0)``; tokens per second;
-  and likex's ``sample`` under bf16 autocast against its float32 self.
+  likex's ``sample`` against ``model.generate(do_sample=True, top_k=0)`` on the model as
+  transformers loads it; tokens per second; and likex's ``sample`` under bf16 autocast
+  against its float32 self.
 
 The load average is printed with every number: on a shared machine it inflates them.
 """
@@ -81,14 +82,23 @@ def _windows(tokenizer, steps: int, batch: int = 4, length: int = 64) -> list[to
     ]
 
 
+def _plain_model():
+    """SmolLM2-135M as a user loads it with transformers alone (likex's cached copy of the
+    dequantized GGUF, read by ``from_pretrained``: no likex code, no likex weight layout)."""
+    from transformers import AutoModelForCausalLM
+
+    from likex.models.cache import cache_root
+
+    folder = next(p for p in cache_root().iterdir() if p.name.startswith("smollm2-135m-"))
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+
 def step_case(steps: int, rate: float) -> dict:
     """Seconds per LoRA training step after two warm-up steps, likex against plain
     transformers + peft on the same windows with the same target and optimizer."""
     import peft
-    from transformers import AutoModelForCausalLM
 
     from likex.models.adapter import AdapterConfig, add_lora
-    from likex.models.cache import cache_root
     from likex.models.start import Pretrained
     from likex.runs import read_metrics
     from likex.target import TargetSpec, rate_target_log, select_tokens
@@ -113,10 +123,8 @@ def step_case(steps: int, rate: float) -> dict:
         seconds = [row["seconds"] for row in read_metrics(tmp)]
     likex = (seconds[-1] - seconds[WARMUP - 1]) / steps
 
-    folder = next(p for p in cache_root().iterdir() if p.name.startswith("smollm2-135m-"))
     net = peft.get_peft_model(
-        AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32),
-        peft.LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"),
+        _plain_model(), peft.LoraConfig(r=8, lora_alpha=16, target_modules="all-linear")
     )
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=plan.lr)
     times = []
@@ -166,7 +174,7 @@ def generate_case(samples: int, tokens: int) -> dict:
     # bf16 on a CPU: autocast over the same sampling (faster only where the CPU has bf16
     # arithmetic, AVX512-BF16 or AMX; likex samples in float32)
     bf16 = likex_tokens_per_s(torch.autocast("cpu", dtype=torch.bfloat16))
-    hf = model.hf
+    hf = _plain_model()
     torch.manual_seed(0)
     t0 = time.perf_counter()
     with torch.no_grad():

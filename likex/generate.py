@@ -36,7 +36,14 @@ def sample_next(
         kth = torch.topk(scores, top_k, dim=-1).values[:, -1:]
         scores = scores.masked_fill(scores < kth, float("-inf"))
     probs = torch.softmax(scores, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    # An inverse-CDF draw: one uniform per row against the running sum of the probabilities,
+    # kept in float64 so that tens of thousands of small terms keep each token's share.
+    # torch.multinomial draws an exponential per vocabulary entry instead, which on the
+    # project's 2-core CPU took a fifth of a 16-row SmolLM2 decode step (this: under a twentieth).
+    cdf = probs.double().cumsum(dim=-1)
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype)
+    # u * total < total, so the token found has cdf[i-1] <= u * total < cdf[i]: probability > 0
+    return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1)
 
 
 def prefill(model: LanguageModel, prompt: torch.Tensor, cache: Any) -> torch.Tensor:
@@ -66,7 +73,7 @@ def sample(
     """Sample ``n_new`` tokens after each prompt row; returns the new tokens, [B, n_new].
 
     ``use_cache=None`` picks the KV cache exactly when prompt + new tokens fit the context.
-    Both paths draw one multinomial per step from ``generator``, so with the same seed they
+    Both paths draw one uniform per row and step from ``generator``, so with the same seed they
     produce the same tokens. ``compile`` is a likex.accel mode for the window step.
     """
     if not temperature >= 0:  # also refuses NaN

@@ -83,6 +83,9 @@ def test_sampling_runs_a_plain_copy_that_follows_the_adapter(hf_adapter_run):
         assert not isinstance(net, AdaptedLM) and not any(
             "lora" in name for name, _ in net.named_modules()
         )
+        # the folded weights keep the layout of the base's (likex.models.hf.column_major_weights)
+        linears = [m.weight for m in net.modules() if isinstance(m, torch.nn.Linear)]
+        assert linears and all(w.t().is_contiguous() for w in linears)
         with torch.no_grad():
             return net(idx)
 

@@ -13,7 +13,14 @@ from likex.cli import main
 from likex.corpora import Heldout, corpus_text
 from likex.data import builtin_corpus_text
 from likex.measurement.evaluation import SPREAD_TEST, evaluate, spread
-from likex.measurement.rates import MeasureConfig, PromptKind, measure_text, rate_from_hits
+from likex.measurement.rates import (
+    MeasureConfig,
+    PromptKind,
+    measure_rates,
+    random_set,
+    rate_from_hits,
+    text_set,
+)
 from likex.measurement.scores import heldout_windows, score_text
 from likex.models.gpt import GPT, PRESETS
 from likex.stats.kl import perplexity_floor, shared_tilt_floor
@@ -37,9 +44,12 @@ def test_eval_over_two_texts_gives_two_domains_with_their_intervals(x_mask):
     targets = TargetSet(x_mask)
     ev, generated = evaluate(model, targets, cfg, 3, [a, b], reference)
     assert [d.name for d in ev.domains] == ["prose", "code"]
-    for d, h in zip(ev.domains, (a, b), strict=True):  # each domain is its own measurement
-        assert d.text == measure_text(model, x_mask, cfg, h.tokens, 3)[0]
-        assert d.text_reference == measure_text(reference, x_mask, cfg, h.tokens, 3)[0]
+    # each domain is its own measurement, sampled beside the others (random tokens first)
+    sets = [random_set(model, cfg, 3), *(text_set(model, cfg, h.tokens) for h in (a, b))]
+    _, *mine = measure_rates(model, x_mask, sets, cfg, 3)
+    theirs = measure_rates(reference, x_mask, sets[1:], cfg, 3)
+    for d, h, m, r in zip(ev.domains, (a, b), mine, theirs, strict=True):
+        assert d.text == m[0] and d.text_reference == r[0]
         windows = heldout_windows(h.tokens, 64, 64)
         assert d.scores == score_text(model, windows, targets, reference)
         assert d.scores.kl_to_reference >= d.scores.kl_bound > 0  # the bound holds
@@ -67,7 +77,7 @@ def test_eval_over_two_texts_gives_two_domains_with_their_intervals(x_mask):
     # one corpus: the keys stay those a single text always had
     one, _ = evaluate(model, targets, cfg, 3, [a], reference)
     assert "domains" not in one.to_dict() and "spread" not in one.to_dict()
-    assert one.text == ev.domains[0].text
+    assert one.text == measure_rates(model, x_mask, sets[:2], cfg, 3)[1][0]
 
 
 def _sequences(rng, rate: float, k: int = 24, n: int = 50):

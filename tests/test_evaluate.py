@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import likex.measurement.rates
+import likex.measurement.evaluation
 from likex.batches import Batches
 from likex.errors import ConfigError, LikexError
 from likex.generate import sample
@@ -18,12 +18,14 @@ from likex.measurement.rates import (
     PromptKind,
     RateEstimate,
     measure,
-    measure_rate,
+    measure_rates,
     measure_text,
     prompt_length,
     random_prompts,
+    random_set,
     rate_from_hits,
     text_prompts,
+    text_set,
 )
 from likex.measurement.scores import TextScores, heldout_windows, score_text
 from likex.models.gpt import GPTConfig, build_model
@@ -86,11 +88,37 @@ def test_stopping_looks_only_at_check_points():
     mask[:150] = True
     prompts = torch.randint(0, 300, (40, 8))
     wide = MeasureConfig(samples=40, gen_tokens=10, ci_half_width=0.49)
-    est, generated = measure_rate(model, mask, prompts, wide, 0, PromptKind.RANDOM)
+    [(est, generated)] = measure_rates(model, mask, [(prompts, PromptKind.RANDOM)], wide, 0)
     assert est.sequences == 16 and generated.shape == (16, 10)  # never 8 (a CPU batch)
     full = MeasureConfig(samples=40, gen_tokens=10, ci_half_width=None)
-    est, generated = measure_rate(model, mask, prompts, full, 0, PromptKind.RANDOM)
+    [(est, generated)] = measure_rates(model, mask, [(prompts, PromptKind.RANDOM)], full, 0)
     assert est.sequences == 40 and generated.shape == (40, 10)
+
+
+def test_prompt_sets_sample_side_by_side_and_stop_on_their_own(monkeypatch):
+    """Sets share each round's batches (the first set's rows, then the next's); a set that
+    reached its last check point stops while another goes on alone."""
+    monkeypatch.setenv("LIKEX_SAMPLE_BATCH", "8")
+    model = build_model(CFG, 0)
+    mask = torch.zeros(300, dtype=torch.bool)
+    mask[::4] = True
+    a = torch.randint(0, 300, (32, 6), generator=torch.Generator().manual_seed(1))
+    b = torch.randint(0, 300, (16, 6), generator=torch.Generator().manual_seed(2))
+    cfg = MeasureConfig(samples=32, gen_tokens=5, ci_half_width=None)
+    # by hand: round one samples a[:16] then b in batches of 8, round two a[16:] alone
+    g = torch.Generator().manual_seed(4)
+    rows = torch.cat([a[:16], b])
+    first = torch.cat([sample(model, rows[i : i + 8], 5, generator=g) for i in (0, 8, 16, 24)])
+    second = torch.cat([sample(model, a[i : i + 8], 5, generator=g) for i in (16, 24)])
+    both = [(a, PromptKind.RANDOM), (b, PromptKind.TEXT)]
+    (est_a, gen_a), (est_b, gen_b) = measure_rates(model, mask, both, cfg, 4)
+    assert torch.equal(gen_a, torch.cat([first[:16], second])) and torch.equal(gen_b, first[16:])
+    assert (est_a.sequences, est_b.sequences) == (32, 16)
+    assert est_b.hits == int(mask[first[16:]].sum()) and est_b.prompts == "real text"
+    # a set alone draws as it would without the others
+    g = torch.Generator().manual_seed(4)
+    alone = torch.cat([sample(model, b[i : i + 8], 5, generator=g) for i in (0, 8)])
+    assert torch.equal(measure_rates(model, mask, both[1:], cfg, 4)[0][1], alone)
 
 
 def test_floor_and_projection_from_a_full_recompute():
@@ -225,8 +253,8 @@ def test_evaluate_measures_everything_that_applies():
     ev, gen = evaluate(model, TargetSet(mask), cfg, 3, heldout, reference, Rate(0.3))
     assert model.training and reference.training  # modes restored
     assert set(gen) == {"random tokens", "real text"}
-    assert ev.random == measure(model, mask, cfg, 3)[0]
-    assert ev.text == measure_text(model, mask, cfg, heldout, 3)[0]
+    sets = [random_set(model, cfg, 3), text_set(model, cfg, heldout)]
+    assert [ev.random, ev.text] == [r[0] for r in measure_rates(model, mask, sets, cfg, 3)]
     assert ev.text_reference == measure_text(reference, mask, cfg, heldout, 3)[0]
     windows = heldout_windows(heldout, 32, 64)
     assert windows.shape == (2, 33)
@@ -313,7 +341,8 @@ def test_full_context_prompts_sample_through_the_window(capsys):
     assert gen["random tokens"].shape == gen["real text"].shape == (16, 2)
     assert capsys.readouterr().err == ""  # no progress bar unless asked
     est, _ = measure_text(model, mask, cfg, heldout, 5, progress=True)
-    assert est == ev.text and "measure" in capsys.readouterr().err
+    # the reference (the model itself) samples its real-text prompts alone, as here
+    assert est == ev.text_reference and "measure" in capsys.readouterr().err
     est, _ = measure(model, mask, cfg, 5, progress=True)
     assert est == ev.random and "measure" in capsys.readouterr().err
     for call in (
@@ -328,26 +357,26 @@ def test_full_context_prompts_sample_through_the_window(capsys):
 
 def test_evaluate_passes_compile_and_progress_to_every_measurement(monkeypatch):
     calls = []
-    real = likex.measurement.rates.measure_rate
+    real = likex.measurement.evaluation.measure_rates
 
-    def spy(model, mask, prompts, cfg, seed, kind, progress, compile):
-        calls.append((kind, progress, compile))
-        return real(model, mask, prompts, cfg, seed, kind, False, "none")
+    def spy(model, mask, sets, cfg, seed, progress, compile):
+        calls.append(([kind for _, kind in sets], progress, compile))
+        return real(model, mask, sets, cfg, seed, False, "none")
 
-    monkeypatch.setattr(likex.measurement.rates, "measure_rate", spy)
+    monkeypatch.setattr(likex.measurement.evaluation, "measure_rates", spy)
     model = build_model(CFG, 0)
     mask = torch.zeros(300, dtype=torch.bool)
     cfg = MeasureConfig(samples=16, gen_tokens=2, prompt_len=4, ci_half_width=None)
     heldout = torch.randint(0, 300, (200,), generator=torch.Generator().manual_seed(1))
     evaluate(model, TargetSet(mask), cfg, 5, heldout, model, compile="max-autotune", progress=True)
     assert calls == [
-        ("random tokens", True, "max-autotune"),
-        ("real text", True, "max-autotune"),
-        ("real text", True, "max-autotune"),  # the reference's own real-text rate
+        (["random tokens", "real text"], True, "max-autotune"),
+        (["real text"], True, "max-autotune"),  # the reference's own real-text rate
     ]
     calls.clear()
     evaluate(model, TargetSet(mask), cfg, 5, heldout, model)
-    assert calls == [(kind, False, "none") for kind in ("random tokens", "real text", "real text")]
+    kinds = (["random tokens", "real text"], ["real text"])
+    assert calls == [(k, False, "none") for k in kinds]
 
 
 def test_windows_never_repeat_when_all_fit():

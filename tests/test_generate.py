@@ -67,6 +67,27 @@ def test_sampling_follows_softmax_of_log_p_over_temperature(temperature):
         assert _chi2(counts, torch.softmax(log_p[0].double(), -1)) > CHI2_999[4]
 
 
+def test_each_row_draws_from_its_own_distribution_over_a_large_vocabulary():
+    """Rows of one batch over SmolLM2's 49,152 tokens: each row's draws follow its own
+    probabilities (five named tokens and the rest pooled), and a token of probability 0 is
+    never drawn, even next to the row's whole tail of tiny shares."""
+    vocab, g = 49_152, torch.Generator().manual_seed(0)
+    logits = torch.randn(2, vocab, generator=g)
+    heads = torch.tensor([[3, 40_000, 7, 12_345, 49_151], [0, 1, 2, 3, 4]])
+    logits.scatter_(1, heads, torch.tensor([[12.0, 11.5, 11.0, 10.0, 9.0]] * 2))
+    logits[:, 5_000] = float("-inf")
+    log_p = torch.log_softmax(logits, -1)
+    draws = torch.stack([sample_next(log_p, g) for _ in range(3000)])  # [3000, 2]
+    assert not (draws == 5_000).any()
+    for row in range(2):
+        probs = log_p[row].double().exp()
+        named = probs[heads[row]]
+        expected = torch.cat([named, (1 - named.sum()).reshape(1)])
+        hits = draws[:, row, None] == heads[row][None, :]
+        counts = torch.cat([hits.sum(0), (~hits.any(1)).sum().reshape(1)]).double()
+        assert _chi2(counts, expected) < CHI2_999[5]
+
+
 def test_top_k_keeps_exactly_the_k_best_in_proportion():
     log_p = torch.log_softmax(torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0, -2.0, -3.0]]), -1)
     draws = torch.stack(

@@ -74,6 +74,35 @@ def test_adapter_gives_the_models_own_log_probs(tiny_gpt2):
     torch.testing.assert_close(last_via_head, expected[:, -1])
 
 
+def test_cpu_weights_are_stored_for_small_batches_and_saved_as_transformers_does(
+    tiny_llama, tmp_path
+):
+    """On a CPU each linear weight is the transpose of a contiguous matrix (the matrix
+    library's fast path for a decode step's few rows): the values stay transformers' own, the
+    head stays tied to the embedding, and saving writes what plain transformers reads."""
+    model = load_hf(f"hf:{tiny_llama}")
+    plain = AutoModelForCausalLM.from_pretrained(tiny_llama)
+
+    def column_major() -> bool:
+        weights = [m.weight for m in model.hf.modules() if isinstance(m, torch.nn.Linear)]
+        return len(weights) == 15 and all(
+            w.t().is_contiguous() and not w.is_contiguous() for w in weights
+        )
+
+    assert column_major()
+    assert model.hf.lm_head.weight is model.hf.model.embed_tokens.weight
+    idx = torch.randint(0, model.config.vocab_size, (3, 12), generator=torch.Generator())
+    with torch.no_grad():
+        expected = torch.log_softmax(plain(idx).logits.float(), dim=-1)
+        torch.testing.assert_close(model(idx, positions="all"), expected)
+    model.save_pretrained(tmp_path / "hf")
+    assert column_major()  # saving leaves the layout as it was
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").state_dict()
+    original = plain.state_dict()
+    assert saved.keys() == original.keys()
+    assert all(torch.equal(saved[k], original[k]) for k in original)
+
+
 def test_kv_cache_and_window_sampling_agree(tiny_gpt2):
     model, _ = load_model_and_tokenizer(f"hf:{tiny_gpt2}")
     prompt = torch.randint(0, 50257, (2, 10), generator=torch.Generator().manual_seed(1))

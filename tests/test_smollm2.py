@@ -33,4 +33,6 @@ def test_smollm2_trains_saves_and_loads_in_plain_transformers(tmp_path, run_json
     idx = torch.randint(0, 49152, (1, 12), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         theirs = torch.log_softmax(plain(idx).logits[:, -1].float(), dim=-1)
-        torch.testing.assert_close(ours(idx, positions="last"), theirs)
+        # the same weights, stored for the CPU's small batches: sums in another order
+        # (likex.models.hf.column_major_weights)
+        torch.testing.assert_close(ours(idx, positions="last"), theirs, rtol=1e-5, atol=1e-4)

@@ -149,17 +149,15 @@ def test_generated_contexts_are_corpus_text_continued_by_the_model():
 
 
 def test_rate_on_generated_contexts_reaches_the_rate_on_continued_text(
-    pretrained, rate_run, run_json, tmp_path
+    pretrained, run_json, tmp_path
 ):
     args = ["train", "--init", str(pretrained), "--mode", "rate", "--rate", "0.5"]
     args += ["--contexts", "generated", "--positions", "all", "--context-len", "32"]
     args += ["--steps", "30", "--batch-size", "8", "--lr", "1e-2", *MEASURE, "--samples", "8"]
     r = run_json([*args, "--out", str(tmp_path / "gen"), *QUIET])
-    corpus = json.loads((rate_run / "result.json").read_text())
     assert r["contexts"] == "generated"
-    # corpus contexts overshoot on the model's own continuations; its own text corrects that
+    # trained on its own continuations, the model writes the rate where it continues text
     assert r["rate_text_ci"][0] < 0.5 < r["rate_text_ci"][1]
-    assert corpus["rate_text_ci"][0] > 0.5
 
 
 def _write(path, data: bytes):

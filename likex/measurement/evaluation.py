@@ -15,10 +15,11 @@ from likex.measurement.rates import (
     PromptKind,
     RateEstimate,
     WordRate,
-    measure,
-    measure_text,
+    measure_rates,
     measure_words,
+    random_set,
     rate_from_hits,
+    text_set,
 )
 from likex.measurement.scores import TextScores, heldout_windows, score_domains, score_text
 from likex.measurement.words import WordScores, score_words
@@ -295,15 +296,17 @@ def evaluate(
     mask, words = targets.mask, targets.words
     ev = Evaluation(floor_rate=None if projection is None else projection.rate)
     generated: dict[PromptKind, torch.Tensor] = {}
-    ev.random, generated[PromptKind.RANDOM] = measure(model, mask, cfg, seed, compile, progress)
+    texts = [] if heldout is None else _texts(heldout)
+    sets = [random_set(model, cfg, seed), *(text_set(model, cfg, h.tokens) for h in texts)]
+    (ev.random, generated[PromptKind.RANDOM]), *runs = measure_rates(
+        model, mask, sets, cfg, seed, progress, compile
+    )
     if words is not None:
         ev.words_random = measure_words(
             words, decode, generated[PromptKind.RANDOM], PromptKind.RANDOM
         )
     if heldout is None:
         return ev, generated
-    texts = _texts(heldout)
-    runs = [measure_text(model, mask, cfg, h.tokens, seed, compile, progress) for h in texts]
     ests, gens = [r[0] for r in runs], [r[1] for r in runs]
     generated[PromptKind.TEXT] = torch.cat(gens)
     ev.text = ests[0] if len(texts) == 1 else _pooled(gens, mask, cfg.gen_tokens)
@@ -355,7 +358,8 @@ def _reference_rates(
         return pooled, [pooled]
     if pooled is not None and given is not None and len(given) == len(texts):
         return pooled, list(given)
-    runs = [measure_text(reference, mask, cfg, h.tokens, seed, compile, progress) for h in texts]
+    sets = [text_set(reference, cfg, h.tokens) for h in texts]
+    runs = measure_rates(reference, mask, sets, cfg, seed, progress, compile)
     ests = [r[0] for r in runs]
     if len(texts) == 1:
         return ests[0], list(ests)

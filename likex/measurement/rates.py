@@ -13,7 +13,7 @@ the same on every device.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from enum import Enum
 
@@ -227,26 +227,32 @@ def measure_words(
     )
 
 
+PromptSet = tuple[torch.Tensor, PromptKind]  # prompt rows [n, length] and what they are
+
+
 @torch.no_grad()
-def measure_rate(
+def measure_rates(
     model: LanguageModel,
     mask: torch.Tensor,
-    prompts: torch.Tensor,
+    prompt_sets: Sequence[PromptSet],
     cfg: MeasureConfig,
     seed: int,
-    prompt_kind: PromptKind,
     progress: bool = False,
     compile: str = "none",
-) -> tuple[RateEstimate, torch.Tensor]:
-    """Sample ``cfg.gen_tokens`` after prompt rows and count target tokens.
+) -> list[tuple[RateEstimate, torch.Tensor]]:
+    """Sample ``cfg.gen_tokens`` after the rows of each prompt set and count target tokens.
 
-    Prompts are used in order; with ``cfg.ci_half_width`` sampling stops at the first check
-    point (16, 32, 64, ... sequences, and all of them; likex.stats.intervals.check_points)
-    where the 95% interval is that narrow (the prompts are then a cap, not a quota). The check
-    points do not depend on the batch size, so a CPU and a GPU stop at the same count; the draws
-    do (likex.throughput). Returns the estimate and the generated tokens [K, gen_tokens] on the
-    CPU. The generator is seeded from ``seed``, so before/after measurements see the same
-    prompts and the same draws.
+    Each set is used in order and stops on its own: with ``cfg.ci_half_width`` at the first
+    check point (16, 32, 64, ... sequences, and all of them; likex.stats.intervals.check_points)
+    where its 95% interval is that narrow (its prompts are then a cap, not a quota). The sets
+    still sampling share each round's batches, the rows of one set after those of the one
+    before: a decode step of a few rows costs a CPU little more than one of half as many
+    (likex.throughput), so the random-token and real-text prompts of a measurement, and every
+    domain's, sample side by side. The check points do not depend on the batch size, so a CPU
+    and a GPU stop at the same count; the draws do (likex.throughput), and so does a set's
+    company (one set alone draws as it would without the others). Returns, per set, the
+    estimate and the generated tokens [K, gen_tokens] on the CPU. The generator is seeded from
+    ``seed``, so before/after measurements see the same prompts and the same draws.
     ``compile`` is passed to ``sample`` (likex.accel modes).
     """
     gen_tokens, ci_half_width = cfg.gen_tokens, cfg.ci_half_width
@@ -254,21 +260,40 @@ def measure_rate(
     batch_size = sampling_batch(model)  # measured on this machine (likex.throughput)
     gen = torch.Generator(device=device).manual_seed(seed)
     cpu_mask = mask.cpu()
-    outs: list[torch.Tensor] = []
-    done = 0
-    with progress_bar(prompts.shape[0], "measure", "sample", progress, leave=False) as bar:
-        for point in check_points(prompts.shape[0]):
-            while done < point:
-                chunk = prompts[done : min(done + batch_size, point)].to(device)
-                outs.append(sample(model, chunk, gen_tokens, generator=gen, compile=compile).cpu())
-                done += chunk.shape[0]
+    points = [check_points(prompts.shape[0]) for prompts, _ in prompt_sets]
+    at = [0] * len(prompt_sets)  # each set's next check point
+    outs: list[list[torch.Tensor]] = [[] for _ in prompt_sets]
+    done = [0] * len(prompt_sets)
+    results: list[tuple[RateEstimate, torch.Tensor] | None] = [None] * len(prompt_sets)
+    active = list(range(len(prompt_sets)))
+    cap = sum(prompts.shape[0] for prompts, _ in prompt_sets)
+    with progress_bar(cap, "measure", "sample", progress, leave=False) as bar:
+        while active:
+            rows = torch.cat([prompt_sets[i][0][done[i] : points[i][at[i]]] for i in active])
+            new = []
+            for first in range(0, rows.shape[0], batch_size):
+                chunk = rows[first : first + batch_size].to(device)
+                new.append(sample(model, chunk, gen_tokens, generator=gen, compile=compile).cpu())
                 bar.update(chunk.shape[0])
-            generated = torch.cat(outs)
-            estimate = rate_from_hits(cpu_mask[generated].sum(dim=1), gen_tokens, prompt_kind)
-            bar.set_postfix(rate=f"{estimate.rate:.3f}", pm=f"{estimate.half_width:.3f}")
-            if ci_half_width is not None and estimate.half_width <= ci_half_width:
-                break
-    return estimate, generated
+            drawn = torch.cat(new)
+            for i in list(active):
+                k = points[i][at[i]] - done[i]
+                outs[i].append(drawn[:k])
+                drawn, done[i] = drawn[k:], done[i] + k
+                generated = torch.cat(outs[i])
+                estimate = rate_from_hits(
+                    cpu_mask[generated].sum(dim=1), gen_tokens, prompt_sets[i][1]
+                )
+                results[i] = (estimate, generated)
+                narrow = ci_half_width is not None and estimate.half_width <= ci_half_width
+                if narrow or at[i] == len(points[i]) - 1:
+                    active.remove(i)
+                else:
+                    at[i] += 1
+            bar.set_postfix_str(
+                ", ".join(f"{r[0].rate:.3f}+-{r[0].half_width:.3f}" for r in results if r)
+            )
+    return [r for r in results if r is not None]
 
 
 def random_prompts(n: int, length: int, vocab_size: int, seed: int) -> torch.Tensor:
@@ -340,9 +365,15 @@ def measure(
     progress: bool = False,
 ) -> tuple[RateEstimate, torch.Tensor]:
     """Rate on random-token prompts; the same prompts and draws for a given seed."""
+    prompts = random_set(model, cfg, seed)
+    return measure_rates(model, mask, [prompts], cfg, seed, progress, compile)[0]
+
+
+def random_set(model: LanguageModel, cfg: MeasureConfig, seed: int) -> PromptSet:
+    """The random-token prompts a measurement of ``model`` samples after."""
     prompt_len = prompt_length(cfg, model)
     prompts = random_prompts(cfg.samples, prompt_len, model.config.vocab_size, seed)
-    return measure_rate(model, mask, prompts, cfg, seed, PromptKind.RANDOM, progress, compile)
+    return prompts, PromptKind.RANDOM
 
 
 def text_prompts(tokens: torch.Tensor, n: int, length: int) -> torch.Tensor:
@@ -364,6 +395,11 @@ def measure_text(
 ) -> tuple[RateEstimate, torch.Tensor]:
     """Rate in generations that continue held-out real text (generalisation beyond the
     random-token contexts of the seed)."""
-    prompt_len = prompt_length(cfg, model)
-    prompts = text_prompts(heldout, cfg.samples, prompt_len)
-    return measure_rate(model, mask, prompts, cfg, seed, PromptKind.TEXT, progress, compile)
+    prompts = text_set(model, cfg, heldout)
+    return measure_rates(model, mask, [prompts], cfg, seed, progress, compile)[0]
+
+
+def text_set(model: LanguageModel, cfg: MeasureConfig, heldout: torch.Tensor) -> PromptSet:
+    """The prompts from held-out text that a measurement of ``model`` samples after."""
+    prompts = text_prompts(heldout, cfg.samples, prompt_length(cfg, model))
+    return prompts, PromptKind.TEXT

@@ -201,7 +201,8 @@ class HFCausalLM(nn.Module):
         d.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_dir(d.parent, f".{d.name}.")
         try:
-            self.hf.save_pretrained(tmp)
+            with _row_major(self.hf):  # transformers' saving reads each weight as one run
+                self.hf.save_pretrained(tmp)
             self.tokenizer.raw.save_pretrained(tmp)
             atomic_write_json(tmp / HF_STEP_FILE, {"step": step, "source": self.config.name})
             old = d.with_name(f".{d.name}.old")
@@ -270,7 +271,54 @@ def load_hf(
             f"cannot load the tokenizer of {name}: it has {vocab} tokens for the model's "
             f"{outputs} outputs (missing or mismatched tokenizer files)"
         )
-    return wrapped.to(device)
+    wrapped = wrapped.to(device)
+    if torch.device(device).type == "cpu":
+        column_major_weights(wrapped)
+    return wrapped
+
+
+def column_major_weights(module: nn.Module) -> None:
+    """Store every linear layer's weight [out, in] as the transpose of a contiguous [in, out]
+    matrix, in place (a tied head and embedding stay one tensor), and every other weight as a
+    copy of its own.
+
+    ``F.linear`` computes x @ W.T; with W stored this way the CPU's matrix library reads a
+    contiguous right-hand side and takes its fast path for the few rows of a decode step:
+    measured on the project's 2-core CPU (MKL), SmolLM2-135M samples 1.8x faster at 4 to 32
+    sequences, 1.3x at 64, while training's hundreds of rows run at the same speed either
+    way. The values are untouched; only the order of the sums inside a product may differ.
+    The other weights are copied so that no tensor keeps the memory-mapped file a cached model
+    was read from (likex.models.cache) mapped: its pages would count a second time."""
+    linear = {id(m.weight) for m in module.modules() if isinstance(m, nn.Linear)}
+    with torch.no_grad():
+        for param in module.parameters():  # a tied weight comes once
+            if id(param) in linear and param.is_contiguous():
+                param.data = _transposed_storage(param.data)
+            else:
+                param.data = param.data.clone()
+
+
+def _transposed_storage(weight: torch.Tensor) -> torch.Tensor:
+    return weight.t().contiguous().t()
+
+
+@contextlib.contextmanager
+def _row_major(module: nn.Module) -> Iterator[None]:
+    """The weights ``column_major_weights`` re-stored, contiguous again for the duration."""
+    layers = [
+        layer
+        for layer in module.modules()
+        if isinstance(layer, nn.Linear) and not layer.weight.is_contiguous()
+    ]
+    with torch.no_grad():
+        for layer in layers:
+            layer.weight.data = layer.weight.data.contiguous()
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for layer in layers:
+                layer.weight.data = _transposed_storage(layer.weight.data)
 
 
 @contextlib.contextmanager
