@@ -2,6 +2,7 @@
 write, measured in the same run on the same machine.
 
     python bench/real_model.py [--cases eval lora full step generate] [--steps 30] [--json]
+        [--keep DIR]
 
 CLI cases, each ``python -m likex ... --json --quiet`` in its own process (wall time from the
 start of the process, peak resident memory from ``os.wait4``):
@@ -186,7 +187,9 @@ def generate_case(samples: int, tokens: int) -> dict:
             )  # fmt: skip
     baseline = samples * tokens / (time.perf_counter() - t0)
     return {
-        "batch": batch,
+        "batch": min(batch, samples),  # the rows each call samples
+        "samples": samples,
+        "tokens": tokens,
         "likex_tokens_per_s": likex,
         "likex_bf16_tokens_per_s": bf16,
         "baseline_tokens_per_s": baseline,
@@ -199,9 +202,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--rate", type=float, default=0.1)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--keep", metavar="DIR", help="write the CLI cases' run folders here")
     a = p.parse_args()
     rows = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = a.keep or scratch
         for case in a.cases:
             load = os.getloadavg()[0]
             if case in CLI_CASES:
@@ -238,7 +243,8 @@ def table(rows: dict) -> str:
         else:
             ratio = row["likex_tokens_per_s"] / row["baseline_tokens_per_s"]
             lines.append(
-                f"| sampling, batch {row['batch']} | {row['likex_tokens_per_s']:.0f} tok/s | "
+                f"| sampling {row['samples']} x {row['tokens']} tokens, batch {row['batch']} | "
+                f"{row['likex_tokens_per_s']:.0f} tok/s | "
                 f"{row['baseline_tokens_per_s']:.0f} tok/s | {ratio:.2f}x | {load} |"
             )
             bf16 = row["likex_bf16_tokens_per_s"]

@@ -14,6 +14,7 @@ from likex.cli import main
 from likex.corpora import KINDS, MIX, Corpora, Corpus, CorpusMix, Domain, corpus_text
 from likex.data import builtin_corpus_text, corpus_windows, step_generator
 from likex.errors import ConfigError, LikexError
+from likex.generate import sample
 from likex.models.adapter import ADAPTER_DIR, ADAPTER_WEIGHTS
 from likex.models.checkpoint import load_model
 from likex.models.hf import load_hf
@@ -176,6 +177,19 @@ def test_generated_contexts_start_from_corpus_text_chat_turns_and_free_text(chat
     assert torch.equal(chat[len(before) : len(before) + user], windows[2, :user])
     assert chat[len(before) + user : len(before) + user + len(after)].tolist() == after
     assert idx[3, 0] == tok.start_id  # and free text after the start-of-text token
+    # by hand: the corpus and free-text prompts write on alone to the chat prompt's length,
+    # then the four rows go on together (one sampler, seeded from the step's stream)
+    gen, pick = step_generator(2, 0, 0), step_generator(2, 0, 0, 3)
+    assert torch.equal(batches._mix().windows(4, 32, gen, pick), windows)
+    sampler = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
+    longest = len(before) + user + len(after)
+    grown = [
+        torch.cat([p, sample(model, p, longest - p.shape[1], generator=sampler)], 1)
+        for p in (windows[:2, :quarter], idx[3:, :1])
+    ]
+    rows = torch.cat([grown[0], idx[2:3, :longest], grown[1]])
+    expect = torch.cat([rows, sample(model, rows, 32 - longest, generator=sampler)], 1)
+    assert torch.equal(idx, expect)
     # a model without a chat template, or a window too short for one, is refused
     assert load_hf(f"hf:{tiny_llama}").tokenizer.user_turn() is None
     with pytest.raises(ConfigError, match="too short for chat contexts"):
