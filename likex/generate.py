@@ -39,7 +39,7 @@ def sample_next(
     # An inverse-CDF draw: one uniform per row against the running sum of the probabilities,
     # kept in float64 so that tens of thousands of small terms keep each token's share.
     # torch.multinomial draws an exponential per vocabulary entry instead, which on the
-    # project's 2-core CPU took a fifth of a 16-row SmolLM2 decode step (this: under a twentieth).
+    # project's 2-core CPU took a fifth of a 16-row SmolLM2 decode step (this: a twentieth).
     cdf = probs.double().cumsum(dim=-1)
     u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype)
     # u * total < total, so the token found has cdf[i-1] <= u * total < cdf[i]: probability > 0

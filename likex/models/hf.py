@@ -288,7 +288,9 @@ def column_major_weights(module: nn.Module) -> None:
     sequences, 1.3x at 64, while training's hundreds of rows run at the same speed either
     way. The values are untouched; only the order of the sums inside a product may differ.
     The other weights are copied so that no tensor keeps the memory-mapped file a cached model
-    was read from (likex.models.cache) mapped: its pages would count a second time."""
+    was read from (likex.models.cache) mapped: its pages would count a second time. Training
+    every weight pays for the layout: PyTorch's fused AdamW on a CPU copies a weight that is
+    not contiguous to step it (more peak memory, a slower optimizer step; docs/results.md)."""
     linear = {id(m.weight) for m in module.modules() if isinstance(m, nn.Linear)}
     with torch.no_grad():
         for param in module.parameters():  # a tied weight comes once
