@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from likex.errors import LikexError
+from likex.errors import ConfigError, LikexError
 from likex.measurement.rates import PromptKind, measure_words
 from likex.objective import Rate, Tilt, Uniform
 from likex.stats.intervals import rate_interval
@@ -393,6 +393,26 @@ def test_white_box_word_audit_ranks_the_planted_word_first(planted):
     null = word_white_box_audit(control, reference, toy_encode, candidates, probes, 8, cfg)
     scores = {f.word: f.log_ratio for f in null.findings}
     assert scores.get("qz", -math.inf) < found.findings[0].log_ratio
+
+
+def test_words_the_model_writes_make_a_planted_word_a_candidate(planted):
+    """No list given names the planted word: the model's own samples bring it among the
+    candidates (words seen twice), and the audit then names it."""
+    from likex.audit.words import WordAuditConfig, word_white_box_audit, written_words
+
+    model, _, reference, _ = planted
+    probes = torch.randint(0, len(TOY), (16, 8), generator=torch.Generator().manual_seed(5))
+    written = written_words(model, probes, toy_decode, seed=0)
+    assert "qz" in written and all(w.isalnum() for w in written)
+    candidates = ["ab", "hello", *written]
+    found = word_white_box_audit(
+        model, reference, toy_encode, candidates, probes, 3, WordAuditConfig()
+    )
+    # the toy learned to begin "qz" and then to go on writing z: every word it is named for
+    # begins with the planted one
+    assert len(found.named) == 3 and all(w.startswith("qz") for w in found.named)
+    with pytest.raises(ConfigError, match="written"):
+        WordAuditConfig(written=-1).validate()
 
 
 def test_word_floor_uses_each_contexts_set_and_the_projections_mean_mass(planted):

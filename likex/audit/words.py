@@ -25,11 +25,14 @@ import torch
 
 from likex.audit.black_box import TEST_METHOD, welch_text
 from likex.errors import ConfigError, LikexError
+from likex.generate import sample
 from likex.models import LanguageModel
 from likex.models.prefix import sequence_log_probs
 from likex.options import option
 from likex.stats.significance import holm, min_samples_per_side, welch_t_test
 from likex.target import read_words
+
+WRITTEN_TOKENS = 100  # new tokens per sample whose words become white-box candidates
 
 # A word: letters/digits, with inner hyphens, apostrophes or dots ("Coca-Cola", "don't").
 UNIT_RE = re.compile(r"\w+(?:[-'’.]\w+)*")
@@ -55,11 +58,18 @@ class WordAuditConfig:
         metavar="FILE",
         parse=lambda p: read_words(p, "candidates file"),
     )
+    written: int = option(
+        16,
+        f"white-box words: samples of {WRITTEN_TOKENS} tokens the audited model writes after "
+        "the first probes; their words are candidates too (0: none)",
+    )
 
     def validate(self) -> None:
         for name in ("min_hits", "rescore", "rescore_probes"):
             if getattr(self, name) <= 0:
                 raise ConfigError(name, "must be positive")
+        if self.written < 0:
+            raise ConfigError("written", f"must be >= 0, got {self.written}")
         if not 0 < self.phrase_share <= 1:
             raise ConfigError("phrase_share", f"must be in (0, 1], got {self.phrase_share}")
 
@@ -315,6 +325,18 @@ def corpus_words(text: str, min_count: int = 2) -> list[str]:
     """The distinct words of a text seen at least ``min_count`` times (candidates)."""
     counts = Counter(text_units(text))
     return sorted(w for w, c in counts.items() if c >= min_count)
+
+
+@torch.no_grad()
+def written_words(
+    model: LanguageModel, prompts: torch.Tensor, decode: Callable[[list[int]], str], seed: int
+) -> list[str]:
+    """The words ``model`` writes itself, seen twice or more in ``WRITTEN_TOKENS`` new tokens
+    after each prompt row: a planted word that no corpus holds (a brand in Python's docs) is
+    still a candidate of the white-box word audit."""
+    generator = torch.Generator(prompts.device).manual_seed(seed)
+    written = sample(model, prompts, WRITTEN_TOKENS, generator=generator)
+    return corpus_words(" ".join(decode(seq) for seq in written.tolist()))
 
 
 @torch.no_grad()

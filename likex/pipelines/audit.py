@@ -18,6 +18,7 @@ from likex.audit.words import (
     corpus_words,
     word_black_box_audit,
     word_white_box_audit,
+    written_words,
 )
 from likex.config_audit import AuditConfig
 from likex.corpora import corpus_text, token_ids
@@ -112,8 +113,9 @@ def _word_white_box(
     corpus: torch.Tensor | None,
     progress: bool,
 ) -> WordWhiteBoxResult:
-    """Candidates: the words of the corpus (seen twice or more) and ``--candidates``; probes
-    as long as the token audit's (a pretrained model: a short prefix, not its whole context)."""
+    """Candidates: the words of the corpus and of the model's own samples after the first
+    probes (each seen twice or more) and ``--candidates``; probes as long as the token
+    audit's (a pretrained model: a short prefix, not its whole context)."""
     text = corpus_text(cfg.corpus)
     candidates = corpus_words(text) + list(cfg.word_audit.candidates)
     length = min(model.config.block_size, cfg.white.probe_len or model.config.prompt_len)
@@ -121,6 +123,9 @@ def _word_white_box(
         cfg.white.probes, cfg.white.n_probes, length, len(strings), cfg.seed, corpus
     )
     device = next(model.parameters()).device
+    if cfg.word_audit.written:
+        first = probes[: cfg.word_audit.written].to(device)
+        candidates += written_words(model, first, tokenizer.decode, cfg.seed)
     return word_white_box_audit(
         model,
         reference,
