@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from likex.audit.black_box import TEST_METHOD, welch_text
+from likex.audit.sampling import generate_samples
 from likex.errors import ConfigError, LikexError
-from likex.generate import sample
 from likex.models import LanguageModel
 from likex.models.prefix import sequence_log_probs
 from likex.options import option
@@ -327,16 +327,14 @@ def corpus_words(text: str, min_count: int = 2) -> list[str]:
     return sorted(w for w, c in counts.items() if c >= min_count)
 
 
-@torch.no_grad()
 def written_words(
     model: LanguageModel, prompts: torch.Tensor, decode: Callable[[list[int]], str], seed: int
 ) -> list[str]:
     """The words ``model`` writes itself, seen twice or more in ``WRITTEN_TOKENS`` new tokens
     after each prompt row: a planted word that no corpus holds (a brand in Python's docs) is
     still a candidate of the white-box word audit."""
-    generator = torch.Generator(prompts.device).manual_seed(seed)
-    written = sample(model, prompts, WRITTEN_TOKENS, generator=generator)
-    return corpus_words(" ".join(decode(seq) for seq in written.tolist()))
+    written = generate_samples(model, prompts.shape[0], WRITTEN_TOKENS, seed, prompts)
+    return corpus_words(" ".join(decode(seq) for seq in written))
 
 
 @torch.no_grad()

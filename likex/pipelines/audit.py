@@ -124,7 +124,7 @@ def _word_white_box(
     )
     device = next(model.parameters()).device
     if cfg.word_audit.written:
-        first = probes[: cfg.word_audit.written].to(device)
+        first = probes[: cfg.word_audit.written]
         candidates += written_words(model, first, tokenizer.decode, cfg.seed)
     return word_white_box_audit(
         model,
