@@ -8,12 +8,16 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from likex.cli import main
+from likex.measurement.memo import REMEASURE_ENV
 from likex.models.tokenizer import gpt2
 from likex.throughput import SAMPLE_BATCH_ENV
 
 # The tests sample in one fixed batch, so their draws (and the statistical claims made on
 # them) are the same on every machine; the measured batch is tested in tests/test_throughput.py.
 os.environ.setdefault(SAMPLE_BATCH_ENV, "16")
+# Every test samples rather than reading an earlier identical measurement back from the user
+# cache; tests/test_memo.py turns the cache on where it tests it.
+os.environ.setdefault(REMEASURE_ENV, "1")
 
 TEXT = "six foxes mix wax in a box next to the extra taxi and the axe " * 4
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<jupyter_text>"]

@@ -22,7 +22,8 @@ LAYERS = [
     # contexts, sampling, training
     ("data",), ("corpora",), ("accel",), ("generate",), ("throughput",), ("train_config",),
     ("batches",), ("train",),
-    ("measurement", "measurement.words"), ("measurement.scores",), ("measurement.rates",),
+    ("measurement", "measurement.words"), ("measurement.scores",), ("measurement.memo",),
+    ("measurement.rates",),
     ("measurement.evaluation",),
     ("estimate",),
     ("audit",),
