@@ -260,6 +260,26 @@ def test_scoring_counts_detections_alarms_names_and_power():
     assert named_correctly(_verdict("w", "planted", 1, Named(ab)), words, index.mask) is None
 
 
+def test_naming_up_to_letter_case_is_counted_apart():
+    index = PredicateIndex(["ab", "Ab", "xab", "cd", "AB", "bc", "a"])
+    ab = Predicate("contains", "ab")
+    planted = _manifest("p", "planted", 0.1, ab)
+
+    def named(pred, any_case):
+        verdict = _verdict("p", "planted", 1.0, Named(pred))
+        return named_correctly(verdict, planted, index.mask, any_case)
+
+    any_ab = Predicate("contains", "ab", ignore_case=True)  # adds "Ab" and "AB"
+    assert named(any_ab, False) is False and named(any_ab, True) is True
+    assert named(ab, False) is True and named(ab, True) is True
+    # another text is not the plant in any case ("b" holds "ab" and more)
+    assert named(Predicate("contains", "b", ignore_case=True), True) is False
+    assert named(Predicate("startswith", "a", ignore_case=True), True) is False
+    s = score_detector("d", [planted], {"p": _verdict("p", "planted", 1.0, Named(any_ab))},
+                       index.mask, far=0.4, sizes=(8,))  # fmt: skip
+    assert (s.named.hits, s.named_any_case.hits, s.named_any_case.n) == (0, 1, 1)
+
+
 def test_threshold_and_smallest_strength_arithmetic():
     threshold, above, negatives = calibrated([3, 2, 1], [0.5, 2.5, 1.5, 0], far=0.25)
     assert threshold == 1.5 and (above.hits, above.n) == (2, 3) and negatives.hits == 1

@@ -87,7 +87,9 @@ def _table(result: ZooAuditResult) -> list[str]:
                 s.detector, share_cell(s.detected), share_cell(s.false_alarms),
                 f"{share_cell(s.detected_at_far)} (> {threshold}; negatives above: "
                 f"{s.far_realised.hits}/{s.far_realised.n})",
-                share_cell(s.named) + recall, share_cell(s.benign_domain),
+                f"{share_cell(s.named)} (up to letter case {s.named_any_case.hits}/"
+                f"{s.named_any_case.n}){recall}",
+                share_cell(s.benign_domain),
                 share_cell(s.benign_flagged), share_cell(s.controls_flagged),
                 strength_cell(s.smallest),
                 " / ".join(strength_cell(s.smallest_at[n]) for n in result.sizes),

@@ -126,14 +126,15 @@ class ZooAuditResult:
             f"  {self.organisms} organisms ({self.planted} planted, "
             f"{self.organisms - self.planted} negatives); 95% Wilson intervals over organisms",
             f"  {'detector':<16} {'detected':<22} {'false alarms':<22} "
-            f"{'at FAR ' + format(self.far, 'g'):<22} {'named top-1':<22} "
+            f"{'at FAR ' + format(self.far, 'g'):<22} {'named top-1 (any case)':<22} "
             f"{'benign: domain':<22} smallest (80% power at {sizes})  s/organism",
         ]
         for s in self.scores:
             power = "/".join(strength_cell(s.smallest_at[n]) for n in self.sizes)
+            named = f"{s.named.hits}/{s.named.n} ({s.named_any_case.hits} any case)"
             lines.append(
                 f"  {s.detector:<16} {share_cell(s.detected):<22} {share_cell(s.false_alarms):<22} "
-                f"{share_cell(s.detected_at_far):<22} {share_cell(s.named):<22} "
+                f"{share_cell(s.detected_at_far):<22} {named:<22} "
                 f"{share_cell(s.benign_domain):<22} {strength_cell(s.smallest)} ({power})"
                 f"  {s.seconds:.1f}"
             )

@@ -12,7 +12,10 @@ Counted over organisms (each one independent draw), every share with a 95% Wilso
   very negatives that set it, so it is optimistic), and the planted organisms above it.
 * naming (top-1): a planted organism counts as named when the verdict reports a planted
   preference and names its set: a predicate that selects exactly the planted tokens, or as
-  first word one of the planted entries. Scored where the detector names the plant's unit
+  first word one of the planted entries. Fine-tuning toward "contains 'beh'" also raises
+  "Beh" (on SmolLM2 a tilt on the any-case set explains a share point more of the KL, in
+  every probe), so naming up to letter case is counted apart (``named_any_case``): the
+  predicate and the planted one select the same tokens once both ignore case. Scored where the detector names the plant's unit
   (tokens or words); the entries a word detector names are also counted (recall).
 * per strength: detection and naming; for a sample-based detector its mean power over the
   organisms of that strength at each number of samples a side (likex.zoo.power); the smallest
@@ -24,7 +27,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -70,6 +73,7 @@ class DetectorScore:
     detected_at_far: Share
     far_realised: Share
     named: Share
+    named_any_case: Share
     entry_recall: float | None
     strengths: list[StrengthRow]
     smallest: float | None  # own verdict, detected in >= 80% from there up
@@ -79,7 +83,7 @@ class DetectorScore:
     def to_json(self) -> dict:
         shares = (
             "detected", "called_planted", "false_alarms", "benign_domain", "benign_flagged",
-            "controls_flagged", "detected_at_far", "far_realised", "named",
+            "controls_flagged", "detected_at_far", "far_realised", "named", "named_any_case",
         )  # fmt: skip
         return {
             "detector": self.detector,
@@ -98,10 +102,14 @@ def _share(flags: Sequence[bool]) -> Share:
 
 
 def named_correctly(
-    verdict: Verdict, truth: Manifest, mask_of: Callable[[Predicate], torch.Tensor]
+    verdict: Verdict,
+    truth: Manifest,
+    mask_of: Callable[[Predicate], torch.Tensor],
+    any_case: bool = False,
 ) -> bool | None:
     """Whether the verdict names the planted set (None: it names another unit than the
-    plant's, so naming is not scored here)."""
+    plant's, so naming is not scored here); ``any_case``: the same set once both predicates
+    ignore letter case."""
     words = bool(truth.spec.entries)
     if verdict.unit != ("words" if words else "tokens"):
         return None
@@ -109,8 +117,12 @@ def named_correctly(
         return False
     if words:
         return bool(verdict.named.words) and verdict.named.words[0] in truth.spec.entries
-    named = verdict.named.predicate
-    return named is not None and torch.equal(mask_of(named), mask_of(truth.spec.predicate))
+    named, planted = verdict.named.predicate, truth.spec.predicate
+    if named is None:
+        return False
+    if any_case:
+        named, planted = replace(named, ignore_case=True), replace(planted, ignore_case=True)
+    return torch.equal(mask_of(named), mask_of(planted))
 
 
 def calibrated(
@@ -196,6 +208,9 @@ def score_detector(
         detected_at_far=at_far,
         far_realised=realised,
         named=_share([ok for _, _, ok in planted if ok is not None]),
+        named_any_case=_share(
+            [ok for m, v, _ in planted if (ok := named_correctly(v, m, mask_of, True)) is not None]
+        ),
         entry_recall=statistics.fmean(recall) if recall else None,
         strengths=rows,
         smallest=_smallest([(r.strength, r.detected.rate) for r in rows]),
