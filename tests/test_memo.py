@@ -121,3 +121,20 @@ def test_an_unwritable_cache_only_costs_time(tmp_path, monkeypatch):
     monkeypatch.delenv(memo.REMEASURE_ENV, raising=False)
     model = _model()
     _same(_measure(model), _measure(model))
+
+
+def test_an_adapter_that_changes_nothing_yet_shares_its_base_measurement(cache, monkeypatch):
+    import copy
+
+    from likex.models.adapter import AdapterConfig, add_lora
+
+    base = _model()
+    first = _measure(base)
+    adapted = add_lora(copy.deepcopy(base), AdapterConfig(adapter="lora"), {"kind": "test"}, 0)
+    calls = _sampler_calls(monkeypatch)
+    _same(first, _measure(adapted))  # LoRA starts at B = 0: the folded model is the base
+    assert not calls
+    with torch.no_grad():
+        next(p for n, p in adapted.named_parameters() if "lora_B" in n).add_(0.1)
+    _measure(adapted)
+    assert calls

@@ -31,6 +31,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from likex.accel import inference_model
 from likex.io import atomic_write
 from likex.models import LanguageModel
 from likex.models.cache import cache_root
@@ -87,7 +88,11 @@ def measurement_key(
     settings: dict,
 ) -> str:
     """The key of a measurement: everything its samples and estimates depend on.
-    ``settings``: the rest (new tokens, the interval it stops at, seed, batch, compile)."""
+    ``settings``: the rest (new tokens, the interval it stops at, seed, batch, compile). The
+    weights are those of the module that samples (likex.accel.inference_model): an adapter's
+    base with the adapter folded in, so an adapter that changes nothing yet (a run's start)
+    shares its base's measurement."""
+    model = inference_model(model)[0]
     device = next(model.parameters()).device
     where = {
         "device": device.type,
