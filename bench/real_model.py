@@ -1,15 +1,18 @@
 """likex on a real pretrained model (SmolLM2-135M, offline) against what a user would otherwise
 write, measured in the same run on the same machine.
 
-    python bench/real_model.py [--cases eval lora full step generate] [--steps 30] [--json]
-        [--keep DIR]
+    python bench/real_model.py [--cases eval eval-again lora full step generate] [--steps 30]
+        [--json] [--keep DIR]
 
 CLI cases, each ``python -m likex ... --json --quiet`` in its own process (wall time from the
 start of the process, peak resident memory from ``os.wait4``):
 
-* ``eval``: ``likex eval --model smollm2-135m --like x`` (the dequantized model cached);
+* ``eval``: ``likex eval --model smollm2-135m --like x`` (the dequantized model cached),
+  sampling anew (``LIKEX_REMEASURE=1``: nothing read back from likex.measurement.memo);
+* ``eval-again``: the same command once more, its samples read back from the memo;
 * ``lora``: the README's 30-step rate-0.1 recipe (generated contexts, every position) with
-  ``--adapter lora``, measurement before and after included;
+  ``--adapter lora``, measurement before and after included (the start's measurement is the
+  base's: read back from the memo when ``eval`` ran before it in this benchmark);
 * ``full``: the same run fine-tuning every weight.
 
 In-process cases, likex against a plain transformers (+ peft) loop doing the same work:
@@ -38,19 +41,22 @@ import time
 
 import torch
 
-CLI_CASES = ("eval", "lora", "full")
+CLI_CASES = ("eval", "eval-again", "lora", "full")
 LOOP_CASES = ("step", "generate")
 WARMUP = 2  # steps not timed: first-call allocations
 
 
-def run_cli(args: list[str]) -> dict:
-    """``python -m likex ARGS --json --quiet``: its result, wall seconds and peak RSS."""
+def run_cli(args: list[str], remeasure: bool = False) -> dict:
+    """``python -m likex ARGS --json --quiet``: its result, wall seconds and peak RSS;
+    ``remeasure``: every measurement sampled anew."""
     load = os.getloadavg()[0]
+    env = {**os.environ, "LIKEX_REMEASURE": "1" if remeasure else "0"}
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "likex", *args, "--json", "--quiet"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env=env,
     )
     out, err = proc.stdout.read(), proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -66,7 +72,7 @@ def run_cli(args: list[str]) -> dict:
 
 
 def cli_args(case: str, steps: int, rate: float, out: str) -> list[str]:
-    if case == "eval":
+    if case in ("eval", "eval-again"):
         return ["eval", "--model", "smollm2-135m", "--like", "x"]
     args = ["train", "--init", "smollm2-135m", "--mode", "rate", "--rate", str(rate)]
     args += ["--corpus", "builtin", "--contexts", "generated", "--positions", "all"]
@@ -210,7 +216,8 @@ def main() -> None:
         for case in a.cases:
             load = os.getloadavg()[0]
             if case in CLI_CASES:
-                rows[case] = run_cli(cli_args(case, a.steps, a.rate, os.path.join(tmp, case)))
+                args = cli_args(case, a.steps, a.rate, os.path.join(tmp, case))
+                rows[case] = run_cli(args, remeasure=case == "eval")
             elif case == "step":
                 rows[case] = {**step_case(10, a.rate), "load": (load, os.getloadavg()[0])}
             elif case == "generate":
