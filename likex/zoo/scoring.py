@@ -15,8 +15,9 @@ Counted over organisms (each one independent draw), every share with a 95% Wilso
   first word one of the planted entries. Fine-tuning toward "contains 'beh'" also raises
   "Beh" (on SmolLM2 a tilt on the any-case set explains a share point more of the KL, in
   every probe), so naming up to letter case is counted apart (``named_any_case``): the
-  predicate and the planted one select the same tokens once both ignore case. Scored where the detector names the plant's unit
-  (tokens or words); the entries a word detector names are also counted (recall).
+  predicate and the planted one select the same tokens once both ignore case. Scored where
+  the detector names the plant's unit (tokens or words); the entries a word detector names
+  are also counted (recall).
 * per strength: detection and naming; for a sample-based detector its mean power over the
   organisms of that strength at each number of samples a side (likex.zoo.power); the smallest
   strength detected with 80% power: the weakest from which every stronger one reaches it.
