@@ -127,7 +127,7 @@ def recall(key: str) -> tuple[list[dict], list[torch.Tensor]] | None:
             if meta.get("key") != key:
                 return None
             estimates = json.loads(meta["estimates"])
-            samples = [f.get_tensor(str(i)) for i in range(len(estimates))]
+            samples = [f.get_tensor(str(i)).long() for i in range(len(estimates))]
     except (OSError, SafetensorError, ValueError, KeyError, TypeError):
         return None
     if not isinstance(estimates, list) or not all(isinstance(e, dict) for e in estimates):
@@ -137,7 +137,7 @@ def recall(key: str) -> tuple[list[dict], list[torch.Tensor]] | None:
 
 def remember(key: str, estimates: list[dict], samples: list[torch.Tensor]) -> None:
     """Keep a measurement for next time (an unwritable cache: measured again next time)."""
-    tensors = {str(i): s.contiguous() for i, s in enumerate(samples)}
+    tensors = {str(i): s.to(torch.int32).contiguous() for i, s in enumerate(samples)}  # ids
     meta = {"key": key, "estimates": json.dumps(estimates)}
     with contextlib.suppress(OSError):
         atomic_write(_path(key), lambda tmp: save_file(tensors, tmp, metadata=meta))
