@@ -8,7 +8,8 @@ CLI cases, each ``python -m likex ... --json --quiet`` in its own process (wall 
 start of the process, peak resident memory from ``os.wait4``):
 
 * ``eval``: ``likex eval --model smollm2-135m --like x`` (the dequantized model cached),
-  sampling anew (``LIKEX_REMEASURE=1``: nothing read back from likex.measurement.memo);
+  sampling anew: the benchmark empties likex's measurement memo (likex.measurement.memo)
+  first, and keeps it from ``LIKEX_REMEASURE``;
 * ``eval-again``: the same command once more, its samples read back from the memo;
 * ``lora``: the README's 30-step rate-0.1 recipe (generated contexts, every position) with
   ``--adapter lora``, measurement before and after included (the start's measurement is the
@@ -34,6 +35,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,16 +43,18 @@ import time
 
 import torch
 
+from likex.measurement import memo
+from likex.models.cache import cache_root
+
 CLI_CASES = ("eval", "eval-again", "lora", "full")
 LOOP_CASES = ("step", "generate")
 WARMUP = 2  # steps not timed: first-call allocations
 
 
-def run_cli(args: list[str], remeasure: bool = False) -> dict:
-    """``python -m likex ARGS --json --quiet``: its result, wall seconds and peak RSS;
-    ``remeasure``: every measurement sampled anew."""
+def run_cli(args: list[str]) -> dict:
+    """``python -m likex ARGS --json --quiet``: its result, wall seconds and peak RSS."""
     load = os.getloadavg()[0]
-    env = {**os.environ, "LIKEX_REMEASURE": "1" if remeasure else "0"}
+    env = {**os.environ, "LIKEX_REMEASURE": "0"}
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "likex", *args, "--json", "--quiet"],
@@ -216,8 +220,9 @@ def main() -> None:
         for case in a.cases:
             load = os.getloadavg()[0]
             if case in CLI_CASES:
-                args = cli_args(case, a.steps, a.rate, os.path.join(tmp, case))
-                rows[case] = run_cli(args, remeasure=case == "eval")
+                if case == "eval":
+                    shutil.rmtree(cache_root() / memo.FOLDER, ignore_errors=True)
+                rows[case] = run_cli(cli_args(case, a.steps, a.rate, os.path.join(tmp, case)))
             elif case == "step":
                 rows[case] = {**step_case(10, a.rate), "load": (load, os.getloadavg()[0])}
             elif case == "generate":

@@ -64,8 +64,10 @@ def test_an_identical_measurement_is_read_back_with_the_same_numbers(cache, monk
     assert len(calls) == n  # not sampled again
     _same(first, again)
     monkeypatch.setenv(memo.REMEASURE_ENV, "1")  # and what sampling again gives
-    _same(first, _measure(model))
+    _same(first, _measure(model, seed=0))
     assert len(calls) > n
+    _measure(model, seed=1)  # the memo off: nothing read, nothing kept
+    assert len(list(cache.iterdir())) == 1
 
 
 @pytest.mark.parametrize("change", ["weights", "layout", "mask", "seed", "settings", "prompts"])

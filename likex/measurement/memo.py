@@ -12,8 +12,9 @@ same numbers it would have drawn, in a second instead of a minute.
 
 An entry that cannot be read, or whose recorded key is not the one asked for, is measured
 again and rewritten, never trusted; a cache that cannot be written costs the time it would
-have saved. ``LIKEX_REMEASURE=1`` samples every time (the test suite's default, so that a
-test exercises the sampler it checks).
+have saved. ``LIKEX_REMEASURE=1`` turns the memo off: every measurement samples, and
+nothing is kept (the test suite's default, so that a test exercises the sampler it checks
+and leaves the user's cache alone).
 """
 
 from __future__ import annotations
@@ -111,6 +112,10 @@ def measurement_key(
     return h.hexdigest()
 
 
+def _off() -> bool:
+    return os.environ.get(REMEASURE_ENV, "") not in ("", "0")
+
+
 def _path(key: str) -> Path:
     return cache_root() / FOLDER / f"{key[:32]}.safetensors"
 
@@ -118,7 +123,7 @@ def _path(key: str) -> Path:
 def recall(key: str) -> tuple[list[dict], list[torch.Tensor]] | None:
     """The estimates (as dicts) and samples of the measurement ``key``, or None (never
     measured, remeasuring, or an entry that is damaged or not this key's)."""
-    if os.environ.get(REMEASURE_ENV, "") not in ("", "0"):
+    if _off():
         return None
     path = _path(key)
     try:
@@ -137,6 +142,8 @@ def recall(key: str) -> tuple[list[dict], list[torch.Tensor]] | None:
 
 def remember(key: str, estimates: list[dict], samples: list[torch.Tensor]) -> None:
     """Keep a measurement for next time (an unwritable cache: measured again next time)."""
+    if _off():
+        return
     tensors = {str(i): s.to(torch.int32).contiguous() for i, s in enumerate(samples)}  # ids
     meta = {"key": key, "estimates": json.dumps(estimates)}
     with contextlib.suppress(OSError):
