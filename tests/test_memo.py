@@ -116,6 +116,16 @@ def test_a_damaged_or_foreign_entry_is_measured_again_and_replaced(cache, monkey
     assert not calls
 
 
+def test_a_scalar_buffer_is_part_of_the_key(cache, monkeypatch):
+    model = _model()
+    model.register_buffer("scale", torch.tensor(1.0))  # a 0-d tensor, as some models keep
+    _measure(model)
+    calls = _sampler_calls(monkeypatch)
+    model.scale.fill_(2.0)
+    _measure(model)
+    assert calls
+
+
 def test_an_unwritable_cache_only_costs_time(tmp_path, monkeypatch):
     blocked = tmp_path / "a file"
     blocked.write_text("")

@@ -61,7 +61,7 @@ def _tensor_bytes(t: torch.Tensor) -> memoryview:
     t = t.detach().cpu()
     if not t.is_contiguous() and t.dim() == 2 and t.t().is_contiguous():
         t = t.t()
-    return memoryview(t.contiguous().view(torch.uint8).numpy()).cast("B")
+    return memoryview(t.contiguous().reshape(-1).view(torch.uint8).numpy()).cast("B")
 
 
 def weights_digest(model: LanguageModel) -> str:
