@@ -68,6 +68,7 @@ def test_an_identical_measurement_is_read_back_with_the_same_numbers(cache, monk
     assert len(calls) > n
     _measure(model, seed=1)  # the memo off: nothing read, nothing kept
     assert len(list(cache.iterdir())) == 1
+    assert memo.measurement_key(model, _mask(), [], {}) is None  # nor the weights hashed
 
 
 @pytest.mark.parametrize("change", ["weights", "layout", "mask", "seed", "settings", "prompts"])

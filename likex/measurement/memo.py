@@ -87,12 +87,14 @@ def measurement_key(
     mask: torch.Tensor,
     prompt_sets: Sequence[tuple[torch.Tensor, str]],
     settings: dict,
-) -> str:
-    """The key of a measurement: everything its samples and estimates depend on.
-    ``settings``: the rest (new tokens, the interval it stops at, seed, batch, compile). The
-    weights are those of the module that samples (likex.accel.inference_model): an adapter's
-    base with the adapter folded in, so an adapter that changes nothing yet (a run's start)
-    shares its base's measurement."""
+) -> str | None:
+    """The key of a measurement: everything its samples and estimates depend on (None when
+    the memo is off: nothing is hashed). ``settings``: the rest (new tokens, the interval it
+    stops at, seed, batch, compile). The weights are those of the module that samples
+    (likex.accel.inference_model): an adapter's base with the adapter folded in, so an adapter
+    that changes nothing yet (a run's start) shares its base's measurement."""
+    if os.environ.get(REMEASURE_ENV, "") not in ("", "0"):
+        return None
     model = inference_model(model)[0]
     device = next(model.parameters()).device
     where = {
@@ -112,18 +114,14 @@ def measurement_key(
     return h.hexdigest()
 
 
-def _off() -> bool:
-    return os.environ.get(REMEASURE_ENV, "") not in ("", "0")
-
-
 def _path(key: str) -> Path:
     return cache_root() / FOLDER / f"{key[:32]}.safetensors"
 
 
-def recall(key: str) -> tuple[list[dict], list[torch.Tensor]] | None:
+def recall(key: str | None) -> tuple[list[dict], list[torch.Tensor]] | None:
     """The estimates (as dicts) and samples of the measurement ``key``, or None (never
-    measured, remeasuring, or an entry that is damaged or not this key's)."""
-    if _off():
+    measured, the memo off, or an entry that is damaged or not this key's)."""
+    if key is None:
         return None
     path = _path(key)
     try:
@@ -140,9 +138,10 @@ def recall(key: str) -> tuple[list[dict], list[torch.Tensor]] | None:
     return estimates, samples
 
 
-def remember(key: str, estimates: list[dict], samples: list[torch.Tensor]) -> None:
-    """Keep a measurement for next time (an unwritable cache: measured again next time)."""
-    if _off():
+def remember(key: str | None, estimates: list[dict], samples: list[torch.Tensor]) -> None:
+    """Keep a measurement for next time (an unwritable cache: measured again next time;
+    the memo off, ``key`` None: nothing)."""
+    if key is None:
         return
     tensors = {str(i): s.to(torch.int32).contiguous() for i, s in enumerate(samples)}  # ids
     meta = {"key": key, "estimates": json.dumps(estimates)}
