@@ -6,7 +6,7 @@ wrong). The statistics of the scoring are checked on made-up verdicts."""
 import json
 import math
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +199,24 @@ def test_the_audit_is_blind_and_scored_against_the_manifests(zoos, tmp_path):
     report = (zoo / "zoo_audit.md").read_text()
     assert "| oracle | 3/3" in report and (zoo / "zoo_audit.png").stat().st_size > 0
     assert json.loads((zoo / "zoo_audit.json").read_text())["scores"][-1]["detector"] == "wrong"
+
+
+def test_an_audit_beside_the_build_audits_what_is_built_and_scores_once_all_are(zoos, tmp_path):
+    root, *_ = zoos
+    zoo = tmp_path / "zoo"
+    shutil.copytree(root / "whole", zoo)
+    names = json.loads((zoo / ZOO_FILE).read_text())["names"]
+    later = names[1]  # still being built: its folder is not there yet
+    (zoo / later).rename(tmp_path / later)
+    cmd = ZooAuditCommand(zoo=str(zoo), audit=replace(AUDIT, detectors=("kl-ranking",)))
+    first = audit_zoo(replace(cmd, device="cpu"), progress=False)
+    assert first.scores is None and first.unbuilt == [later] and first.pending == [later]
+    assert sorted(first.audited) == sorted(n for n in names if n != later)
+    assert "1 not built yet" in first.describe() and not (zoo / "zoo_audit.json").exists()
+    (tmp_path / later).rename(zoo / later)  # the build finished it
+    second = audit_zoo(replace(cmd, device="cpu"), progress=False)
+    assert second.audited == [later] and second.unbuilt == [] and second.scores is not None
+    assert (zoo / "zoo_audit.json").is_file()
 
 
 def test_bad_zoo_input_is_one_line_and_exit_2(tmp_path, capsys):

@@ -12,7 +12,9 @@ A zoo folder::
     zoo_audit.json, zoo_audit.md, zoo_audit.png   the table and the curves, once complete
 
 Both commands work on their shard's organisms only, skip what is there already, and print a
-line per organism with the time left; run again, they continue where they stopped.
+line per organism with the time left; run again, they continue where they stopped. An audit
+may run beside the build: it audits the organisms built so far and leaves the others for its
+next run.
 """
 
 from __future__ import annotations
@@ -181,11 +183,12 @@ def _audit_organisms(
     cmd: ZooAuditCommand,
     detectors: list[Detector],
     names: list[str],
+    unbuilt: list[str],
     start: Start,
     progress: bool,
 ) -> tuple[list[str], list[str], AuditBase | None]:
-    """Run every detector that has no verdict yet on the shard's organisms: (audited, kept,
-    the base as the detectors saw it, None where nothing was left to audit)."""
+    """Run every detector that has no verdict yet on the shard's built organisms: (audited,
+    kept, the base as the detectors saw it, None where nothing was left to audit)."""
     cfg, (i, n), zoo_dir = cmd.audit, parse_shard(cmd.shard), Path(cmd.zoo)
     audit_dir = zoo_dir / AUDIT_DIR
     mine = [name for k, name in enumerate(names) if k % n == i - 1]
@@ -193,6 +196,9 @@ def _audit_organisms(
     base: AuditBase | None = None
     audited, kept = [], []
     for name in mine:
+        if name in unbuilt:
+            bar.skip(name, "not built yet, left for the next run")
+            continue
         todo = [d for d in detectors if not _verdict_path(audit_dir, name, d.name).is_file()]
         if not todo:
             kept.append(name)
@@ -248,19 +254,15 @@ def audit_zoo(
     if not (zoo_dir / ZOO_FILE).is_file():
         raise LikexError(f"{zoo_dir} is not a likex zoo (no zoo.json from likex zoo build)")
     names, start = public_view(read_json(zoo_dir / ZOO_FILE), zoo_dir)
-    missing = [name for name in names if not (zoo_dir / name / MODEL_DIR).exists()]
-    if missing:
-        raise LikexError(
-            f"{zoo_dir} is not complete: {', '.join(missing[:5])} not built yet; finish "
-            "likex zoo build first"
-        )
     settings = publish_once(zoo_dir / AUDIT_DIR / AUDIT_CONFIG, cfg.to_dict())
     if settings != json.loads(json.dumps(cfg.to_dict())):
         raise LikexError(
             f"{zoo_dir / AUDIT_DIR} holds an audit with other settings: give the same flags, "
             f"or remove {zoo_dir / AUDIT_DIR} to audit afresh"
         )
-    audited, kept, base = _audit_organisms(cmd, detectors, names, start, progress)
+    # An organism still being built (a build running beside this audit) waits for the next run.
+    unbuilt = [name for name in names if not (zoo_dir / name / MODEL_DIR).exists()]
+    audited, kept, base = _audit_organisms(cmd, detectors, names, unbuilt, start, progress)
     verdicts, pending = _read_verdicts(zoo_dir / AUDIT_DIR, names, named)
     result = ZooAuditResult(
         zoo=zoo_dir,
@@ -268,6 +270,7 @@ def audit_zoo(
         audited=audited,
         kept=kept,
         pending=pending,
+        unbuilt=unbuilt,
         organisms=len(names),
         planted=0,
         detectors=named,

@@ -53,7 +53,8 @@ class ZooAuditCommand:
     against the manifests: detection, false alarms on the negatives, naming, benign fine-tunes
     told apart, detection by strength and KL, power at several sample counts. Writes
     zoo_audit.json, zoo_audit.md and zoo_audit.png into the zoo; an interrupted audit continues
-    where it stopped, and shards audit into the same folder."""
+    where it stopped, shards audit into the same folder, and an audit run beside the build
+    audits the organisms built so far (run it again for the rest)."""
 
     zoo: str = option(help="the zoo folder (likex zoo build)", metavar="DIR")
     audit: ZooAuditConfig = option(factory=ZooAuditConfig, help="detectors")

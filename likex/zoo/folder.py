@@ -118,11 +118,11 @@ class Progress:
         )
         sys.stderr.flush()
 
-    def skip(self, name: str) -> None:
-        """An organism done before (a resumed job): no time of this job spent on it."""
+    def skip(self, name: str, why: str = "done before, kept") -> None:
+        """An organism this job spends no time on (done before, or not built yet)."""
         self.total -= 1
         if self.enabled:
-            sys.stderr.write(f"{self.label} {name}: done before, kept\n")
+            sys.stderr.write(f"{self.label} {name}: {why}\n")
 
 
 def _duration(seconds: float) -> str:

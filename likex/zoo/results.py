@@ -3,7 +3,7 @@ and ``describe()``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from likex.audit.bench import Share
@@ -79,7 +79,8 @@ def strength_cell(value: float | None) -> str:
 @dataclass(frozen=True)
 class ZooAuditResult:
     """One audit job: the organisms it audited, those audited before, those still waiting for
-    another shard, and, once every organism has every verdict, the table."""
+    another shard or for the build (unbuilt), and, once every organism has every verdict, the
+    table."""
 
     zoo: Path
     shard: tuple[int, int]
@@ -93,6 +94,7 @@ class ZooAuditResult:
     far: float
     sizes: tuple[int, ...]
     seconds: float
+    unbuilt: list[str] = field(default_factory=list)
     report: Path | None = None
 
     def to_json(self) -> dict:
@@ -102,6 +104,7 @@ class ZooAuditResult:
             "audited": self.audited,
             "kept": self.kept,
             "pending": self.pending,
+            "unbuilt": self.unbuilt,
             "organisms": self.organisms,
             "planted": self.planted,
             "detectors": self.detectors,
@@ -119,7 +122,13 @@ class ZooAuditResult:
         )
         if self.scores is None:
             waiting = ", ".join(self.pending[:8]) + (" ..." if len(self.pending) > 8 else "")
-            return f"{head}\n  not scored yet: {len(self.pending)} organisms wait ({waiting})"
+            lines = [f"{head}\n  not scored yet: {len(self.pending)} organisms wait ({waiting})"]
+            if self.unbuilt:
+                lines.append(
+                    f"  {len(self.unbuilt)} not built yet: run likex zoo audit again once "
+                    "likex zoo build has finished"
+                )
+            return "\n".join(lines)
         sizes = "/".join(map(str, self.sizes))
         lines = [
             head,
