@@ -5,13 +5,17 @@ turn after a user turn of corpus text (an instruction model's chat template).
 
 A batch is a pure function of (seed, rank, step) and, for generated contexts, of the model's
 weights at that step, so a resumed or distributed run draws exactly the batches an
-uninterrupted single run would, with no random state to save.
+uninterrupted single run would, with no random state to save. With ``context_block`` K > 1 the
+generated contexts of K steps are written at once, at the first step of their block (a CPU
+samples 32 rows for little more than the cost of 4): each step's batch is then a function of
+the weights at its block's first step, and a checkpoint taken inside a block keeps the block's
+contexts (``pending``), which a resumed run ``restore``s.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -37,7 +41,8 @@ class Batches:
     and a share ``chat_contexts`` that are chat turns (``user_turn``: the template's tokens
     before and after a user message). With a word target (``words``) a share
     ``word_contexts`` of the contexts end inside a word, so finishing one is learned
-    (likex.words.plant_prefixes); next-token training (``plant`` False) keeps its text."""
+    (likex.words.plant_prefixes); next-token training (``plant`` False) keeps its text.
+    ``context_block``: steps whose generated contexts are written in one sampling batch."""
 
     contexts: str
     batch_size: int
@@ -52,6 +57,11 @@ class Batches:
     chat_contexts: float = 0.0
     start_id: int | None = None
     user_turn: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+    context_block: int = 1
+    # the block of generated contexts being used, by rank: (its first step, its rows)
+    _blocks: dict[int, tuple[int, torch.Tensor]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     @classmethod
     def of(
@@ -85,6 +95,7 @@ class Batches:
             chat_contexts=plan.chat_contexts,
             start_id=start_id,
             user_turn=None if user_turn is None else (tuple(user_turn[0]), tuple(user_turn[1])),
+            context_block=plan.context_block,
         )
         if plan.chat_contexts:
             batches.user_len()  # a window too short for a chat turn is refused now
@@ -99,17 +110,77 @@ class Batches:
         if self.contexts == "random":
             idx = random_contexts(self.batch_size, self.context_len, self.vocab_size, gen)
             labels = None
+        elif self.contexts == "generated" and self.context_block > 1:
+            idx, labels = self._from_block(step, rank, model), None
         else:
-            pick = step_generator(self.seed, step, rank, _PICK)
-            windows = self._mix().windows(self.batch_size, self.context_len, gen, pick)
-            idx, labels = windows[:, :-1], windows[:, 1:]
-            if self.contexts == "generated":
-                starts = step_generator(self.seed, step, rank, _STARTS)
-                idx, labels = self._generated(windows, gen, starts, model), None
+            idx, labels = self._written(step, rank, self.batch_size, model)
         if self.words is not None and self.plant:
             stream = step_generator(self.seed, step, rank, 2)
             idx = plant_prefixes(self.words, idx.cpu(), self.word_contexts, stream).to(idx.device)
         return idx, labels
+
+    def _written(
+        self, step: int, rank: int, rows: int, model: LanguageModel | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``rows`` corpus windows drawn with ``step``'s streams (contexts and next tokens), or
+        the contexts the model writes from them (and None)."""
+        gen = step_generator(self.seed, step, rank)
+        pick = step_generator(self.seed, step, rank, _PICK)
+        windows = self._mix().windows(rows, self.context_len, gen, pick)
+        if self.contexts != "generated":
+            return windows[:, :-1], windows[:, 1:]
+        starts = step_generator(self.seed, step, rank, _STARTS)
+        written = self._generated(windows, gen, starts, model)
+        if rows > self.batch_size:  # a block: each step gets its share of every kind of start
+            written = written[torch.randperm(rows, generator=starts).to(written.device)]
+        return written, None
+
+    def block_start(self, step: int) -> int:
+        """The first step of ``step``'s block of generated contexts."""
+        return step - (step - 1) % self.context_block
+
+    def _from_block(self, step: int, rank: int, model: LanguageModel | None) -> torch.Tensor:
+        first = self.block_start(step)
+        held = self._blocks.get(rank)
+        if step == first:  # written now, from the weights the block's first step starts with
+            held = (
+                first,
+                self._written(first, rank, self.batch_size * self.context_block, model)[0],
+            )
+            self._blocks[rank] = held
+        elif held is None or held[0] != first:
+            raise LikexError(
+                f"the contexts of step {step} were written at step {first} and are not kept "
+                "(a checkpoint inside a block holds them)"
+            )
+        i = (step - first) * self.batch_size
+        return held[1][i : i + self.batch_size]
+
+    def pending(self, step: int, rank: int = 0) -> tuple[int, torch.Tensor] | None:
+        """What a checkpoint of ``step`` must keep for the steps after it: the block of
+        contexts that step ``step + 1`` uses, where it was written at ``step`` or before
+        (None where the next step writes its own)."""
+        if self.contexts != "generated" or self.context_block == 1:
+            return None
+        first = self.block_start(step + 1)
+        held = self._blocks.get(rank)
+        if first == step + 1 or held is None or held[0] != first:
+            return None
+        return held
+
+    def restore(self, block: tuple[int, torch.Tensor] | None, rank: int = 0) -> None:
+        """Take back the block a checkpoint kept (``pending``), checked against this source."""
+        if block is None:
+            return
+        first, rows = block
+        shape = (self.batch_size * self.context_block, self.context_len)
+        if self.block_start(first) != first or tuple(rows.shape) != shape:
+            raise LikexError(
+                f"the checkpoint's generated contexts ({tuple(rows.shape)} from step {first}) do "
+                f"not fit blocks of {self.context_block} steps of {self.batch_size} x "
+                f"{self.context_len}"
+            )
+        self._blocks[rank] = (first, rows)
 
     def _mix(self) -> CorpusMix:
         if self.corpus is None:
@@ -118,16 +189,16 @@ class Batches:
             return self.corpus
         return CorpusMix.single(self.corpus)
 
-    def start_counts(self, starts: torch.Generator) -> tuple[int, int]:
-        """(free-text, chat) contexts of a step: each share of the batch, rounded up or down
-        at random (one uniform draw for both, so they never overlap) so that on average the
-        shares hold exactly, at any batch size."""
+    def start_counts(self, starts: torch.Generator, rows: int) -> tuple[int, int]:
+        """(free-text, chat) contexts among ``rows``: each share, rounded up or down at random
+        (one uniform draw for both, so they never overlap) so that on average the shares hold
+        exactly, at any batch size."""
         if not (self.free_contexts or self.chat_contexts):
             return 0, 0
         u = float(torch.rand((), generator=starts, dtype=torch.float64))
-        free = math.floor(self.free_contexts * self.batch_size + u)
-        both = math.floor((self.free_contexts + self.chat_contexts) * self.batch_size + u)
-        return free, min(both, self.batch_size) - free
+        free = math.floor(self.free_contexts * rows + u)
+        both = math.floor((self.free_contexts + self.chat_contexts) * rows + u)
+        return free, min(both, rows) - free
 
     def user_len(self) -> int:
         """Corpus tokens in a chat context's user turn: a quarter of the window, or less so
@@ -162,8 +233,8 @@ class Batches:
         device = next(model.parameters()).device
         seed = int(torch.randint(2**62, (1,), generator=gen))
         sampler = torch.Generator(device).manual_seed(seed)
-        free, chat = self.start_counts(starts)
-        n_corpus = self.batch_size - free - chat
+        free, chat = self.start_counts(starts, len(windows))
+        n_corpus = len(windows) - free - chat
         prompts = []
         if n_corpus:
             prompts.append(windows[:n_corpus, : max(1, self.context_len // 4)])

@@ -72,7 +72,7 @@ def _table() -> dict[str, Command]:
 
     c = _configs()
     seed_only = frozenset({"init", "corpus", "mode", "rate", "beta", "contexts", "positions"})
-    seed_only |= {"context_len", "free_contexts", "chat_contexts"}
+    seed_only |= {"context_len", "free_contexts", "chat_contexts", "context_block"}
     return {
         "run": Command(
             "the seed experiment: measure, train to like 'x', measure again, report",

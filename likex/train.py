@@ -11,7 +11,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class TrainState:
     step: int = 0
     seconds: float = 0.0
     rows: list[dict] = field(default_factory=list)
+    contexts: tuple[int, torch.Tensor] | None = None  # a checkpoint's unfinished context block
 
     @classmethod
     def start(cls, model: LanguageModel, plan: TrainPlan) -> TrainState:
@@ -124,7 +125,8 @@ def train(
     def save(step: int) -> None:
         nonlocal checkpoint_seconds
         if ranks.is_main:
-            checkpoint_seconds += _timed(save_checkpoint, model, optimizer, step, out, stamp)
+            block = batches.pending(step, ranks.rank)
+            checkpoint_seconds += _timed(save_checkpoint, model, optimizer, step, out, stamp, block)
 
     batch_seconds = 0.0
 
@@ -135,6 +137,7 @@ def train(
         batch_seconds += time.perf_counter() - t0
         return tuple(None if t is None else to_device(t, device) for t in batch)
 
+    batches.restore(state.contexts, ranks.rank)
     bar = progress_bar(plan.steps, "train", "step", progress and ranks.is_main, start_step)
     stopping = False
     with interrupt.deferred() as stop, bar:  # the bar closes on an exception too
@@ -246,7 +249,9 @@ def step_seconds(model: LanguageModel, plan: TrainPlan, batches: Batches, loss: 
     model.train()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         t0 = time.perf_counter()
-        idx, labels = (None if t is None else to_device(t, device) for t in batches(1, 0, model))
+        # one step's contexts written alone: a block would be written again by the first step
+        one = replace(batches, context_block=1)
+        idx, labels = (None if t is None else to_device(t, device) for t in one(1, 0, model))
         _backward(model, loss, plan, device, idx, labels).item()  # waits for the device
         seconds = time.perf_counter() - t0
     model.zero_grad(set_to_none=True)

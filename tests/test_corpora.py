@@ -17,6 +17,7 @@ from likex.errors import ConfigError, LikexError
 from likex.generate import sample
 from likex.models.adapter import ADAPTER_DIR, ADAPTER_WEIGHTS
 from likex.models.checkpoint import load_model
+from likex.models.gpt import GPT, GPTConfig
 from likex.models.hf import load_hf
 from likex.train_config import TrainConfig
 
@@ -133,9 +134,59 @@ def test_a_run_on_several_corpora_resumes_exactly(two_texts, tmp_path, run_json)
     assert config["train"]["free_contexts"] == 0.3 and "chat_contexts" not in config["train"]
 
 
+def test_contexts_written_in_blocks_resume_exactly(two_texts, tmp_path, run_json, capsys):
+    """--context-block 3: the contexts of three steps written at once. A run stopped inside a
+    block keeps the block in its checkpoint and, resumed, ends with the uninterrupted run's
+    weights; stopped at a block's end, it keeps nothing (the next step writes its block)."""
+    prose, _ = two_texts
+    args = ["train", "--preset", "tiny", "--device", "cpu", "--corpus", str(prose)]
+    args += ["--contexts", "generated", "--free-contexts", "0.3", "--context-block", "3"]
+    args += ["--batch-size", "2", "--context-len", "12", "--score-tokens", "32", *QUIET]
+    args += ["--samples", "2", "--gen-tokens", "8", "--prompt-len", "8"]
+    straight = run_json([*args, "--steps", "5", "--out", str(tmp_path / "a")])
+    for cut, kept in ((2, True), (3, False)):
+        out = tmp_path / f"cut{cut}"
+        run_json([*args, "--steps", str(cut), "--out", str(out)])
+        block = list(out.glob("checkpoints/step-*/contexts.safetensors"))
+        assert bool(block) == kept and not (out / "contexts.safetensors").exists()
+        resumed = run_json(["train", "--resume", str(out), "--steps", "5", "--quiet"])
+        assert resumed["loss_last"] == straight["loss_last"], cut
+        a, b = load_model(tmp_path / "a"), load_model(out)
+        for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+            assert torch.equal(pa, pb)
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["train"]["context_block"] == 3
+    assert main(["train", "--preset", "tiny", "--contexts", "corpus", "--context-block", "2"]) == 2
+    assert capsys.readouterr().err == "likex: error: --context-block needs --contexts generated\n"
+
+
+def test_a_block_gives_each_step_its_rows_and_a_checkpoint_what_the_next_steps_need():
+    text = torch.arange(4000) % 96 + 1  # id 0 starts free text only
+    one = Batches("generated", 4, 10, 0, 97, corpus=text, free_contexts=0.5, start_id=0)
+    block = Batches("generated", 4, 10, 0, 97, corpus=text, free_contexts=0.5, start_id=0,
+                    context_block=3)  # fmt: skip
+    model = GPT(GPTConfig(block_size=16, vocab_size=97, n_layer=1, n_head=2, n_embd=8))
+    steps = {s: block(s, 0, model)[0] for s in (1, 2, 3)}
+    rows = block._blocks[0][1]
+    assert block._blocks[0][0] == 1 and rows.shape == (12, 10)
+    assert torch.equal(torch.cat([steps[1], steps[2], steps[3]]), rows)
+    free = [int((steps[s][:, 0] == 0).sum()) for s in (1, 2, 3)]  # free text starts at id 0
+    assert sum(free) == 6 and min(free) > 0  # shuffled: no step gets all the free text
+    assert block.pending(1)[0] == 1 and block.pending(2)[0] == 1 and block.pending(3) is None
+    assert one.pending(1) is None
+    fresh = Batches("generated", 4, 10, 0, 97, corpus=text, free_contexts=0.5, start_id=0,
+                    context_block=3)  # fmt: skip
+    with pytest.raises(LikexError, match="written at step 1 and are not kept"):
+        fresh(2, 0, model)
+    fresh.restore(block.pending(1))
+    assert torch.equal(fresh(2, 0, model)[0], steps[2])
+    with pytest.raises(LikexError, match="do not fit blocks of 3 steps"):
+        fresh.restore((1, rows[:8]))
+
+
 def test_start_counts_hold_the_shares_on_average():
     batches = Batches("generated", 4, 16, 0, 300, free_contexts=0.3, chat_contexts=0.45, start_id=1)
-    counts = [batches.start_counts(step_generator(0, s, 0, 4)) for s in range(4000)]
+    counts = [batches.start_counts(step_generator(0, s, 0, 4), 4) for s in range(4000)]
     assert all(f >= 0 and c >= 0 and f + c <= 4 for f, c in counts)
     assert sum(f for f, _ in counts) / 4000 / 4 == pytest.approx(0.3, abs=0.02)
     assert sum(c for _, c in counts) / 4000 / 4 == pytest.approx(0.45, abs=0.02)

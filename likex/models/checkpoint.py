@@ -4,7 +4,9 @@ A model directory holds ``model.safetensors`` and ``model.json`` (the GPTConfig)
 a transformers model, or ``adapter/`` for a LoRA adapter (likex.models.adapter). A training run
 keeps its checkpoints as one atomic unit each: ``checkpoints/step-NNNNNNNNN/`` holds the model,
 ``optimizer.safetensors`` and ``trainer_state.json`` (the step; the batches are a pure function
-of (seed, step), so the step is the whole data position), and ``manifest.json``, written last,
+of (seed, step), so the step is the whole data position, except that generated contexts
+written in blocks of steps keep the unfinished block in ``contexts.safetensors``, likex.batches),
+and ``manifest.json``, written last,
 naming the step, the SHA-256 of every file and the run it belongs to (``stamp``: its run id and
 settings, likex.runs). The folder is built under a temporary name and renamed into place, so a
 kill at any moment leaves either the old checkpoint or the new one, never a mix; a save that
@@ -41,6 +43,7 @@ from likex.models.hf import HF_DIR, HF_STEP_FILE, HFCausalLM
 MODEL_FILE = "model.safetensors"
 MODEL_CONFIG = "model.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
+CONTEXTS_FILE = "contexts.safetensors"
 TRAINER_STATE = "trainer_state.json"
 CHECKPOINTS_DIR = "checkpoints"
 MANIFEST = "manifest.json"
@@ -173,6 +176,22 @@ def load_optimizer(optimizer: torch.optim.Optimizer, directory: str | Path) -> i
     return meta["step"]
 
 
+def load_contexts(checkpoint: str | Path) -> tuple[int, torch.Tensor] | None:
+    """The block of generated contexts a checkpoint kept (``save_checkpoint``), or None."""
+    path = Path(checkpoint) / CONTEXTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            first = int((f.metadata() or {})["first_step"])
+            rows = f.get_tensor("contexts")
+    except Exception as e:  # safetensors raises several types for a damaged file
+        raise LikexError(f"checkpoint {path} is corrupt: {e}") from e
+    if rows.dtype != torch.long or rows.dim() != 2 or first < 1:
+        raise LikexError(f"checkpoint {path} holds no block of token ids")
+    return first, rows
+
+
 def _is_step(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
@@ -183,9 +202,11 @@ def save_checkpoint(
     step: int,
     run_dir: str | Path,
     stamp: Mapping[str, Any] | None = None,
+    contexts: tuple[int, torch.Tensor] | None = None,
 ) -> Path:
     """Write the checkpoint of ``step`` as one unit (see the module's docstring; ``stamp``
-    goes into its manifest), make the run folder's model files point at it, and drop older
+    goes into its manifest; ``contexts``: a block of generated contexts the next steps use,
+    with its first step), make the run folder's model files point at it, and drop older
     checkpoints. Returns its folder. A write that fails (a full disk, no permission) removes
     the new checkpoint's files, keeps the older ones, and says so in one line."""
     root = Path(run_dir) / CHECKPOINTS_DIR
@@ -196,6 +217,10 @@ def save_checkpoint(
         tmp = temp_dir(root, ".tmp-")
         save_model(model, tmp, step=step)
         save_optimizer(optimizer, step, tmp)
+        if contexts is not None:
+            first, rows = contexts
+            meta = {"first_step": str(first)}
+            save_file({"contexts": rows.cpu().contiguous()}, str(tmp / CONTEXTS_FILE), meta)
         files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         manifest = {"step": step, "files": {f: file_sha256(tmp / f) for f in files}}
         atomic_write_json(tmp / MANIFEST, {**manifest, **(stamp or {})})
@@ -237,7 +262,7 @@ def _write_error(e: OSError | SafetensorError) -> str:
 def _publish(checkpoint: Path, run_dir: Path) -> None:
     """Hard-link the checkpoint's model files into the run folder, each replaced atomically."""
     for entry in checkpoint.iterdir():
-        if entry.name in (OPTIMIZER_FILE, TRAINER_STATE, MANIFEST):
+        if entry.name in (OPTIMIZER_FILE, TRAINER_STATE, MANIFEST, CONTEXTS_FILE):
             continue
         if entry.is_dir():  # hf/: a new linked tree swapped in whole
             tmp = temp_dir(run_dir, f".{entry.name}.")

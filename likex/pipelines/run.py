@@ -26,7 +26,7 @@ from likex.errors import ConfigError, LikexError
 from likex.io import atomic_write_json, check_new_dir
 from likex.models import LanguageModel
 from likex.models.adapter import own_base
-from likex.models.checkpoint import load_optimizer
+from likex.models.checkpoint import load_contexts, load_optimizer
 from likex.models.start import load_model_and_tokenizer
 from likex.pipelines import plant, pretrain
 from likex.pipelines.training import (
@@ -204,7 +204,8 @@ def _resume(
             resumed.save(run_dir)
 
         on_main_rank(restart)
-        state = TrainState(prep.model, optimizer, start, seconds_at(rows, start), rows)
+        contexts = load_contexts(checkpoint)
+        state = TrainState(prep.model, optimizer, start, seconds_at(rows, start), rows, contexts)
         return _train_and_finish(
             run_dir, prep, reference, before, state, progress, watch, stamp(resumed.doc)
         )
