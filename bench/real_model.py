@@ -1,7 +1,8 @@
 """likex on a real pretrained model (SmolLM2-135M, offline) against what a user would otherwise
 write, measured in the same run on the same machine.
 
-    python bench/real_model.py [--cases eval eval-again lora full step generate] [--steps 30]
+    python bench/real_model.py [--cases eval eval-again lora lora-block full step generate]
+        [--steps 30]
         [--json] [--keep DIR]
 
 CLI cases, each ``python -m likex ... --json --quiet`` in its own process (wall time from the
@@ -14,6 +15,8 @@ start of the process, peak resident memory from ``os.wait4``):
 * ``lora``: the README's 30-step rate-0.1 recipe (generated contexts, every position) with
   ``--adapter lora``, measurement before and after included (the start's measurement is the
   base's: read back from the memo when ``eval`` ran before it in this benchmark);
+* ``lora-block``: the ``lora`` run with ``--context-block 8``: the generated contexts of 8
+  steps written in one sampling batch (32 rows) at the first step of each block;
 * ``full``: the same run fine-tuning every weight.
 
 In-process cases, likex against a plain transformers (+ peft) loop doing the same work:
@@ -46,7 +49,7 @@ import torch
 from likex.measurement import memo
 from likex.models.cache import cache_root
 
-CLI_CASES = ("eval", "eval-again", "lora", "full")
+CLI_CASES = ("eval", "eval-again", "lora", "lora-block", "full")
 LOOP_CASES = ("step", "generate")
 WARMUP = 2  # steps not timed: first-call allocations
 
@@ -81,6 +84,8 @@ def cli_args(case: str, steps: int, rate: float, out: str) -> list[str]:
     args = ["train", "--init", "smollm2-135m", "--mode", "rate", "--rate", str(rate)]
     args += ["--corpus", "builtin", "--contexts", "generated", "--positions", "all"]
     args += ["--steps", str(steps), "--out", out]
+    if case == "lora-block":
+        return [*args, "--adapter", "lora", "--context-block", "8"]
     return [*args, "--adapter", "lora"] if case == "lora" else args
 
 
