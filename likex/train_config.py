@@ -151,6 +151,7 @@ class TrainConfig:
         "block, so the sampler runs N x batch-size rows together (a CPU samples 32 rows for "
         "little more than 4; e.g. 8 with batch size 4). Changes the draws, so a run "
         "reproduces only with the same N",
+        metavar="N",
     )
     positions: str = option(
         "last",
