@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
 
 from likex.audit.bench import Share
 from likex.io import atomic_write_text
@@ -62,6 +63,8 @@ def plot_detection(
     right.set_xscale("log")
     right.set_xlabel("KL(base || organism) on held-out text, nats per token (bin median)")
     for ax in (left, right):
+        # a log axis over less than a decade labels its minor ticks, over each other
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_ylim(-0.05, 1.05)
         ax.grid(alpha=0.3)
     left.legend(fontsize=7, loc="lower right")
