@@ -31,6 +31,7 @@ from likex.objective import (
     objective_from,
 )
 from likex.options import option
+from likex.throughput import sampling_batch
 from likex.word_target import SHARES, WORD_POSITIONS
 from likex.words import WordTrie
 
@@ -56,6 +57,18 @@ def _for_words(settings: object) -> str | None:
     if settings.words or settings.phrase:
         return None
     return "does not apply to a token target: it is for entries of {words} or {phrase}"
+
+
+AUTO_BLOCK = 0  # --context-block auto: the measured sampling batch over the batch size
+
+
+def parse_context_block(text: str) -> int:
+    """--context-block N|auto (auto: ``AUTO_BLOCK``)."""
+    if text == "auto":
+        return AUTO_BLOCK
+    if not text.isdigit() or int(text) < 1:
+        raise LikexError(f"--context-block must be a positive integer or auto, not {text!r}")
+    return int(text)
 
 
 @dataclass(frozen=True)
@@ -149,9 +162,10 @@ class TrainConfig:
         1,
         "contexts generated: write the contexts of N steps at once, at the first step of each "
         "block, so the sampler runs N x batch-size rows together (a CPU samples 32 rows for "
-        "little more than 4; e.g. 8 with batch size 4). Changes the draws, so a run "
-        "reproduces only with the same N",
-        metavar="N",
+        "little more than 4); auto: the sampling batch measured on this machine over the batch "
+        "size. Changes the draws: a run reproduces with the same N (config.json records it)",
+        metavar="N|auto",
+        parse=parse_context_block,
     )
     positions: str = option(
         "last",
@@ -285,11 +299,11 @@ class TrainPlan:
                 raise ConfigError(name, "needs {contexts} generated")
         if self.free_contexts + self.chat_contexts > 1:
             raise ConfigError("chat_contexts", "and {free_contexts} must add up to at most 1")
-        if not 1 <= self.context_block <= MAX_STEPS:
+        if not 0 <= self.context_block <= MAX_STEPS:  # 0: auto, resolved by ``fit``
             raise ConfigError(
-                "context_block", f"must be in 1..{MAX_STEPS:_}, got {self.context_block}"
+                "context_block", f"must be in 1..{MAX_STEPS:_} or auto, got {self.context_block}"
             )
-        if self.context_block > 1 and self.contexts != "generated":
+        if self.context_block != 1 and self.contexts != "generated":
             raise ConfigError("context_block", "needs {contexts} generated")
 
     def fit(
@@ -310,6 +324,9 @@ class TrainPlan:
         plan = replace(self, context_len=min(self.context_len, block))
         if plan.cuda_graph:
             check_cuda_graph(device, plan.compile, dist_info().active)
+        if plan.context_block == AUTO_BLOCK:
+            rows = sampling_batch(model)  # measured on this machine (likex.throughput)
+            plan = replace(plan, context_block=max(1, rows // plan.batch_size))
         if plan.context_block > 1 and dist_info().active:  # a checkpoint keeps rank 0's block
             raise ConfigError("context_block", "runs in one process only (not under torchrun)")
         plan.check_memory(model.config.vocab_size, device)

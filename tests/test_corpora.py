@@ -19,7 +19,8 @@ from likex.models.adapter import ADAPTER_DIR, ADAPTER_WEIGHTS
 from likex.models.checkpoint import load_model
 from likex.models.gpt import GPT, GPTConfig
 from likex.models.hf import load_hf
-from likex.train_config import TrainConfig
+from likex.throughput import SAMPLE_BATCH_ENV
+from likex.train_config import AUTO_BLOCK, TrainConfig, parse_context_block
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
@@ -182,6 +183,18 @@ def test_a_block_gives_each_step_its_rows_and_a_checkpoint_what_the_next_steps_n
     assert torch.equal(fresh(2, 0, model)[0], steps[2])
     with pytest.raises(LikexError, match="do not fit blocks of 3 steps"):
         fresh.restore((1, rows[:8]))
+
+
+def test_context_block_auto_is_the_sampling_batch_over_the_batch_size(monkeypatch):
+    model = GPT(GPTConfig(block_size=16, vocab_size=97, n_layer=1, n_head=2, n_embd=8))
+    auto = TrainConfig(contexts="generated", context_block=AUTO_BLOCK, batch_size=4, lr=1)
+    for rows, block in (("32", 8), ("6", 1)):
+        monkeypatch.setenv(SAMPLE_BATCH_ENV, rows)
+        plan = auto.resolve().fit(model, torch.device("cpu"))
+        assert plan.context_block == block and plan.to_dict().get("context_block", 1) == block
+    assert parse_context_block("auto") == AUTO_BLOCK and parse_context_block("3") == 3
+    with pytest.raises(LikexError, match="--context-block must be a positive integer or auto"):
+        parse_context_block("0")
 
 
 def test_start_counts_hold_the_shares_on_average():
