@@ -106,8 +106,8 @@ class Batches:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(contexts, next tokens) of ``step``. Random and generated contexts have no next
         tokens (None); generated ones are on the model's device."""
-        gen = step_generator(self.seed, step, rank)
         if self.contexts == "random":
+            gen = step_generator(self.seed, step, rank)
             idx = random_contexts(self.batch_size, self.context_len, self.vocab_size, gen)
             labels = None
         elif self.contexts == "generated" and self.context_block > 1:
