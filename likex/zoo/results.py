@@ -122,7 +122,7 @@ class ZooAuditResult:
         )
         if self.scores is None:
             waiting = ", ".join(self.pending[:8]) + (" ..." if len(self.pending) > 8 else "")
-            lines = [f"{head}\n  not scored yet: {len(self.pending)} organisms wait ({waiting})"]
+            lines = [head, f"  not scored yet: {len(self.pending)} organisms wait ({waiting})"]
             if self.unbuilt:
                 lines.append(
                     f"  {len(self.unbuilt)} not built yet: run likex zoo audit again once "
